@@ -1,0 +1,254 @@
+#include "daemon.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <spdlog/spdlog.h>
+
+#include "baton/handoff/listener_set.h"
+#include "baton/handoff/successor.h"
+
+extern char** environ;
+
+namespace baton::daemon {
+namespace {
+
+double ms_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t).count();
+}
+
+const char* signal_name(int signo) {
+  switch (signo) {
+    case SIGTERM: return "SIGTERM";
+    case SIGINT: return "SIGINT";
+    case SIGUSR2: return "SIGUSR2";
+    case SIGHUP: return "SIGHUP";
+    default: return "signal";
+  }
+}
+
+}  // namespace
+
+Daemon::Daemon(DaemonOptions options, StartupContext context)
+    : options_(std::move(options)), context_(std::move(context)), pid_file_(options_.pid_file) {}
+
+Daemon::~Daemon() {
+  if (!loop_ready_) return;
+  close_everything();
+  // Let libuv run the close callbacks (they free the handles), then check
+  // that nothing was left behind.
+  uv_run(&loop_, UV_RUN_DEFAULT);
+  if (uv_loop_close(&loop_) != 0) spdlog::error("event loop still has open handles at exit");
+}
+
+int Daemon::run() {
+  if (int rc = uv_loop_init(&loop_); rc != 0) {
+    spdlog::critical("uv_loop_init: {}", uv_strerror(rc));
+    return 1;
+  }
+  loop_ready_ = true;
+  drain_ = std::make_unique<Drain>(&loop_, registry_, drain_counts_, [this] { on_drained(); });
+  predecessor_ = std::make_unique<handoff::Predecessor>(
+      &loop_, [this](const handoff::UpgradeOutcome& o) { on_upgrade_outcome(o); });
+
+  // Signals first: a new generation must not die of a SIGTERM or SIGUSR2
+  // that arrives while it is still taking over.
+  if (auto st = install_signals(); !st) {
+    spdlog::critical("{}", st.error().message);
+    return 1;
+  }
+  if (auto st = open_listeners(); !st) {
+    spdlog::critical("start-up failed: {}", st.error().message);
+    return 1;
+  }
+  if (auto st = start_accepting(); !st) {
+    spdlog::critical("start-up failed: {}", st.error().message);
+    return 1;
+  }
+  uv_run(&loop_, UV_RUN_DEFAULT);
+  return exit_code_;
+}
+
+handoff::Status Daemon::install_signals() {
+  ::signal(SIGPIPE, SIG_IGN);  // a client gone mid-write is an error value, not a death
+  for (int signo : {SIGTERM, SIGINT, SIGUSR2, SIGHUP}) {
+    handoff::UvHandle<uv_signal_t> h;
+    if (int rc = h.init(uv_signal_init, &loop_, this); rc != 0)
+      return handoff::Error{std::string("uv_signal_init: ") + uv_strerror(rc)};
+    if (int rc = uv_signal_start(h.get(), &Daemon::on_signal, signo); rc != 0)
+      return handoff::Error{std::string("uv_signal_start ") + signal_name(signo) + ": " + uv_strerror(rc)};
+    signals_.push_back(std::move(h));
+  }
+  return {};
+}
+
+handoff::Status Daemon::open_listeners() {
+  auto successor = handoff::Successor::from_environment(kHandoffFdVariable);
+  if (!successor) return handoff::with_context("hand-off", successor.error());
+
+  std::vector<handoff::InheritedListener> inherited;
+  if (successor.value()) {
+    spdlog::info("hand-off: taking over as generation {}", context_.generation);
+    auto got = successor.value()->take_listeners(options_.upgrade_timeout);
+    if (!got) return handoff::with_context("hand-off", got.error());
+    inherited = std::move(got).value();
+    spdlog::info("hand-off: received {} listener(s), all valid, after {:.1f} ms", inherited.size(),
+                 ms_since(context_.started));
+  }
+
+  std::vector<handoff::ListenerRequest> requests;
+  for (const auto& spec : options_.listeners) requests.push_back({spec.name, spec.address});
+  auto opened = handoff::open_listeners(requests, std::move(inherited), options_.backlog);
+  if (!opened) return opened.error();
+  for (const auto& d : opened->dropped) spdlog::info("listener {} is no longer configured; closed it", d);
+
+  for (auto& l : opened->listeners) {
+    listeners_.push_back(std::make_unique<Listener>(
+        &loop_, std::move(l), [this](handoff::UniqueFd fd, Listener& from) { accept_echo(std::move(fd), from); },
+        [this](const std::string& reason) { fatal(reason); }));
+  }
+
+  if (successor.value()) {
+    // READY, then COMMIT: only once the old generation has committed to the
+    // hand-over may this one accept, so a rollback never kills a process that
+    // holds client connections.
+    if (auto st = successor.value()->confirm_ready(options_.upgrade_timeout); !st)
+      return handoff::with_context("hand-off", st.error());
+  }
+  return {};
+}
+
+handoff::Status Daemon::start_accepting() {
+  for (auto& l : listeners_) {
+    if (auto st = l->start(); !st) return st;
+    spdlog::info("listening name={} addr={} inherited={}", l->name(), l->bound().endpoint(),
+                 l->inherited() ? "yes" : "no");
+  }
+  if (context_.generation == 1) {
+    // A successor's pid file is written by its predecessor, once the hand-over stands.
+    if (auto st = pid_file_.write(::getpid()); !st) return st;
+  }
+  spdlog::info("serving: generation {} ready {:.1f} ms after start; {} listener(s), max {} connections",
+               context_.generation, ms_since(context_.started), listeners_.size(), options_.max_connections);
+  return {};
+}
+
+void Daemon::on_signal(uv_signal_t* handle, int signo) { static_cast<Daemon*>(handle->data)->handle_signal(signo); }
+
+void Daemon::handle_signal(int signo) {
+  switch (signo) {
+    case SIGTERM:
+    case SIGINT:
+      if (++stop_signals_ == 1 && !drain_->active()) {
+        stop_accepting_and_drain(std::string(signal_name(signo)) + ": graceful stop", false);
+      } else if (stop_signals_ == 1) {
+        spdlog::info("{}: already draining ({}); send it again to close every connection now", signal_name(signo),
+                     drain_->cause());
+      } else {
+        drain_->force(std::string("second stop signal (") + signal_name(signo) + ")");
+      }
+      break;
+    case SIGUSR2:
+      request_upgrade("SIGUSR2");
+      break;
+    case SIGHUP:
+      spdlog::warn("SIGHUP: configuration reload is not supported yet; ignored");
+      break;
+  }
+}
+
+void Daemon::accept_echo(handoff::UniqueFd fd, Listener& from) {
+  if (registry_.size() >= options_.max_connections) {
+    if (auto n = max_connections_log_.allow())
+      spdlog::warn("max-connections {} reached: closed {} new connection(s) at accept (listener {})",
+                   options_.max_connections, *n, from.name());
+    return;  // `fd` closes here
+  }
+  registry_.count_accept();
+  EchoConnection::start(&loop_, std::move(fd), from.is_unix() ? EchoConnection::Kind::Unix : EchoConnection::Kind::Tcp,
+                        registry_, *read_buffer_, drain_counts_, WaterMarks{});
+}
+
+handoff::SpawnSpec Daemon::spawn_spec() const {
+  handoff::SpawnSpec spec;
+  spec.binary = options_.binary.empty() ? context_.binary : options_.binary;
+  spec.args = context_.args;
+  spec.channel_variable = kHandoffFdVariable;
+  const std::string gen_prefix = std::string(kGenerationVariable) + "=";
+  for (char** e = environ; *e; ++e) {
+    std::string kv(*e);
+    if (!kv.starts_with(gen_prefix)) spec.env.push_back(std::move(kv));
+  }
+  spec.env.push_back(gen_prefix + std::to_string(context_.generation + 1));
+  return spec;
+}
+
+void Daemon::request_upgrade(const std::string& trigger) {
+  if (drain_->active()) {
+    spdlog::warn("upgrade ({}) refused: this generation is draining ({})", trigger, drain_->cause());
+    return;
+  }
+  if (context_.binary.empty()) {
+    spdlog::error("upgrade ({}) refused: no binary to start: {}", trigger, context_.binary_error);
+    return;
+  }
+  std::vector<handoff::ListenerOffer> offers;
+  for (const auto& l : listeners_)
+    offers.push_back({l->name(), l->configured().to_string(), l->bound().to_string(), l->fd()});
+  auto spec = spawn_spec();
+  spdlog::info("upgrade ({}): starting {} as generation {}", trigger, spec.binary, context_.generation + 1);
+  upgrade_requested_ = std::chrono::steady_clock::now();
+  if (auto st = predecessor_->start(spec, std::move(offers), options_.upgrade_timeout); !st)
+    spdlog::error("upgrade ({}) failed, still serving: {}", trigger, st.error().message);
+}
+
+void Daemon::on_upgrade_outcome(const handoff::UpgradeOutcome& outcome) {
+  if (!outcome.ok) {
+    spdlog::error("upgrade failed after {:.1f} ms, rolled back, still serving: {}", ms_since(upgrade_requested_),
+                  outcome.reason);
+    return;
+  }
+  spdlog::info("upgrade: pid {} is serving as generation {}; READY {:.1f} ms after the request",
+               outcome.pid, context_.generation + 1, ms_since(upgrade_requested_));
+  if (auto st = pid_file_.write(outcome.pid); !st) spdlog::error("pid file: {}", st.error().message);
+  stop_accepting_and_drain("handed over to pid " + std::to_string(outcome.pid), true);
+}
+
+void Daemon::stop_accepting_and_drain(const std::string& cause, bool handed_over) {
+  if (drain_->active()) return;
+  handed_over_ = handed_over;
+  predecessor_->cancel("stopping: " + cause);
+  // After a hand-over the successor holds the same sockets: closing ours
+  // loses no queued connection, and a Unix socket's file is now its file.
+  for (auto& l : listeners_) l->close(/*unlink_path=*/!handed_over_);
+  spdlog::info("stopped accepting on {} listener(s) ({})", listeners_.size(), cause);
+  drain_->start(cause, options_.drain_timeout);
+}
+
+void Daemon::on_drained() {
+  spdlog::info("exiting with status {}", exit_code_);
+  close_everything();
+}
+
+void Daemon::fatal(const std::string& reason) {
+  spdlog::critical("fatal: {}; stopping every service", reason);
+  exit_code_ = 1;
+  predecessor_->cancel("fatal error");
+  for (auto& l : listeners_) l->close(/*unlink_path=*/!handed_over_);
+  registry_.for_each([](EchoConnection& c) { c.close_now(EchoConnection::EndReason::Forced); });
+  close_everything();
+}
+
+void Daemon::close_everything() {
+  if (finished_) return;
+  finished_ = true;
+  if (!handed_over_) pid_file_.remove_if_names(::getpid());
+  for (auto& l : listeners_) l->close(/*unlink_path=*/!handed_over_);
+  signals_.clear();
+  if (drain_) drain_->stop_timers();
+  // A successor that took over lives on; one still starting is killed.
+  predecessor_.reset();
+  registry_.for_each([](EchoConnection& c) { c.close_now(EchoConnection::EndReason::Forced); });
+}
+
+}  // namespace baton::daemon

@@ -1,0 +1,91 @@
+#pragma once
+// batond: the echo service, its listeners and the upgrade, in one libuv loop.
+//
+// Start-up: signals first, then listeners (taken over from the previous
+// generation when BATON_HANDOFF_FD is set, else bound), then accept.
+// Stop (SIGTERM/SIGINT) and a successful upgrade end the same way: stop
+// accepting, then Drain. A fatal error in any service stops them all.
+
+#include <uv.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "baton/handoff/predecessor.h"
+#include "baton/handoff/uv_handle.h"
+#include "connection_registry.h"
+#include "drain.h"
+#include "echo_connection.h"
+#include "listener.h"
+#include "options.h"
+#include "pid_file.h"
+#include "rate_limited_log.h"
+
+namespace baton::daemon {
+
+// What a generation knows about how it was started.
+struct StartupContext {
+  std::vector<std::string> args;  // argv[1..], handed unchanged to the next generation
+  std::string binary;             // what an upgrade starts, resolved at start-up
+  std::string binary_error;       // why `binary` could not be resolved
+  unsigned generation = 1;
+  std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
+};
+
+inline constexpr const char* kHandoffFdVariable = "BATON_HANDOFF_FD";
+inline constexpr const char* kGenerationVariable = "BATON_GENERATION";
+
+class Daemon {
+ public:
+  Daemon(DaemonOptions options, StartupContext context);
+  ~Daemon();
+  Daemon(const Daemon&) = delete;
+  Daemon& operator=(const Daemon&) = delete;
+
+  // Runs until stopped; returns the process exit status.
+  int run();
+
+ private:
+  handoff::Status install_signals();
+  handoff::Status open_listeners();
+  handoff::Status start_accepting();
+
+  static void on_signal(uv_signal_t* handle, int signo);
+  void handle_signal(int signo);
+  void accept_echo(handoff::UniqueFd fd, Listener& from);
+
+  void request_upgrade(const std::string& trigger);
+  void on_upgrade_outcome(const handoff::UpgradeOutcome& outcome);
+  handoff::SpawnSpec spawn_spec() const;
+
+  // Stop accepting, then drain: for a stop and after a hand-over alike.
+  void stop_accepting_and_drain(const std::string& cause, bool handed_over);
+  void on_drained();
+  void fatal(const std::string& reason);
+  void close_everything();
+
+  DaemonOptions options_;
+  StartupContext context_;
+  PidFile pid_file_;
+  uv_loop_t loop_{};
+  bool loop_ready_ = false;
+
+  std::vector<handoff::UvHandle<uv_signal_t>> signals_;
+  std::vector<std::unique_ptr<Listener>> listeners_;
+  std::unique_ptr<SharedReadBuffer> read_buffer_ = std::make_unique<SharedReadBuffer>();
+  ConnectionRegistry registry_;
+  DrainCounts drain_counts_;
+  std::unique_ptr<Drain> drain_;
+  std::unique_ptr<handoff::Predecessor> predecessor_;
+  RateLimiter max_connections_log_;
+  std::chrono::steady_clock::time_point upgrade_requested_{};
+
+  int stop_signals_ = 0;
+  bool handed_over_ = false;
+  bool finished_ = false;
+  int exit_code_ = 0;
+};
+
+}  // namespace baton::daemon

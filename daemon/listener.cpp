@@ -1,0 +1,103 @@
+#include "listener.h"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <spdlog/spdlog.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace baton::daemon {
+namespace {
+
+// Accepts per readiness event: bounded so one busy listener cannot starve
+// the connections already open.
+constexpr int kAcceptBatch = 64;
+// How long accepting pauses when the process is out of fds.
+constexpr uint64_t kFdBackoffMs = 100;
+
+}  // namespace
+
+Listener::Listener(uv_loop_t* loop, handoff::OpenListener open, AcceptHandler on_accept, FatalHandler on_fatal)
+    : loop_(loop), open_(std::move(open)), on_accept_(std::move(on_accept)), on_fatal_(std::move(on_fatal)) {}
+
+handoff::Status Listener::start() {
+  if (!poll_) {
+    if (int rc = poll_.init(uv_poll_init, loop_, this, open_.fd.get()); rc != 0)
+      return handoff::Error{"listener '" + name() + "': uv_poll_init: " + uv_strerror(rc)};
+  }
+  if (int rc = uv_poll_start(poll_.get(), UV_READABLE, &Listener::on_poll); rc != 0)
+    return handoff::Error{"listener '" + name() + "': uv_poll_start: " + uv_strerror(rc)};
+  accepting_ = true;
+  return {};
+}
+
+void Listener::stop() {
+  accepting_ = false;
+  if (poll_) uv_poll_stop(poll_.get());
+  if (backoff_) uv_timer_stop(backoff_.get());
+}
+
+void Listener::close(bool unlink_path) {
+  stop();
+  poll_.close();
+  backoff_.close();
+  if (unlink_path && is_unix() && open_.fd) ::unlink(open_.bound.path.c_str());
+  open_.fd.reset();
+}
+
+void Listener::on_poll(uv_poll_t* poll, int status, int) {
+  auto* self = static_cast<Listener*>(poll->data);
+  if (status < 0) {
+    self->on_fatal_("listener '" + self->name() + "' (" + self->bound().endpoint() + "): poll: " + uv_strerror(status));
+    return;
+  }
+  self->accept_pending();
+}
+
+void Listener::accept_pending() {
+  for (int i = 0; i < kAcceptBatch && accepting_; ++i) {
+    int fd = ::accept4(open_.fd.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= 0) {
+      on_accept_(handoff::UniqueFd(fd), *this);
+      continue;
+    }
+    switch (errno) {
+      case EAGAIN:
+        return;
+      case EINTR:
+      case ECONNABORTED:
+      case EPROTO:
+      case EPERM:  // a firewall rule refused it
+        continue;
+      case EMFILE:
+      case ENFILE:
+      case ENOBUFS:
+      case ENOMEM:
+        pause_for_fds(errno);
+        return;
+      default:
+        on_fatal_("listener '" + name() + "' (" + bound().endpoint() + "): accept: " + std::strerror(errno));
+        return;
+    }
+  }
+}
+
+// Out of fds: stop polling for a while rather than spin on a readable socket
+// we cannot accept from. Queued connections wait in the backlog, not reset.
+void Listener::pause_for_fds(int err) {
+  if (auto n = fd_limit_log_.allow())
+    spdlog::warn("accept name={} addr={}: {}; pausing accept for {} ms ({} times since last report)", name(),
+                 bound().endpoint(), std::strerror(err), kFdBackoffMs, *n);
+  if (poll_) uv_poll_stop(poll_.get());
+  if (!backoff_) backoff_.init(uv_timer_init, loop_, this);
+  uv_timer_start(backoff_.get(), &Listener::on_backoff_over, kFdBackoffMs, 0);
+}
+
+void Listener::on_backoff_over(uv_timer_t* timer) {
+  auto* self = static_cast<Listener*>(timer->data);
+  if (self->accepting_ && self->poll_) uv_poll_start(self->poll_.get(), UV_READABLE, &Listener::on_poll);
+}
+
+}  // namespace baton::daemon

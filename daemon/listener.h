@@ -1,0 +1,58 @@
+#pragma once
+// A listening socket in the loop. Accepting is ours (accept4 on a uv_poll)
+// rather than libuv's uv_listen, for two reasons: an inherited socket is
+// adopted as it is, and when the process runs out of fds we pause accepting
+// and leave connections queued in the kernel's backlog, where libuv would
+// accept and drop them. The Listener knows nothing of what is served; each
+// accepted fd goes to the handler.
+
+#include <uv.h>
+
+#include <functional>
+#include <string>
+
+#include "baton/handoff/listener_set.h"
+#include "baton/handoff/uv_handle.h"
+#include "rate_limited_log.h"
+
+namespace baton::daemon {
+
+class Listener {
+ public:
+  using AcceptHandler = std::function<void(handoff::UniqueFd fd, Listener& from)>;
+  using FatalHandler = std::function<void(const std::string& reason)>;
+
+  Listener(uv_loop_t* loop, handoff::OpenListener open, AcceptHandler on_accept, FatalHandler on_fatal);
+  Listener(const Listener&) = delete;
+  Listener& operator=(const Listener&) = delete;
+
+  handoff::Status start();  // begin accepting
+  void stop();              // stop accepting; the socket stays open
+  // Closes the socket. `unlink_path`: remove a Unix socket's file too, which
+  // only the last generation to use it may do.
+  void close(bool unlink_path);
+
+  const std::string& name() const { return open_.name; }
+  const handoff::ListenAddress& configured() const { return open_.configured; }
+  const handoff::ListenAddress& bound() const { return open_.bound; }
+  bool inherited() const { return open_.inherited; }
+  bool is_unix() const { return open_.bound.family == handoff::ListenAddress::Family::Unix; }
+  int fd() const { return open_.fd.get(); }
+
+ private:
+  static void on_poll(uv_poll_t* poll, int status, int events);
+  static void on_backoff_over(uv_timer_t* timer);
+  void accept_pending();
+  void pause_for_fds(int err);
+
+  uv_loop_t* loop_;
+  handoff::OpenListener open_;
+  AcceptHandler on_accept_;
+  FatalHandler on_fatal_;
+  handoff::UvHandle<uv_poll_t> poll_;
+  handoff::UvHandle<uv_timer_t> backoff_;
+  RateLimiter fd_limit_log_;
+  bool accepting_ = false;
+};
+
+}  // namespace baton::daemon

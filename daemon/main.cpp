@@ -1,0 +1,56 @@
+// batond: parse, set up logging, run the daemon.
+
+#include <unistd.h>
+
+#include <spdlog/spdlog.h>
+
+#include <charconv>
+#include <cstdlib>
+#include <string>
+
+#include "daemon.h"
+#include "executable_path.h"
+#include "logging.h"
+#include "options.h"
+
+namespace {
+
+// BATON_GENERATION is set by the predecessor; a fresh start is generation 1.
+unsigned take_generation() {
+  const char* value = std::getenv(baton::daemon::kGenerationVariable);
+  unsigned gen = 1;
+  if (value) {
+    std::string text(value);
+    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), gen);
+    if (ec != std::errc() || end != text.data() + text.size() || gen == 0) gen = 1;
+    ::unsetenv(baton::daemon::kGenerationVariable);
+  }
+  return gen;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  baton::daemon::StartupContext context;
+  auto parsed = baton::daemon::parse_options(argc, argv);
+  if (!parsed.options) return parsed.exit_code;
+  auto options = std::move(*parsed.options);
+
+  context.generation = take_generation();
+  baton::daemon::setup_logging(options.log_level, context.generation);
+  for (int i = 1; i < argc; ++i) context.args.emplace_back(argv[i]);
+
+  auto binary = baton::daemon::resolve_executable(options.binary.empty() ? argv[0] : options.binary);
+  if (binary) {
+    context.binary = binary.value();
+  } else {
+    context.binary_error = binary.error().message;
+    spdlog::warn("upgrades will be refused: cannot resolve the binary to start: {}", context.binary_error);
+  }
+  options.binary.clear();  // resolved into context.binary
+
+  baton::daemon::Daemon daemon(std::move(options), std::move(context));
+  int code = daemon.run();
+  spdlog::shutdown();
+  return code;
+}

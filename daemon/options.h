@@ -1,0 +1,35 @@
+#pragma once
+// batond's command line. Parsing is separate from the daemon so the same
+// arguments can be handed, unchanged, to the next generation.
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "baton/handoff/listen_address.h"
+
+namespace baton::daemon {
+
+struct DaemonOptions {
+  std::vector<handoff::ListenSpec> listeners;
+  size_t max_connections = 10000;
+  std::chrono::milliseconds drain_timeout{30000};
+  std::chrono::milliseconds upgrade_timeout{10000};
+  std::string pid_file;
+  std::string log_level = "info";
+  std::string binary;  // as given; resolved to an absolute path at start-up
+  int backlog = 1024;
+};
+
+inline constexpr const char* kDefaultListen = "tcp://127.0.0.1:7000";
+
+struct ParseOutcome {
+  std::optional<DaemonOptions> options;  // empty: exit with `exit_code`
+  int exit_code = 0;                     // 0 after --help/--version, 2 for usage errors
+};
+
+// Prints help, version or the usage error itself.
+ParseOutcome parse_options(int argc, char** argv);
+
+}  // namespace baton::daemon

@@ -1,0 +1,53 @@
+#pragma once
+// HandoffChannel: the AF_UNIX SOCK_SEQPACKET socket between two generations.
+// Sends and receives whole messages (message.h) with fds as SCM_RIGHTS.
+// Whatever goes wrong on receive, every fd that arrived is closed before the
+// error is returned: a malformed message can never leak a descriptor.
+
+#include <chrono>
+#include <optional>
+#include <span>
+#include <utility>
+#include <vector>
+
+#include "baton/handoff/message.h"
+#include "baton/handoff/result.h"
+#include "baton/handoff/unique_fd.h"
+
+namespace baton::handoff {
+
+struct Message {
+  MessageType type;
+  std::vector<uint8_t> payload;
+  std::vector<UniqueFd> fds;
+};
+
+class HandoffChannel {
+ public:
+  // A connected pair: the first end stays here, the second goes to the child.
+  // Both ends are close-on-exec; the spawner places the child's end explicitly.
+  static Result<std::pair<HandoffChannel, UniqueFd>> create_pair();
+  // Takes an inherited fd; refuses anything that is not an AF_UNIX SOCK_SEQPACKET socket.
+  static Result<HandoffChannel> adopt(UniqueFd fd);
+
+  explicit HandoffChannel(UniqueFd fd) : fd_(std::move(fd)) {}
+  int fd() const { return fd_.get(); }
+  bool open() const { return fd_.valid(); }
+  void close() { fd_.reset(); }
+
+  // At most kMaxFdsPerMessage fds and kMaxPayload bytes; the fds stay owned by the caller.
+  Status send(MessageType type, std::span<const uint8_t> payload, std::span<const int> fds = {});
+  // A message if one is queued, nullopt if none is (never blocks).
+  Result<std::optional<Message>> try_receive();
+  // Waits for one message for at most `timeout`.
+  Result<Message> receive(std::chrono::milliseconds timeout);
+
+ private:
+  UniqueFd fd_;
+};
+
+// Receives one message of the expected type within `timeout`; anything else is
+// an error naming what came instead.
+Result<Message> expect_message(HandoffChannel& channel, MessageType expected, std::chrono::milliseconds timeout);
+
+}  // namespace baton::handoff

@@ -1,0 +1,24 @@
+#pragma once
+// Listening sockets: binding a new one, and checking one that arrived from
+// another process before it is trusted.
+
+#include "baton/handoff/listen_address.h"
+#include "baton/handoff/result.h"
+#include "baton/handoff/unique_fd.h"
+
+namespace baton::handoff {
+
+// socket + bind + listen, non-blocking and close-on-exec. A Unix socket file
+// left by a dead process is replaced; one with a live listener is not.
+// Errors name the address and the errno text: "bind 127.0.0.1:7000: Address already in use".
+Result<UniqueFd> bind_listener(const ListenAddress& address, int backlog);
+
+// The address a socket is bound to (getsockname).
+Result<ListenAddress> local_address(int fd);
+
+// A received fd is used only if it is a listening (SO_ACCEPTCONN) stream
+// (SO_TYPE) socket of the announced family (SO_DOMAIN) bound to exactly the
+// announced address (getsockname). The error names the first check that failed.
+Status validate_listener(int fd, const ListenAddress& announced);
+
+}  // namespace baton::handoff

@@ -1,0 +1,46 @@
+#pragma once
+// The bodies of the hand-off messages (see message.h for the frame around them).
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "baton/handoff/message.h"
+#include "baton/handoff/result.h"
+
+namespace baton::handoff {
+
+struct Hello {
+  uint32_t pid = 0;
+  uint16_t version = kProtocolVersion;
+};
+
+// One listening socket as announced; its fd travels at the same index of the
+// message's SCM_RIGHTS array.
+struct ListenerEntry {
+  std::string name;
+  std::string configured;  // the address as the operator wrote it (port may be 0)
+  std::string bound;       // the address the socket is bound to (getsockname)
+};
+
+struct ListenersEnd {
+  uint32_t total = 0;  // listeners sent in all LISTENERS batches
+};
+
+struct Ready {
+  uint32_t pid = 0;
+};
+
+std::vector<uint8_t> encode(const Hello&);
+std::vector<uint8_t> encode(const std::vector<ListenerEntry>&);
+std::vector<uint8_t> encode(const ListenersEnd&);
+std::vector<uint8_t> encode(const Ready&);
+
+Result<Hello> decode_hello(std::span<const uint8_t> payload);
+Result<std::vector<ListenerEntry>> decode_listeners(std::span<const uint8_t> payload);
+Result<ListenersEnd> decode_listeners_end(std::span<const uint8_t> payload);
+Result<Ready> decode_ready(std::span<const uint8_t> payload);
+
+}  // namespace baton::handoff

@@ -1,0 +1,44 @@
+#pragma once
+// The side that takes over. Runs synchronously at start-up, before the event
+// loop, because nothing can be served until it is done:
+//
+//   HELLO ->   <- LISTENERS ... LISTENERS_END   (validate every fd)
+//   READY ->   <- COMMIT                         (now accept)
+//
+// Any malformed or unexpected message is an error naming the fault; the caller
+// exits non-zero with it, and the predecessor, seeing the channel close, rolls back.
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "baton/handoff/channel.h"
+#include "baton/handoff/listener_set.h"
+#include "baton/handoff/result.h"
+
+namespace baton::handoff {
+
+class Successor {
+ public:
+  // The channel named by the environment variable (an fd number); nullopt when
+  // it is not set, i.e. on a fresh start. The variable is removed so that our
+  // own children never see it.
+  static Result<std::optional<Successor>> from_environment(const char* variable);
+
+  explicit Successor(HandoffChannel channel) : channel_(std::move(channel)) {}
+
+  // Sends HELLO and receives every listener, each validated against the
+  // address it was announced with, all within `timeout`.
+  Result<std::vector<InheritedListener>> take_listeners(std::chrono::milliseconds timeout);
+
+  // Sends READY and waits for COMMIT. Only after COMMIT may the caller accept:
+  // a predecessor that rolled back instead kills us, and it must not kill a
+  // process that already took client connections.
+  Status confirm_ready(std::chrono::milliseconds timeout);
+
+ private:
+  HandoffChannel channel_;
+};
+
+}  // namespace baton::handoff

@@ -1,0 +1,146 @@
+#include "baton/handoff/channel.h"
+
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace baton::handoff {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// A peer that stops reading must not wedge the sender's event loop for ever.
+constexpr timeval kSendTimeout{2, 0};
+
+Status set_send_timeout(int fd) {
+  if (::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &kSendTimeout, sizeof kSendTimeout) != 0)
+    return errno_error("setsockopt(SO_SNDTIMEO)");
+  return {};
+}
+
+int sockopt_int(int fd, int opt) {
+  int v = -1;
+  socklen_t len = sizeof v;
+  if (::getsockopt(fd, SOL_SOCKET, opt, &v, &len) != 0) return -1;
+  return v;
+}
+
+}  // namespace
+
+Result<std::pair<HandoffChannel, UniqueFd>> HandoffChannel::create_pair() {
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
+    return errno_error("socketpair(AF_UNIX, SOCK_SEQPACKET)");
+  UniqueFd ours(sv[0]), theirs(sv[1]);
+  if (auto st = set_send_timeout(ours.get()); !st) return st.error();
+  return std::pair{HandoffChannel(std::move(ours)), std::move(theirs)};
+}
+
+Result<HandoffChannel> HandoffChannel::adopt(UniqueFd fd) {
+  if (sockopt_int(fd.get(), SO_DOMAIN) != AF_UNIX || sockopt_int(fd.get(), SO_TYPE) != SOCK_SEQPACKET)
+    return Error{"hand-off fd " + std::to_string(fd.get()) + " is not an AF_UNIX SOCK_SEQPACKET socket"};
+  if (auto st = set_send_timeout(fd.get()); !st) return st.error();
+  return HandoffChannel(std::move(fd));
+}
+
+Status HandoffChannel::send(MessageType type, std::span<const uint8_t> payload, std::span<const int> fds) {
+  if (fds.size() > kMaxFdsPerMessage)
+    return Error{"send " + std::string(to_string(type)) + ": " + std::to_string(fds.size()) +
+                 " fds, more than the " + std::to_string(kMaxFdsPerMessage) + " one message can carry"};
+  if (payload.size() > kMaxPayload)
+    return Error{"send " + std::string(to_string(type)) + ": payload of " + std::to_string(payload.size()) +
+                 " bytes exceeds " + std::to_string(kMaxPayload)};
+  auto frame = encode_frame(type, payload);
+  iovec iov{frame.data(), frame.size()};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  std::vector<char> control;
+  if (!fds.empty()) {
+    control.resize(CMSG_SPACE(sizeof(int) * fds.size()));
+    msg.msg_control = control.data();
+    msg.msg_controllen = control.size();
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+    std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
+  }
+  for (;;) {
+    ssize_t n = ::sendmsg(fd_.get(), &msg, MSG_NOSIGNAL);
+    if (n == static_cast<ssize_t>(frame.size())) return {};
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return errno_error(std::string("sendmsg ") + to_string(type));
+    return Error{std::string("sendmsg ") + to_string(type) + ": short write"};
+  }
+}
+
+Result<std::optional<Message>> HandoffChannel::try_receive() {
+  // One byte more than the largest valid datagram, so an oversized one shows as MSG_TRUNC.
+  std::vector<uint8_t> buf(kHeaderSize + kMaxPayload + 1);
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFdsPerMessage)];
+  iovec iov{buf.data(), buf.size()};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+
+  ssize_t n;
+  do {
+    n = ::recvmsg(fd_.get(), &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return std::optional<Message>{};
+  if (n < 0) return errno_error("recvmsg");
+
+  // Own every fd that arrived before looking at anything else, so that each
+  // error path below closes them.
+  std::vector<UniqueFd> fds;
+  bool foreign_control = false;
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+      size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      const unsigned char* data = CMSG_DATA(c);
+      for (size_t i = 0; i < count; ++i) {
+        int fd;
+        std::memcpy(&fd, data + i * sizeof(int), sizeof fd);
+        fds.emplace_back(fd);
+      }
+    } else {
+      foreign_control = true;
+    }
+  }
+  if (msg.msg_flags & MSG_CTRUNC) return Error{"recvmsg: control data truncated (MSG_CTRUNC)"};
+  if (msg.msg_flags & MSG_TRUNC) return Error{"recvmsg: message truncated (MSG_TRUNC), larger than any valid message"};
+  if (foreign_control) return Error{"recvmsg: unexpected control message (not SCM_RIGHTS)"};
+  if (n == 0) return Error{"peer closed the hand-off channel"};
+
+  auto frame = decode_frame(std::span<const uint8_t>(buf.data(), static_cast<size_t>(n)));
+  if (!frame) return frame.error();
+  return std::optional<Message>(Message{frame->type, std::move(frame->payload), std::move(fds)});
+}
+
+Result<Message> HandoffChannel::receive(std::chrono::milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  for (;;) {
+    auto got = try_receive();
+    if (!got) return got.error();
+    if (got.value()) return std::move(*got.value());
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+    if (left <= 0) return Error{"no message within " + std::to_string(timeout.count()) + " ms"};
+    pollfd p{fd_.get(), POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left)) < 0 && errno != EINTR) return errno_error("poll");
+  }
+}
+
+Result<Message> expect_message(HandoffChannel& channel, MessageType expected, std::chrono::milliseconds timeout) {
+  auto m = channel.receive(timeout);
+  if (!m) return Error{std::string("waiting for ") + to_string(expected) + ": " + m.error().message};
+  if (m->type != expected)
+    return Error{std::string("expected ") + to_string(expected) + ", got " + to_string(m->type)};
+  return m;
+}
+
+}  // namespace baton::handoff

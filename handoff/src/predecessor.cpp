@@ -1,0 +1,225 @@
+#include "baton/handoff/predecessor.h"
+
+#include <signal.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "baton/handoff/protocol.h"
+
+namespace baton::handoff {
+namespace {
+
+// The fd number the new process finds its end of the channel at.
+constexpr int kChildChannelFd = 3;
+
+std::vector<char*> c_strings(std::vector<std::string>& v) {
+  std::vector<char*> out;
+  for (auto& s : v) out.push_back(s.data());
+  out.push_back(nullptr);
+  return out;
+}
+
+}  // namespace
+
+std::string describe_exit(int64_t exit_status, int term_signal) {
+  if (term_signal != 0) return "signal " + std::to_string(term_signal) + " (" + strsignal(term_signal) + ")";
+  return "exit status " + std::to_string(exit_status);
+}
+
+Predecessor::Predecessor(uv_loop_t* loop, OutcomeCallback on_outcome, SuccessorExitCallback on_successor_exit)
+    : loop_(loop), on_outcome_(std::move(on_outcome)), on_successor_exit_(std::move(on_successor_exit)) {}
+
+Predecessor::~Predecessor() {
+  // A new process that has not taken over must not outlive the attempt; one
+  // that has taken over is the service now and is left alone.
+  if (process_ && !exited_ && state() != UpgradeState::HandedOver) uv_process_kill(process_.get(), SIGKILL);
+}
+
+Status Predecessor::start(const SpawnSpec& spec, std::vector<ListenerOffer> listeners,
+                          std::chrono::milliseconds timeout) {
+  if (state() != UpgradeState::Idle) {
+    if (state() == UpgradeState::HandedOver)
+      return Error{"busy: this generation already handed over to pid " + std::to_string(pid_)};
+    return Error{std::string("busy: an upgrade is already in progress (") + to_string(state()) + ")"};
+  }
+  auto pair = HandoffChannel::create_pair();
+  if (!pair) return pair.error();
+  auto [ours, theirs] = std::move(pair).value();
+
+  std::vector<std::string> argv{spec.binary};
+  argv.insert(argv.end(), spec.args.begin(), spec.args.end());
+  std::vector<std::string> env;
+  for (const auto& kv : spec.env)
+    if (!kv.starts_with(spec.channel_variable + "=")) env.push_back(kv);
+  env.push_back(spec.channel_variable + "=" + std::to_string(kChildChannelFd));
+  auto c_argv = c_strings(argv);
+  auto c_env = c_strings(env);
+
+  uv_stdio_container_t stdio[kChildChannelFd + 1];
+  for (int i = 0; i < kChildChannelFd; ++i) {
+    stdio[i].flags = UV_INHERIT_FD;
+    stdio[i].data.fd = i;
+  }
+  stdio[kChildChannelFd].flags = UV_INHERIT_FD;
+  stdio[kChildChannelFd].data.fd = theirs.get();
+
+  uv_process_options_t options{};
+  options.exit_cb = &Predecessor::on_exit;
+  options.file = c_argv[0];
+  options.args = c_argv.data();
+  options.env = c_env.data();
+  options.stdio_count = kChildChannelFd + 1;
+  options.stdio = stdio;
+
+  machine_.transition(UpgradeState::Spawning, "spawning " + spec.binary);
+  exited_ = false;
+  failure_.clear();
+  pid_ = 0;
+  if (int rc = process_.spawn(loop_, this, &options); rc != 0) {
+    process_.close();
+    std::string reason = "spawn " + spec.binary + ": " + uv_strerror(rc);
+    machine_.transition(UpgradeState::RollingBack, reason);
+    machine_.transition(UpgradeState::Idle, "nothing to reap");
+    return Error{reason};
+  }
+  pid_ = process_.get()->pid;
+  // `theirs` closes here: the child holds its own copy now, and keeping ours
+  // would hide the child's death (no EOF while we hold the other end).
+  theirs.reset();
+  channel_ = std::move(ours);
+  offers_ = std::move(listeners);
+  timeout_ = timeout;
+
+  if (int rc = poll_.init(uv_poll_init, loop_, this, channel_.fd()); rc != 0) {
+    fail(std::string("uv_poll_init on the hand-off channel: ") + uv_strerror(rc));
+    return {};
+  }
+  uv_poll_start(poll_.get(), UV_READABLE | UV_DISCONNECT, &Predecessor::on_readable);
+  deadline_.init(uv_timer_init, loop_, this);
+  uv_timer_start(deadline_.get(), &Predecessor::on_deadline, static_cast<uint64_t>(timeout.count()), 0);
+  spdlog::info("upgrade: spawned {} as pid {}", spec.binary, pid_);
+  return {};
+}
+
+void Predecessor::cancel(const std::string& reason) {
+  if (state() == UpgradeState::Spawning || state() == UpgradeState::AwaitingReady) fail(reason);
+}
+
+void Predecessor::on_readable(uv_poll_t* poll, int status, int) {
+  auto* self = static_cast<Predecessor*>(poll->data);
+  if (status < 0) {
+    self->fail(std::string("hand-off channel: ") + uv_strerror(status));
+    return;
+  }
+  // Drain every queued message: a READY may sit behind a HELLO.
+  while (self->channel_.open()) {
+    auto got = self->channel_.try_receive();
+    if (!got) {
+      self->fail("hand-off channel: " + got.error().message);
+      return;
+    }
+    if (!got.value()) return;
+    self->handle_message(*got.value());
+  }
+}
+
+void Predecessor::handle_message(Message& m) {
+  if (!m.fds.empty()) {
+    fail(std::string(to_string(m.type)) + " from the new process carries unexpected fds");
+    return;
+  }
+  if (state() == UpgradeState::Spawning && m.type == MessageType::Hello) {
+    auto hello = decode_hello(m.payload);
+    if (!hello) return fail("bad HELLO: " + hello.error().message);
+    if (static_cast<pid_t>(hello->pid) != pid_)
+      return fail("HELLO names pid " + std::to_string(hello->pid) + ", spawned pid " + std::to_string(pid_));
+    if (auto st = send_listeners(); !st) return fail(st.error().message);
+    machine_.transition(UpgradeState::AwaitingReady,
+                        "HELLO from pid " + std::to_string(pid_) + ", sent " + std::to_string(offers_.size()) + " listeners");
+    return;
+  }
+  if (state() == UpgradeState::AwaitingReady && m.type == MessageType::Ready) {
+    auto ready = decode_ready(m.payload);
+    if (!ready) return fail("bad READY: " + ready.error().message);
+    if (auto st = channel_.send(MessageType::Commit, {}); !st) return fail("sending COMMIT: " + st.error().message);
+    auto elapsed = machine_.since_start();
+    stop_channel();
+    machine_.transition(UpgradeState::HandedOver, "READY from pid " + std::to_string(pid_));
+    on_outcome_(UpgradeOutcome{true, pid_, {}, elapsed});
+    return;
+  }
+  fail(std::string("unexpected ") + to_string(m.type) + " in state " + to_string(state()));
+}
+
+Status Predecessor::send_listeners() {
+  for (size_t begin = 0; begin < offers_.size(); begin += kMaxFdsPerMessage) {
+    size_t end = std::min(offers_.size(), begin + kMaxFdsPerMessage);
+    std::vector<ListenerEntry> entries;
+    std::vector<int> fds;
+    for (size_t i = begin; i < end; ++i) {
+      entries.push_back({offers_[i].name, offers_[i].configured, offers_[i].bound});
+      fds.push_back(offers_[i].fd);
+    }
+    if (auto st = channel_.send(MessageType::Listeners, encode(entries), fds); !st) return st;
+  }
+  return channel_.send(MessageType::ListenersEnd, encode(ListenersEnd{static_cast<uint32_t>(offers_.size())}));
+}
+
+void Predecessor::on_deadline(uv_timer_t* timer) {
+  auto* self = static_cast<Predecessor*>(timer->data);
+  self->fail("no READY within " + std::to_string(self->timeout_.count()) + " ms");
+}
+
+void Predecessor::fail(const std::string& reason) {
+  if (state() != UpgradeState::Spawning && state() != UpgradeState::AwaitingReady) return;
+  failure_ = reason;
+  stop_channel();
+  machine_.transition(UpgradeState::RollingBack, reason);
+  if (exited_) {
+    finish_rollback("already exited");
+    return;
+  }
+  // It never received COMMIT, so it has accepted no client: killing it loses nothing.
+  uv_process_kill(process_.get(), SIGKILL);
+}
+
+void Predecessor::on_exit(uv_process_t* process, int64_t exit_status, int term_signal) {
+  auto* self = static_cast<Predecessor*>(process->data);
+  self->exited_ = true;
+  const std::string how = describe_exit(exit_status, term_signal);
+  const pid_t pid = self->pid_;
+  self->process_.close();
+  switch (self->state()) {
+    case UpgradeState::Spawning:
+    case UpgradeState::AwaitingReady:
+      self->fail("new process pid " + std::to_string(pid) + " exited before READY with " + how);
+      break;
+    case UpgradeState::RollingBack:
+      self->finish_rollback(how);
+      break;
+    case UpgradeState::HandedOver:
+      spdlog::info("upgrade: successor pid {} exited with {}", pid, how);
+      if (self->on_successor_exit_) self->on_successor_exit_(pid, exit_status == 0 && term_signal == 0, how);
+      break;
+    case UpgradeState::Idle:
+      break;
+  }
+}
+
+void Predecessor::finish_rollback(const std::string& how_it_ended) {
+  auto elapsed = machine_.since_start();
+  machine_.transition(UpgradeState::Idle, "new process pid " + std::to_string(pid_) + " reaped (" + how_it_ended + ")");
+  UpgradeOutcome outcome{false, pid_, failure_, elapsed};
+  offers_.clear();
+  on_outcome_(outcome);
+}
+
+void Predecessor::stop_channel() {
+  poll_.close();
+  deadline_.close();
+  channel_.close();
+}
+
+}  // namespace baton::handoff

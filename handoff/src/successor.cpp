@@ -1,0 +1,98 @@
+#include "baton/handoff/successor.h"
+
+#include <unistd.h>
+
+#include <charconv>
+#include <cstdlib>
+#include <set>
+
+#include "baton/handoff/listener_socket.h"
+#include "baton/handoff/protocol.h"
+
+namespace baton::handoff {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::chrono::milliseconds left_until(Clock::time_point deadline) {
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+  return left.count() > 0 ? left : std::chrono::milliseconds(0);
+}
+
+// One LISTENERS batch: entries and fds must pair up one to one.
+Status take_batch(Message& m, std::vector<InheritedListener>& out, std::set<std::string>& names) {
+  auto entries = decode_listeners(m.payload);
+  if (!entries) return entries.error();
+  if (entries->size() != m.fds.size())
+    return Error{"LISTENERS announces " + std::to_string(entries->size()) + " listeners but carries " +
+                 std::to_string(m.fds.size()) + " fds"};
+  for (size_t i = 0; i < entries->size(); ++i) {
+    auto& e = entries.value()[i];
+    const std::string who = "listener '" + e.name + "'";
+    if (auto st = validate_listener_name(e.name); !st) return st.error();
+    if (!names.insert(e.name).second) return Error{who + " announced twice"};
+    auto configured = ListenAddress::parse(e.configured);
+    if (!configured) return with_context(who + " configured address", configured.error());
+    auto bound = ListenAddress::parse(e.bound);
+    if (!bound) return with_context(who + " bound address", bound.error());
+    if (auto st = validate_listener(m.fds[i].get(), bound.value()); !st)
+      return with_context(who + " (" + e.bound + ")", st.error());
+    out.push_back({e.name, std::move(configured).value(), std::move(bound).value(), std::move(m.fds[i])});
+  }
+  return {};
+}
+
+}  // namespace
+
+Result<std::optional<Successor>> Successor::from_environment(const char* variable) {
+  const char* value = std::getenv(variable);
+  if (!value) return std::optional<Successor>{};
+  std::string text(value);
+  ::unsetenv(variable);
+  int fd = -1;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), fd);
+  if (ec != std::errc() || end != text.data() + text.size() || fd < 0)
+    return Error{std::string(variable) + "='" + text + "' is not a file descriptor number"};
+  auto channel = HandoffChannel::adopt(UniqueFd(fd));
+  if (!channel) return channel.error();
+  return std::optional<Successor>(Successor(std::move(channel).value()));
+}
+
+Result<std::vector<InheritedListener>> Successor::take_listeners(std::chrono::milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  auto hello = encode(Hello{static_cast<uint32_t>(::getpid()), kProtocolVersion});
+  if (auto st = channel_.send(MessageType::Hello, hello); !st) return st.error();
+
+  std::vector<InheritedListener> listeners;
+  std::set<std::string> names;
+  for (;;) {
+    auto m = channel_.receive(left_until(deadline));
+    if (!m) return Error{"waiting for listeners: " + m.error().message};
+    if (m->type == MessageType::Listeners) {
+      if (auto st = take_batch(m.value(), listeners, names); !st) return st.error();
+      continue;
+    }
+    if (!m->fds.empty()) return Error{std::string(to_string(m->type)) + " carries unexpected fds"};
+    if (m->type != MessageType::ListenersEnd)
+      return Error{std::string("expected LISTENERS or LISTENERS_END, got ") + to_string(m->type)};
+    auto end = decode_listeners_end(m->payload);
+    if (!end) return end.error();
+    if (end->total != listeners.size())
+      return Error{"LISTENERS_END counts " + std::to_string(end->total) + " listeners, received " +
+                   std::to_string(listeners.size())};
+    return listeners;
+  }
+}
+
+Status Successor::confirm_ready(std::chrono::milliseconds timeout) {
+  auto ready = encode(Ready{static_cast<uint32_t>(::getpid())});
+  if (auto st = channel_.send(MessageType::Ready, ready); !st) return st.error();
+  auto commit = expect_message(channel_, MessageType::Commit, timeout);
+  if (!commit) return commit.error();
+  if (!commit->fds.empty()) return Error{"COMMIT carries unexpected fds"};
+  if (!commit->payload.empty()) return Error{"COMMIT payload must be empty"};
+  channel_.close();
+  return {};
+}
+
+}  // namespace baton::handoff
