@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <cstring>
 
 namespace baton::handoff {
@@ -77,7 +78,7 @@ Status HandoffChannel::send(MessageType type, std::span<const uint8_t> payload, 
   }
 }
 
-Result<std::optional<Message>> HandoffChannel::try_receive() {
+Result<std::optional<Message>> HandoffChannel::try_receive(size_t max_fds) {
   // One byte more than the largest valid datagram, so an oversized one shows as MSG_TRUNC.
   std::vector<uint8_t> buf(kHeaderSize + kMaxPayload + 1);
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFdsPerMessage)];
@@ -86,7 +87,7 @@ Result<std::optional<Message>> HandoffChannel::try_receive() {
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
   msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
+  msg.msg_controllen = CMSG_SPACE(sizeof(int) * std::min(max_fds, kMaxFdsPerMessage));
 
   ssize_t n;
   do {

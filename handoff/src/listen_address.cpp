@@ -15,7 +15,14 @@ constexpr std::string_view kTcpScheme = "tcp://";
 constexpr std::string_view kUnixScheme = "unix:";
 constexpr size_t kMaxNameLength = 128;
 
-std::string quoted(std::string_view s) { return "'" + std::string(s) + "'"; }
+std::string quoted(std::string_view s) {
+  std::string out;
+  out.reserve(s.size() + 2);
+  out.push_back('\'');
+  out.append(s);
+  out.push_back('\'');
+  return out;
+}
 
 Result<uint16_t> parse_port(std::string_view text, std::string_view whole) {
   if (text.empty()) return Error{"missing port in " + quoted(whole)};

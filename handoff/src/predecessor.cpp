@@ -135,7 +135,7 @@ void Predecessor::handle_message(Message& m) {
     if (!hello) return fail("bad HELLO: " + hello.error().message);
     if (static_cast<pid_t>(hello->pid) != pid_)
       return fail("HELLO names pid " + std::to_string(hello->pid) + ", spawned pid " + std::to_string(pid_));
-    if (auto st = send_listeners(); !st) return fail(st.error().message);
+    if (auto st = handoff::send_listeners(channel_, offers_); !st) return fail(st.error().message);
     machine_.transition(UpgradeState::AwaitingReady,
                         "HELLO from pid " + std::to_string(pid_) + ", sent " + std::to_string(offers_.size()) + " listeners");
     return;
@@ -151,20 +151,6 @@ void Predecessor::handle_message(Message& m) {
     return;
   }
   fail(std::string("unexpected ") + to_string(m.type) + " in state " + to_string(state()));
-}
-
-Status Predecessor::send_listeners() {
-  for (size_t begin = 0; begin < offers_.size(); begin += kMaxFdsPerMessage) {
-    size_t end = std::min(offers_.size(), begin + kMaxFdsPerMessage);
-    std::vector<ListenerEntry> entries;
-    std::vector<int> fds;
-    for (size_t i = begin; i < end; ++i) {
-      entries.push_back({offers_[i].name, offers_[i].configured, offers_[i].bound});
-      fds.push_back(offers_[i].fd);
-    }
-    if (auto st = channel_.send(MessageType::Listeners, encode(entries), fds); !st) return st;
-  }
-  return channel_.send(MessageType::ListenersEnd, encode(ListenersEnd{static_cast<uint32_t>(offers_.size())}));
 }
 
 void Predecessor::on_deadline(uv_timer_t* timer) {

@@ -1,5 +1,9 @@
 #include "baton/handoff/protocol.h"
 
+#include <algorithm>
+
+#include "baton/handoff/channel.h"
+
 namespace baton::handoff {
 
 #define BATON_TRY_ASSIGN(var, expr)       \
@@ -74,5 +78,19 @@ Result<Ready> decode_ready(std::span<const uint8_t> payload) {
 }
 
 #undef BATON_TRY_ASSIGN
+
+Status send_listeners(HandoffChannel& channel, const std::vector<ListenerOffer>& offers) {
+  for (size_t begin = 0; begin < offers.size(); begin += kMaxFdsPerMessage) {
+    size_t end = std::min(offers.size(), begin + kMaxFdsPerMessage);
+    std::vector<ListenerEntry> entries;
+    std::vector<int> fds;
+    for (size_t i = begin; i < end; ++i) {
+      entries.push_back({offers[i].name, offers[i].configured, offers[i].bound});
+      fds.push_back(offers[i].fd);
+    }
+    if (auto st = channel.send(MessageType::Listeners, encode(entries), fds); !st) return st;
+  }
+  return channel.send(MessageType::ListenersEnd, encode(ListenersEnd{static_cast<uint32_t>(offers.size())}));
+}
 
 }  // namespace baton::handoff

@@ -89,9 +89,30 @@ std::optional<std::string> recv_exact(int fd, size_t n, std::chrono::millisecond
 }
 
 bool echo_roundtrip(int fd, const std::string& data, std::chrono::milliseconds timeout) {
-  if (!send_all(fd, data, timeout)) return false;
-  auto back = recv_exact(fd, data.size(), timeout);
-  return back && *back == data;
+  // Send and receive at once: a payload larger than the socket buffers would
+  // otherwise deadlock against the daemon's backpressure.
+  auto deadline = Clock::now() + timeout;
+  size_t sent = 0;
+  std::string back;
+  back.reserve(data.size());
+  char buf[65536];
+  while (back.size() < data.size()) {
+    pollfd p{fd, static_cast<short>(POLLIN | (sent < data.size() ? POLLOUT : 0)), 0};
+    int r = ::poll(&p, 1, remaining_ms(deadline));
+    if (r <= 0) return false;
+    if ((p.revents & POLLOUT) && sent < data.size()) {
+      ssize_t n = ::send(fd, data.data() + sent, std::min<size_t>(data.size() - sent, 65536), MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n < 0 && errno != EAGAIN && errno != EINTR) return false;
+      if (n > 0) sent += static_cast<size_t>(n);
+    }
+    if (p.revents & (POLLIN | POLLHUP | POLLERR)) {
+      ssize_t n = ::recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+      if (n == 0) return false;
+      if (n < 0 && errno != EAGAIN && errno != EINTR) return false;
+      if (n > 0) back.append(buf, static_cast<size_t>(n));
+    }
+  }
+  return back == data;
 }
 
 bool wait_eof(int fd, std::chrono::milliseconds timeout) {

@@ -113,7 +113,7 @@ ExitStatus decode_status(int status) {
 
 // fork + exec with stdin from /dev/null and stdout/stderr to the given fds.
 pid_t spawn(std::vector<std::string> argv, const std::vector<std::string>& extra_env, int out_fd,
-            int err_fd) {
+            int err_fd, int fd3 = -1) {
   auto env = merged_env(extra_env);
   auto c_argv = c_strings(argv);
   auto c_env = c_strings(env);
@@ -124,6 +124,7 @@ pid_t spawn(std::vector<std::string> argv, const std::vector<std::string>& extra
     ::dup2(devnull, 0);
     ::dup2(out_fd, 1);
     ::dup2(err_fd, 2);
+    if (fd3 >= 0) ::dup2(fd3, 3);  // dup2 clears close-on-exec on the copy
     // Start the child with default signal dispositions and an empty mask.
     sigset_t none;
     sigemptyset(&none);
@@ -163,7 +164,7 @@ TestProcess TestProcess::start(std::vector<std::string> argv, Options options) {
   int fd = ::open(p.log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (fd < 0) throw std::runtime_error("open " + p.log_path_ + ": " + std::strerror(errno));
   try {
-    p.pid_ = spawn(std::move(argv), options.extra_env, fd, fd);
+    p.pid_ = spawn(std::move(argv), options.extra_env, fd, fd, options.fd3);
   } catch (...) {
     ::close(fd);
     throw;

@@ -45,12 +45,15 @@ struct ExitStatus {
   std::string describe() const;
 };
 
+struct ProcessOptions {
+  std::vector<std::string> extra_env;  // "NAME=value", added to this process's environment
+  std::string log_path;                // default: a file in a private temp dir
+  int fd3 = -1;                        // placed at fd 3 in the child (a hand-off channel end)
+};
+
 class TestProcess {
  public:
-  struct Options {
-    std::vector<std::string> extra_env;  // "NAME=value", added to this process's environment
-    std::string log_path;                // default: a file in a private temp dir
-  };
+  using Options = ProcessOptions;
 
   // Starts argv[0] (a path) with argv; throws std::runtime_error if fork/exec fails.
   static TestProcess start(std::vector<std::string> argv, Options options = {});

@@ -38,7 +38,8 @@ class HandoffChannel {
   // At most kMaxFdsPerMessage fds and kMaxPayload bytes; the fds stay owned by the caller.
   Status send(MessageType type, std::span<const uint8_t> payload, std::span<const int> fds = {});
   // A message if one is queued, nullopt if none is (never blocks).
-  Result<std::optional<Message>> try_receive();
+  // `max_fds` sizes the control buffer; only tests lower it, to provoke MSG_CTRUNC.
+  Result<std::optional<Message>> try_receive(size_t max_fds = kMaxFdsPerMessage);
   // Waits for one message for at most `timeout`.
   Result<Message> receive(std::chrono::milliseconds timeout);
 

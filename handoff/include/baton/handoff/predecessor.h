@@ -24,20 +24,12 @@
 #include <vector>
 
 #include "baton/handoff/channel.h"
+#include "baton/handoff/protocol.h"
 #include "baton/handoff/result.h"
 #include "baton/handoff/upgrade_state.h"
 #include "baton/handoff/uv_handle.h"
 
 namespace baton::handoff {
-
-// A listener to hand over. The fd stays the caller's, and must stay open
-// until the outcome is reported.
-struct ListenerOffer {
-  std::string name;
-  std::string configured;
-  std::string bound;
-  int fd = -1;
-};
 
 struct SpawnSpec {
   std::string binary;             // an absolute path, resolved by the caller
@@ -79,7 +71,6 @@ class Predecessor {
   static void on_exit(uv_process_t* process, int64_t exit_status, int term_signal);
 
   void handle_message(Message& m);
-  Status send_listeners();
   void fail(const std::string& reason);
   void finish_rollback(const std::string& how_it_ended);
   void stop_channel();

@@ -38,6 +38,21 @@ std::vector<uint8_t> encode(const std::vector<ListenerEntry>&);
 std::vector<uint8_t> encode(const ListenersEnd&);
 std::vector<uint8_t> encode(const Ready&);
 
+class HandoffChannel;
+
+// A listener to hand over. The fd stays the caller's, and must stay open
+// until the outcome is reported.
+struct ListenerOffer {
+  std::string name;
+  std::string configured;
+  std::string bound;
+  int fd = -1;
+};
+
+
+// LISTENERS in batches of at most kMaxFdsPerMessage, then LISTENERS_END.
+Status send_listeners(HandoffChannel& channel, const std::vector<ListenerOffer>& offers);
+
 Result<Hello> decode_hello(std::span<const uint8_t> payload);
 Result<std::vector<ListenerEntry>> decode_listeners(std::span<const uint8_t> payload);
 Result<ListenersEnd> decode_listeners_end(std::span<const uint8_t> payload);

@@ -1,0 +1,114 @@
+#include "batond.h"
+
+#include <signal.h>
+
+#include <sstream>
+#include <stdexcept>
+
+#include "client.h"
+
+namespace baton::test {
+namespace {
+
+constexpr const char* kUpgradeOk = "upgrade: pid ";  // "... upgrade: pid N is serving as generation G"
+constexpr const char* kUpgradeFailed = "upgrade failed";
+
+}  // namespace
+
+std::string pid_tag(pid_t pid) { return "pid=" + std::to_string(pid) + " "; }
+
+BatondProcess BatondProcess::launch(std::vector<std::string> args, TestProcess::Options options) {
+  args.insert(args.begin(), batond_path());
+  return BatondProcess(TestProcess::start(std::move(args), std::move(options)));
+}
+
+BatondProcess BatondProcess::start(std::vector<std::string> args, TestProcess::Options options) {
+  auto b = launch(std::move(args), std::move(options));
+  if (!b.wait_for_line(b.first_pid(), "serving: generation"))
+    throw std::runtime_error("batond did not start serving; log:\n" + b.log());
+  return b;
+}
+
+std::string BatondProcess::address(const std::string& listener) const {
+  auto line = wait_for_line(serving_, "listening name=" + listener + " ");
+  return line ? field(*line, "addr") : std::string();
+}
+
+int BatondProcess::count_lines(pid_t pid, const std::string& needle) const {
+  std::istringstream in(proc_.log());
+  int n = 0;
+  const std::string tag = pid_tag(pid);
+  for (std::string line; std::getline(in, line);)
+    n += line.find(tag) != std::string::npos && line.find(needle) != std::string::npos;
+  return n;
+}
+
+std::optional<std::string> BatondProcess::wait_for_line(pid_t pid, const std::string& needle,
+                                                        std::chrono::milliseconds timeout, int skip) const {
+  std::optional<std::string> found;
+  const std::string tag = pid_tag(pid);
+  eventually(
+      [&] {
+        std::istringstream in(proc_.log());
+        int seen = 0;
+        for (std::string line; std::getline(in, line);) {
+          if (line.find(tag) != std::string::npos && line.find(needle) != std::string::npos && seen++ == skip) {
+            found = line;
+            return true;
+          }
+        }
+        return false;
+      },
+      timeout);
+  return found;
+}
+
+int BatondProcess::upgrade_outcomes(pid_t from) const {
+  return count_lines(from, kUpgradeOk) + count_lines(from, kUpgradeFailed);
+}
+
+BatondProcess::UpgradeResult BatondProcess::wait_upgrade_outcome(pid_t from, int skip,
+                                                                  std::chrono::milliseconds timeout) {
+  UpgradeResult r;
+  const std::string tag = pid_tag(from);
+  eventually(
+      [&] {
+        std::istringstream in(proc_.log());
+        int seen = 0;
+        for (std::string line; std::getline(in, line);) {
+          if (line.find(tag) == std::string::npos) continue;
+          bool ok = line.find(kUpgradeOk) != std::string::npos && line.find("is serving") != std::string::npos;
+          bool failed = line.find(kUpgradeFailed) != std::string::npos;
+          if ((ok || failed) && seen++ == skip) {
+            r.ok = ok;
+            r.line = line;
+            return true;
+          }
+        }
+        return false;
+      },
+      timeout);
+  if (r.ok) {
+    auto pos = r.line.find(kUpgradeOk) + std::string(kUpgradeOk).size();
+    r.new_pid = static_cast<pid_t>(std::stol(r.line.substr(pos)));
+    proc_.track_descendant(r.new_pid);
+    serving_ = r.new_pid;
+  }
+  return r;
+}
+
+BatondProcess::UpgradeResult BatondProcess::upgrade(std::chrono::milliseconds timeout) {
+  const pid_t from = serving_;
+  const int before = upgrade_outcomes(from);
+  ::kill(from, SIGUSR2);
+  return wait_upgrade_outcome(from, before, timeout);
+}
+
+void BatondProcess::signal_serving(int signo) const { ::kill(serving_, signo); }
+
+bool BatondProcess::wait_gone(pid_t pid, std::chrono::milliseconds timeout) {
+  if (pid == proc_.pid()) return proc_.wait_exit(timeout).has_value();
+  return wait_pid_gone(pid, timeout);
+}
+
+}  // namespace baton::test
