@@ -199,7 +199,7 @@ void Daemon::request_upgrade(const std::string& trigger) {
   spdlog::info("upgrade ({}): starting {} as generation {}", trigger, spec.binary, context_.generation + 1);
   upgrade_requested_ = std::chrono::steady_clock::now();
   if (auto st = predecessor_->start(spec, std::move(offers), options_.upgrade_timeout); !st)
-    spdlog::error("upgrade ({}) failed, still serving: {}", trigger, st.error().message);
+    spdlog::error("upgrade failed ({}), nothing started, still serving: {}", trigger, st.error().message);
 }
 
 void Daemon::on_upgrade_outcome(const handoff::UpgradeOutcome& outcome) {

@@ -10,6 +10,7 @@
 
 #include "daemon.h"
 #include "executable_path.h"
+#include "inherited_fds.h"
 #include "logging.h"
 #include "options.h"
 
@@ -38,6 +39,8 @@ int main(int argc, char** argv) {
 
   context.generation = take_generation();
   baton::daemon::setup_logging(options.log_level, context.generation);
+  if (int n = baton::daemon::close_inherited_fds_on_exec(); n > 0)
+    spdlog::debug("{} inherited fd(s) marked close-on-exec: no successor will see them", n);
   for (int i = 1; i < argc; ++i) context.args.emplace_back(argv[i]);
 
   auto binary = baton::daemon::resolve_executable(options.binary.empty() ? argv[0] : options.binary);

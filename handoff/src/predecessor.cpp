@@ -13,6 +13,8 @@ namespace {
 
 // The fd number the new process finds its end of the channel at.
 constexpr int kChildChannelFd = 3;
+// How long a new process that closed the channel gets to exit by itself.
+constexpr std::chrono::milliseconds kExitGrace{1000};
 
 std::vector<char*> c_strings(std::vector<std::string>& v) {
   std::vector<char*> out;
@@ -75,6 +77,7 @@ Status Predecessor::start(const SpawnSpec& spec, std::vector<ListenerOffer> list
 
   machine_.transition(UpgradeState::Spawning, "spawning " + spec.binary);
   exited_ = false;
+  killed_ = false;
   failure_.clear();
   pid_ = 0;
   if (int rc = process_.spawn(loop_, this, &options); rc != 0) {
@@ -117,7 +120,9 @@ void Predecessor::on_readable(uv_poll_t* poll, int status, int) {
   while (self->channel_.open()) {
     auto got = self->channel_.try_receive();
     if (!got) {
-      self->fail("hand-off channel: " + got.error().message);
+      // A closed channel usually means the new process is exiting: give it a
+      // moment, so the outcome can name its exit status rather than the EOF.
+      self->fail("hand-off channel: " + got.error().message, /*let_it_exit=*/true);
       return;
     }
     if (!got.value()) return;
@@ -135,7 +140,7 @@ void Predecessor::handle_message(Message& m) {
     if (!hello) return fail("bad HELLO: " + hello.error().message);
     if (static_cast<pid_t>(hello->pid) != pid_)
       return fail("HELLO names pid " + std::to_string(hello->pid) + ", spawned pid " + std::to_string(pid_));
-    if (auto st = handoff::send_listeners(channel_, offers_); !st) return fail(st.error().message);
+    if (auto st = handoff::send_listeners(channel_, offers_); !st) return fail(st.error().message, /*let_it_exit=*/true);
     machine_.transition(UpgradeState::AwaitingReady,
                         "HELLO from pid " + std::to_string(pid_) + ", sent " + std::to_string(offers_.size()) + " listeners");
     return;
@@ -143,7 +148,8 @@ void Predecessor::handle_message(Message& m) {
   if (state() == UpgradeState::AwaitingReady && m.type == MessageType::Ready) {
     auto ready = decode_ready(m.payload);
     if (!ready) return fail("bad READY: " + ready.error().message);
-    if (auto st = channel_.send(MessageType::Commit, {}); !st) return fail("sending COMMIT: " + st.error().message);
+    if (auto st = channel_.send(MessageType::Commit, {}); !st)
+      return fail("sending COMMIT: " + st.error().message, /*let_it_exit=*/true);
     auto elapsed = machine_.since_start();
     stop_channel();
     machine_.transition(UpgradeState::HandedOver, "READY from pid " + std::to_string(pid_));
@@ -155,10 +161,14 @@ void Predecessor::handle_message(Message& m) {
 
 void Predecessor::on_deadline(uv_timer_t* timer) {
   auto* self = static_cast<Predecessor*>(timer->data);
+  if (self->state() == UpgradeState::RollingBack) {
+    self->kill_successor();
+    return;
+  }
   self->fail("no READY within " + std::to_string(self->timeout_.count()) + " ms");
 }
 
-void Predecessor::fail(const std::string& reason) {
+void Predecessor::fail(const std::string& reason, bool let_it_exit) {
   if (state() != UpgradeState::Spawning && state() != UpgradeState::AwaitingReady) return;
   failure_ = reason;
   stop_channel();
@@ -167,8 +177,18 @@ void Predecessor::fail(const std::string& reason) {
     finish_rollback("already exited");
     return;
   }
+  if (!let_it_exit) {
+    kill_successor();
+    return;
+  }
+  deadline_.init(uv_timer_init, loop_, this);
+  uv_timer_start(deadline_.get(), &Predecessor::on_deadline, static_cast<uint64_t>(kExitGrace.count()), 0);
+}
+
+void Predecessor::kill_successor() {
   // It never received COMMIT, so it has accepted no client: killing it loses nothing.
-  uv_process_kill(process_.get(), SIGKILL);
+  killed_ = true;
+  if (process_ && !exited_) uv_process_kill(process_.get(), SIGKILL);
 }
 
 void Predecessor::on_exit(uv_process_t* process, int64_t exit_status, int term_signal) {
@@ -183,6 +203,9 @@ void Predecessor::on_exit(uv_process_t* process, int64_t exit_status, int term_s
       self->fail("new process pid " + std::to_string(pid) + " exited before READY with " + how);
       break;
     case UpgradeState::RollingBack:
+      // It died on its own while we waited: its exit status says more than
+      // the closed channel did.
+      if (!self->killed_) self->failure_ = "new process pid " + std::to_string(pid) + " exited before READY with " + how;
       self->finish_rollback(how);
       break;
     case UpgradeState::HandedOver:

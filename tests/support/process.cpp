@@ -120,7 +120,7 @@ pid_t spawn(std::vector<std::string> argv, const std::vector<std::string>& extra
   pid_t pid = ::fork();
   if (pid < 0) throw std::runtime_error(std::string("fork: ") + std::strerror(errno));
   if (pid == 0) {
-    int devnull = ::open("/dev/null", O_RDONLY);
+    int devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
     ::dup2(devnull, 0);
     ::dup2(out_fd, 1);
     ::dup2(err_fd, 2);
@@ -142,7 +142,8 @@ pid_t spawn(std::vector<std::string> argv, const std::vector<std::string>& extra
 
 std::string batond_path() { return BATON_BATOND_PATH; }
 std::string batonctl_path() { return BATON_BATONCTL_PATH; }
-std::string tool_path(const std::string& name) { return std::string(BATON_BUILD_DIR) + "/tests/load/" + name; }
+std::string build_path(const std::string& relative) { return std::string(BATON_BUILD_DIR) + "/" + relative; }
+std::string tool_path(const std::string& name) { return build_path("tests/load/" + name); }
 
 TempDir::TempDir() : path_(make_temp_dir()) {}
 TempDir::~TempDir() {

@@ -23,6 +23,7 @@ using namespace std::chrono_literals;
 std::string batond_path();
 std::string batonctl_path();
 std::string tool_path(const std::string& name);  // e.g. "baton-load"
+std::string build_path(const std::string& relative);  // under the CMake build directory
 
 // A fresh directory under $TMPDIR, removed with its contents on destruction.
 class TempDir {
@@ -50,6 +51,13 @@ struct ProcessOptions {
   std::string log_path;                // default: a file in a private temp dir
   int fd3 = -1;                        // placed at fd 3 in the child (a hand-off channel end)
 };
+
+// Options that only add environment variables.
+inline ProcessOptions with_env(std::vector<std::string> env) {
+  ProcessOptions o;
+  o.extra_env = std::move(env);
+  return o;
+}
 
 class TestProcess {
  public:

@@ -71,7 +71,8 @@ class Predecessor {
   static void on_exit(uv_process_t* process, int64_t exit_status, int term_signal);
 
   void handle_message(Message& m);
-  void fail(const std::string& reason);
+  void fail(const std::string& reason, bool let_it_exit = false);
+  void kill_successor();
   void finish_rollback(const std::string& how_it_ended);
   void stop_channel();
 
@@ -87,6 +88,7 @@ class Predecessor {
   std::chrono::milliseconds timeout_{0};
   pid_t pid_ = 0;
   bool exited_ = false;
+  bool killed_ = false;
   std::string failure_;
 };
 

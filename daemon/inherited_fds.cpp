@@ -1,0 +1,29 @@
+#include "inherited_fds.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+
+#include <cstdlib>
+#include <vector>
+
+namespace baton::daemon {
+
+int close_inherited_fds_on_exec() {
+  std::vector<int> fds;
+  if (DIR* d = ::opendir("/proc/self/fd")) {
+    while (dirent* e = ::readdir(d)) {
+      if (e->d_name[0] >= '0' && e->d_name[0] <= '9') fds.push_back(std::atoi(e->d_name));
+    }
+    ::closedir(d);  // after the walk: its own fd is in the list, and gone by now
+  }
+  int changed = 0;
+  for (int fd : fds) {
+    if (fd <= 2) continue;
+    int flags = ::fcntl(fd, F_GETFD);
+    if (flags < 0 || (flags & FD_CLOEXEC)) continue;
+    if (::fcntl(fd, F_SETFD, flags | FD_CLOEXEC) == 0) ++changed;
+  }
+  return changed;
+}
+
+}  // namespace baton::daemon

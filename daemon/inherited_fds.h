@@ -1,0 +1,12 @@
+#pragma once
+// A generation hands its successor exactly its listeners and the hand-off
+// channel, nothing else. Whatever this process inherited without close-on-exec
+// (from a shell, a supervisor, a test harness) is marked close-on-exec at
+// start-up, so it stops here instead of leaking down every generation.
+
+namespace baton::daemon {
+
+// Sets FD_CLOEXEC on every open fd above stderr. Returns how many it changed.
+int close_inherited_fds_on_exec();
+
+}  // namespace baton::daemon

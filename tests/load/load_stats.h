@@ -1,0 +1,85 @@
+#pragma once
+// What baton-load counts: failures by reason, verified work, latencies, and
+// the per-second timeline. Only verified echoes ever increase a success count.
+
+#include <array>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace baton::load {
+
+enum class Failure { Refused, Reset, Timeout, EarlyEof, Mismatch, Stall, Other };
+constexpr size_t kFailureKinds = 7;
+std::string_view failure_name(Failure f);
+
+// Failure reason for a connect() that did not succeed.
+Failure classify_connect_errno(int err);
+// Failure reason for a send()/recv() error on an established connection.
+Failure classify_io_errno(int err);
+
+// Log-linear histogram of microsecond values: exact below 128, then 64
+// buckets per power of two (under 1.6% error), in constant memory however long the run.
+class LatencyHistogram {
+ public:
+  void record(uint64_t us);
+  uint64_t count() const { return count_; }
+  uint64_t max() const { return max_; }
+  // The smallest bucket bound with at least q (0..1] of the values at or below it; 0 when empty.
+  uint64_t percentile(double q) const;
+  void clear() { *this = LatencyHistogram(); }
+
+ private:
+  static size_t bucket_of(uint64_t v);
+  static uint64_t bucket_upper(size_t b);
+  std::vector<uint64_t> buckets_;
+  uint64_t count_ = 0;
+  uint64_t max_ = 0;
+};
+
+// Totals, kept cumulative; the timeline stores differences between snapshots.
+struct Counters {
+  uint64_t messages = 0;        // persistent messages whose echo was verified byte for byte
+  uint64_t bytes_verified = 0;  // persistent echo bytes verified
+  uint64_t churn_attempted = 0;
+  uint64_t churn_ok = 0;
+  uint64_t churn_failed = 0;
+  uint64_t churn_skipped = 0;   // starts not made because the concurrency cap was reached
+  uint64_t reconnect_attempts = 0;
+  uint64_t reconnects = 0;      // persistent connections re-established after a failure
+  uint64_t unclean_closes = 0;  // peer did not close after our shutdown(SHUT_WR) in time
+  std::array<uint64_t, kFailureKinds> failures{};
+
+  uint64_t failures_total() const;
+};
+
+struct TimelinePoint {
+  int t = 0;              // seconds since the start, at the end of this interval
+  double seconds = 0;     // length of the interval (the last one may be partial)
+  Counters delta;         // what happened in this interval
+  uint64_t p99_us = 0;    // persistent message latency within the interval
+  uint64_t max_us = 0;
+};
+
+class LoadStats {
+ public:
+  Counters totals;
+  LatencyHistogram persistent_latency;
+  LatencyHistogram churn_latency;
+  std::map<std::string, uint64_t> errno_texts;  // "connect: Connection refused" -> count
+  std::vector<TimelinePoint> timeline;
+
+  // `detail` is "syscall: strerror" when an errno caused it, else empty.
+  void count_failure(Failure f, const std::string& detail);
+  void record_message(uint64_t latency_us);
+  // Closes the current interval and returns it.
+  const TimelinePoint& close_interval(int t, double seconds);
+
+ private:
+  Counters interval_start_;
+  LatencyHistogram interval_latency_;
+};
+
+}  // namespace baton::load
