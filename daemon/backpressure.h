@@ -1,7 +1,7 @@
 #pragma once
 // When to stop reading a connection and when to start again: pure arithmetic
 // over the bytes read but not yet written back, so it is tested without sockets.
-// Reading stops above the high-water mark (a client that never reads cannot
+// Reading stops at or above the high-water mark (a client that never reads cannot
 // grow our memory) and resumes only below the low one (no flapping per write).
 
 #include <cstddef>

@@ -1,5 +1,6 @@
 #include "executable_path.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -21,7 +22,9 @@ handoff::Result<std::string> resolve_executable(const std::string& given) {
   for (std::string dir; std::getline(dirs, dir, ':');) {
     if (dir.empty()) continue;
     std::string candidate = dir + "/" + given;
-    if (::access(candidate.c_str(), X_OK) == 0) return resolve_executable(candidate);
+    struct stat st;
+    if (::stat(candidate.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(candidate.c_str(), X_OK) == 0)
+      return resolve_executable(candidate);
   }
   return handoff::Error{"'" + given + "' not found in PATH"};
 }

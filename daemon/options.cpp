@@ -33,10 +33,10 @@ ParseOutcome parse_options(int argc, char** argv) {
   app.add_option("--drain-timeout", drain_timeout,
                  "seconds to wait for open connections on stop or after an upgrade before closing them")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(CLI::Range(0.0, 86400.0));
   app.add_option("--upgrade-timeout", upgrade_timeout, "seconds the new binary has to report READY")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::Range(0.001, 3600.0));
   app.add_option("--pid-file", o.pid_file, "write the serving process's pid here (atomically)");
   app.add_option("--log-level", o.log_level, "trace, debug, info, warn, error or off")
       ->capture_default_str()

@@ -116,7 +116,12 @@ Result<std::optional<Message>> HandoffChannel::try_receive(size_t max_fds) {
   if (msg.msg_flags & MSG_CTRUNC) return Error{"recvmsg: control data truncated (MSG_CTRUNC)"};
   if (msg.msg_flags & MSG_TRUNC) return Error{"recvmsg: message truncated (MSG_TRUNC), larger than any valid message"};
   if (foreign_control) return Error{"recvmsg: unexpected control message (not SCM_RIGHTS)"};
-  if (n == 0) return Error{"peer closed the hand-off channel"};
+  if (n == 0) {
+    // Zero bytes is EOF, or an empty datagram from a live peer.
+    pollfd p{fd_.get(), POLLRDHUP, 0};
+    if (::poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP))) return Error{"peer closed the hand-off channel"};
+    return Error{"message truncated: 0 bytes, header needs " + std::to_string(kHeaderSize)};
+  }
 
   auto frame = decode_frame(std::span<const uint8_t>(buf.data(), static_cast<size_t>(n)));
   if (!frame) return frame.error();

@@ -54,6 +54,9 @@ Result<Frame> decode_frame(std::span<const uint8_t> d) {
   if (type < static_cast<uint16_t>(MessageType::Hello) || type > static_cast<uint16_t>(MessageType::Commit))
     return Error{"unknown message type " + std::to_string(type)};
   uint32_t length = load_u32(d.data() + 8);
+  if (length > kMaxPayload)
+    return Error{"length field says " + std::to_string(length) + " payload bytes, more than the " +
+                 std::to_string(kMaxPayload) + " a message may carry"};
   if (length != d.size() - kHeaderSize)
     return Error{"length field says " + std::to_string(length) + " payload bytes, datagram carries " +
                  std::to_string(d.size() - kHeaderSize)};

@@ -1,6 +1,5 @@
 #include "baton/handoff/protocol.h"
 
-#include <algorithm>
 
 #include "baton/handoff/channel.h"
 
@@ -79,17 +78,37 @@ Result<Ready> decode_ready(std::span<const uint8_t> payload) {
 
 #undef BATON_TRY_ASSIGN
 
+namespace {
+
+// Encoded size of one entry in a LISTENERS payload (three u16-prefixed strings).
+size_t entry_size(const ListenerOffer& o) { return 6 + o.name.size() + o.configured.size() + o.bound.size(); }
+
+}  // namespace
+
 Status send_listeners(HandoffChannel& channel, const std::vector<ListenerOffer>& offers) {
-  for (size_t begin = 0; begin < offers.size(); begin += kMaxFdsPerMessage) {
-    size_t end = std::min(offers.size(), begin + kMaxFdsPerMessage);
-    std::vector<ListenerEntry> entries;
-    std::vector<int> fds;
-    for (size_t i = begin; i < end; ++i) {
-      entries.push_back({offers[i].name, offers[i].configured, offers[i].bound});
-      fds.push_back(offers[i].fd);
+  // A batch ends at kMaxFdsPerMessage fds or when the next entry would not
+  // fit in one payload, whichever comes first.
+  std::vector<ListenerEntry> entries;
+  std::vector<int> fds;
+  size_t payload = 2;  // the entry count
+  auto flush = [&]() -> Status {
+    if (entries.empty()) return {};
+    auto st = channel.send(MessageType::Listeners, encode(entries), fds);
+    entries.clear();
+    fds.clear();
+    payload = 2;
+    return st;
+  };
+  for (const auto& o : offers) {
+    if (entry_size(o) + 2 > kMaxPayload) return Error{"listener '" + o.name + "' is too long to announce"};
+    if (fds.size() == kMaxFdsPerMessage || payload + entry_size(o) > kMaxPayload) {
+      if (auto st = flush(); !st) return st;
     }
-    if (auto st = channel.send(MessageType::Listeners, encode(entries), fds); !st) return st;
+    entries.push_back({o.name, o.configured, o.bound});
+    fds.push_back(o.fd);
+    payload += entry_size(o);
   }
+  if (auto st = flush(); !st) return st;
   return channel.send(MessageType::ListenersEnd, encode(ListenersEnd{static_cast<uint32_t>(offers.size())}));
 }
 

@@ -1,5 +1,6 @@
 #include "baton/handoff/successor.h"
 
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <charconv>
@@ -53,6 +54,12 @@ Result<std::optional<Successor>> Successor::from_environment(const char* variabl
   auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), fd);
   if (ec != std::errc() || end != text.data() + text.size() || fd < 0)
     return Error{std::string(variable) + "='" + text + "' is not a file descriptor number"};
+  int type = 0;
+  socklen_t len = sizeof type;
+  // Checked before taking ownership: a wrong number (say 2) must not close
+  // someone else's descriptor on the way to the error.
+  if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_SEQPACKET)
+    return Error{std::string(variable) + "=" + text + " does not name a SOCK_SEQPACKET socket"};
   auto channel = HandoffChannel::adopt(UniqueFd(fd));
   if (!channel) return channel.error();
   return std::optional<Successor>(Successor(std::move(channel).value()));

@@ -48,7 +48,8 @@ struct ListenSpec {
   static Result<ListenSpec> parse(std::string_view text);
 };
 
-// Names are what generations match listeners by: [A-Za-z0-9_.:/-]{1,128}.
+// Names are what generations match listeners by: 1 to 128 printable ASCII
+// characters, no spaces.
 Status validate_listener_name(std::string_view name);
 
 }  // namespace baton::handoff

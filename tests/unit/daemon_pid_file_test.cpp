@@ -1,0 +1,123 @@
+// PidFile: written atomically (temp file + rename), removed only by the
+// process it names.
+
+#include "pid_file.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "support/process.h"
+#include "unit_util.h"
+
+namespace baton::daemon {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::vector<std::string> entries(const std::string& dir) {
+  std::vector<std::string> out;
+  for (const auto& e : fs::directory_iterator(dir)) out.push_back(e.path().filename().string());
+  return out;
+}
+
+TEST(PidFile, WriteLeavesExactlyThePidAndNoTempFile) {
+  test::TempDir dir;
+  PidFile pf(dir.file("batond.pid"));
+  EXPECT_TRUE(pf.enabled());
+  EXPECT_EQ(pf.path(), dir.file("batond.pid"));
+  const int before = unit::open_fd_count();
+  auto st = pf.write(1234);
+  ASSERT_TRUE(st.ok()) << st.error().message;
+  EXPECT_EQ(read_file(dir.file("batond.pid")), "1234\n");
+  EXPECT_EQ(entries(dir.path()), std::vector<std::string>{"batond.pid"});
+  EXPECT_EQ(unit::open_fd_count(), before);
+}
+
+TEST(PidFile, ReplacingIsAtomic) {
+  test::TempDir dir;
+  const std::string path = dir.file("batond.pid");
+  PidFile pf(path);
+  ASSERT_TRUE(pf.write(1111).ok());
+  // A reader that opened the old file keeps reading the old, complete content:
+  // the new one is a different file renamed over it, not the old one rewritten.
+  unit::UniqueFd reader(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  ASSERT_TRUE(reader.valid());
+  struct stat old_st {};
+  ASSERT_EQ(::fstat(reader.get(), &old_st), 0);
+
+  ASSERT_TRUE(pf.write(22222).ok());
+  EXPECT_EQ(read_file(path), "22222\n");
+  char buf[16] = {};
+  ASSERT_EQ(::pread(reader.get(), buf, sizeof buf, 0), 5);
+  EXPECT_EQ(std::string(buf, 5), "1111\n");
+  struct stat new_st {};
+  ASSERT_EQ(::stat(path.c_str(), &new_st), 0);
+  EXPECT_NE(new_st.st_ino, old_st.st_ino);
+  EXPECT_EQ(entries(dir.path()), std::vector<std::string>{"batond.pid"});
+}
+
+TEST(PidFile, WriteIntoAMissingDirectoryFails) {
+  test::TempDir dir;
+  PidFile pf(dir.file("no/such/dir/batond.pid"));
+  auto st = pf.write(1);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.error().message.find("open " + dir.file("no/such/dir/batond.pid.tmp.")), std::string::npos)
+      << st.error().message;
+  EXPECT_NE(st.error().message.find("No such file or directory"), std::string::npos) << st.error().message;
+}
+
+TEST(PidFile, RemoveOnlyWhenItNamesThePid) {
+  test::TempDir dir;
+  const std::string path = dir.file("batond.pid");
+  PidFile pf(path);
+  ASSERT_TRUE(pf.write(4242).ok());
+
+  pf.remove_if_names(4243);  // an old generation: the file is its successor's
+  EXPECT_TRUE(fs::exists(path));
+  EXPECT_EQ(read_file(path), "4242\n");
+  pf.remove_if_names(424);  // a prefix is not the pid
+  EXPECT_TRUE(fs::exists(path));
+  pf.remove_if_names(42420);
+  EXPECT_TRUE(fs::exists(path));
+
+  pf.remove_if_names(4242);
+  EXPECT_FALSE(fs::exists(path));
+  pf.remove_if_names(4242);  // already gone: nothing happens
+  EXPECT_FALSE(fs::exists(path));
+}
+
+TEST(PidFile, RemoveLeavesAFileThatIsNotAPid) {
+  test::TempDir dir;
+  const std::string path = dir.file("batond.pid");
+  { std::ofstream(path) << "garbage\n"; }
+  PidFile(path).remove_if_names(0);
+  EXPECT_TRUE(fs::exists(path));
+}
+
+TEST(PidFile, DisabledDoesNothing) {
+  test::TempDir dir;
+  PidFile pf("");
+  EXPECT_FALSE(pf.enabled());
+  EXPECT_TRUE(pf.write(1).ok());
+  pf.remove_if_names(1);
+  EXPECT_TRUE(entries(dir.path()).empty());
+}
+
+}  // namespace
+}  // namespace baton::daemon

@@ -1,0 +1,108 @@
+#pragma once
+// Small helpers shared by the unit tests: fd accounting, raw socketpairs and
+// environment variables that are restored when a test ends.
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+#include "baton/handoff/unique_fd.h"
+
+namespace baton::unit {
+
+using handoff::UniqueFd;
+
+// Number of entries in /proc/self/fd. The directory stream's own fd is counted
+// every time, so two calls compare like with like.
+inline int open_fd_count() {
+  DIR* d = ::opendir("/proc/self/fd");
+  if (!d) throw std::runtime_error("opendir /proc/self/fd");
+  int n = 0;
+  while (dirent* e = ::readdir(d)) {
+    if (e->d_name[0] != '.') ++n;
+  }
+  ::closedir(d);
+  return n;
+}
+
+inline bool fd_is_open(int fd) { return ::fcntl(fd, F_GETFD) != -1 || errno != EBADF; }
+
+inline ino_t inode_of(int fd) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return 0;
+  return st.st_ino;
+}
+
+inline std::pair<UniqueFd, UniqueFd> raw_socketpair(int type) {
+  int sv[2];
+  if (::socketpair(AF_UNIX, type | SOCK_CLOEXEC, 0, sv) != 0) throw std::runtime_error("socketpair");
+  return {UniqueFd(sv[0]), UniqueFd(sv[1])};
+}
+
+// A pipe: {read end, write end}.
+inline std::pair<UniqueFd, UniqueFd> make_pipe() {
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC) != 0) throw std::runtime_error("pipe2");
+  return {UniqueFd(p[0]), UniqueFd(p[1])};
+}
+
+// True when every write end of the pipe is closed: a non-blocking read sees EOF.
+inline bool pipe_writers_gone(int read_fd) {
+  int flags = ::fcntl(read_fd, F_GETFL);
+  ::fcntl(read_fd, F_SETFL, flags | O_NONBLOCK);
+  char c;
+  ssize_t n = ::read(read_fd, &c, 1);
+  ::fcntl(read_fd, F_SETFL, flags);
+  return n == 0;
+}
+
+// Sets (or unsets, with nullopt) an environment variable for the lifetime of
+// the object, then puts the old value back.
+class ScopedEnv {
+ public:
+  ScopedEnv(std::string name, std::optional<std::string> value) : name_(std::move(name)) {
+    if (const char* old = std::getenv(name_.c_str())) old_ = old;
+    if (value)
+      ::setenv(name_.c_str(), value->c_str(), 1);
+    else
+      ::unsetenv(name_.c_str());
+  }
+  ~ScopedEnv() {
+    if (old_)
+      ::setenv(name_.c_str(), old_->c_str(), 1);
+    else
+      ::unsetenv(name_.c_str());
+  }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  std::string name_;
+  std::optional<std::string> old_;
+};
+
+// Raises the soft RLIMIT_NOFILE to at least `want` (bounded by the hard limit).
+// Returns the soft limit in force afterwards.
+inline rlim_t raise_nofile(rlim_t want) {
+  rlimit rl{};
+  ::getrlimit(RLIMIT_NOFILE, &rl);
+  if (rl.rlim_cur < want) {
+    rl.rlim_cur = rl.rlim_max == RLIM_INFINITY ? want : std::min(want, rl.rlim_max);
+    ::setrlimit(RLIMIT_NOFILE, &rl);
+    ::getrlimit(RLIMIT_NOFILE, &rl);
+  }
+  return rl.rlim_cur;
+}
+
+}  // namespace baton::unit
