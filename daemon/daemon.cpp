@@ -1,17 +1,35 @@
 #include "daemon.h"
 
 #include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <spdlog/spdlog.h>
 
+#include <cstring>
+
 #include "baton/handoff/listener_set.h"
 #include "baton/handoff/successor.h"
+#include "version.h"
 
 extern char** environ;
 
 namespace baton::daemon {
 namespace {
+
+// Creates the control socket's directory (and its parents) owner-only, if missing.
+handoff::Status ensure_private_dir(const std::string& socket_path) {
+  auto slash = socket_path.rfind('/');
+  if (slash == std::string::npos || slash == 0) return {};
+  std::string dir = socket_path.substr(0, slash);
+  for (size_t pos = 1; pos != std::string::npos;) {
+    pos = dir.find('/', pos + 1);
+    std::string prefix = dir.substr(0, pos);
+    if (::mkdir(prefix.c_str(), 0700) != 0 && errno != EEXIST) return handoff::errno_error("mkdir " + prefix);
+  }
+  return {};
+}
 
 double ms_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t).count();
@@ -98,13 +116,22 @@ handoff::Status Daemon::open_listeners() {
 
   std::vector<handoff::ListenerRequest> requests;
   for (const auto& spec : options_.listeners) requests.push_back({spec.name, spec.address});
+  // The control socket is a listener like the others: handed over, so its
+  // path never disappears. Owner-only; peers are checked again at accept.
+  if (auto st = ensure_private_dir(options_.control_path); !st) return handoff::with_context("control socket", st.error());
+  requests.push_back({kControlListenerName, *handoff::ListenAddress::parse("unix:" + options_.control_path), 0600});
   auto opened = handoff::open_listeners(requests, std::move(inherited), options_.backlog);
   if (!opened) return opened.error();
   for (const auto& d : opened->dropped) spdlog::info("listener {} is no longer configured; closed it", d);
 
   for (auto& l : opened->listeners) {
+    const bool control = l.name == kControlListenerName;
     listeners_.push_back(std::make_unique<Listener>(
-        &loop_, std::move(l), [this](handoff::UniqueFd fd, Listener& from) { accept_echo(std::move(fd), from); },
+        &loop_, std::move(l),
+        [this, control](handoff::UniqueFd fd, Listener& from) {
+          if (control) accept_control(std::move(fd));
+          else accept_echo(std::move(fd), from);
+        },
         [this](const std::string& reason) { fatal(reason); }));
   }
 
@@ -149,7 +176,7 @@ void Daemon::handle_signal(int signo) {
       }
       break;
     case SIGUSR2:
-      request_upgrade("SIGUSR2");
+      (void)request_upgrade("SIGUSR2");  // the outcome is logged either way
       break;
     case SIGHUP:
       spdlog::warn("SIGHUP: configuration reload is not supported yet; ignored");
@@ -169,9 +196,9 @@ void Daemon::accept_echo(handoff::UniqueFd fd, Listener& from) {
                         registry_, *read_buffer_, drain_counts_, WaterMarks{});
 }
 
-handoff::SpawnSpec Daemon::spawn_spec() const {
+handoff::SpawnSpec Daemon::spawn_spec(const std::string& binary) const {
   handoff::SpawnSpec spec;
-  spec.binary = options_.binary.empty() ? context_.binary : options_.binary;
+  spec.binary = binary;
   spec.args = context_.args;
   spec.channel_variable = kHandoffFdVariable;
   const std::string gen_prefix = std::string(kGenerationVariable) + "=";
@@ -183,38 +210,153 @@ handoff::SpawnSpec Daemon::spawn_spec() const {
   return spec;
 }
 
-void Daemon::request_upgrade(const std::string& trigger) {
-  if (drain_->active()) {
-    spdlog::warn("upgrade ({}) refused: this generation is draining ({})", trigger, drain_->cause());
-    return;
-  }
-  if (context_.binary.empty()) {
-    spdlog::error("upgrade ({}) refused: no binary to start: {}", trigger, context_.binary_error);
-    return;
-  }
+handoff::Status Daemon::request_upgrade(const std::string& trigger, const std::string& binary,
+                                        std::optional<std::chrono::milliseconds> timeout) {
+  auto refuse = [&](const std::string& why) -> handoff::Status {
+    spdlog::warn("upgrade ({}) refused: {}", trigger, why);
+    return handoff::Error{why};
+  };
+  if (drain_->active()) return refuse("this generation is draining (" + drain_->cause() + ")");
+  const std::string& path = binary.empty() ? context_.binary : binary;
+  if (path.empty()) return refuse("no binary to start: " + context_.binary_error);
+  if (predecessor_->state() != handoff::UpgradeState::Idle)
+    return refuse(std::string("busy: an upgrade is already in progress (") + handoff::to_string(predecessor_->state()) + ")");
+
   std::vector<handoff::ListenerOffer> offers;
   for (const auto& l : listeners_)
     offers.push_back({l->name(), l->configured().to_string(), l->bound().to_string(), l->fd()});
-  auto spec = spawn_spec();
+  auto spec = spawn_spec(path);
   spdlog::info("upgrade ({}): starting {} as generation {}", trigger, spec.binary, context_.generation + 1);
   upgrade_requested_ = std::chrono::steady_clock::now();
-  if (auto st = predecessor_->start(spec, std::move(offers), options_.upgrade_timeout); !st)
+  upgrade_trigger_ = trigger;
+  if (auto st = predecessor_->start(spec, std::move(offers), timeout.value_or(options_.upgrade_timeout)); !st) {
     spdlog::error("upgrade failed ({}), nothing started, still serving: {}", trigger, st.error().message);
+    last_upgrade_ = {{"ok", false}, {"trigger", trigger}, {"error", st.error().message}};
+    return st;
+  }
+  return {};
 }
 
 void Daemon::on_upgrade_outcome(const handoff::UpgradeOutcome& outcome) {
+  const double ms = ms_since(upgrade_requested_);
+  std::vector<ControlSession*> waiters;
+  for (uint64_t id : upgrade_waiters_)
+    if (auto* s = control_sessions_.find(id)) waiters.push_back(s);
+  upgrade_waiters_.clear();
+
   if (!outcome.ok) {
-    spdlog::error("upgrade failed after {:.1f} ms, rolled back, still serving: {}", ms_since(upgrade_requested_),
-                  outcome.reason);
+    spdlog::error("upgrade failed after {:.1f} ms, rolled back, still serving: {}", ms, outcome.reason);
+    last_upgrade_ = {{"ok", false}, {"trigger", upgrade_trigger_}, {"pid", outcome.pid}, {"ms", ms},
+                     {"error", outcome.reason}};
+    for (auto* s : waiters) s->send(control::error_reply("upgrade failed, rolled back: " + outcome.reason));
     return;
   }
   spdlog::info("upgrade: pid {} is serving as generation {}; READY {:.1f} ms after the request",
-               outcome.pid, context_.generation + 1, ms_since(upgrade_requested_));
+               outcome.pid, context_.generation + 1, ms);
+  last_upgrade_ = {{"ok", true}, {"trigger", upgrade_trigger_}, {"pid", outcome.pid}, {"ms", ms}};
   if (auto st = pid_file_.write(outcome.pid); !st) spdlog::error("pid file: {}", st.error().message);
+  const size_t open = registry_.size();
+  for (auto* s : waiters) {
+    auto ready = control::event("ready");
+    ready["pid"] = outcome.pid;
+    ready["generation"] = context_.generation + 1;
+    ready["ms"] = ms;
+    s->send(ready);
+    auto draining = control::event("draining");
+    draining["pid"] = ::getpid();
+    draining["connections"] = open;
+    s->send(draining);
+    auto done = control::ok_reply();
+    done["pid"] = outcome.pid;
+    done["generation"] = context_.generation + 1;
+    done["ready_ms"] = ms;
+    done["old_pid"] = ::getpid();
+    done["old_connections"] = open;
+    s->send(done);
+  }
   stop_accepting_and_drain("handed over to pid " + std::to_string(outcome.pid), true);
 }
 
-void Daemon::stop_accepting_and_drain(const std::string& cause, bool handed_over) {
+void Daemon::accept_control(handoff::UniqueFd fd) {
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  if (::getsockopt(fd.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+    spdlog::warn("control: SO_PEERCRED: {}; connection refused", std::strerror(errno));
+    return;
+  }
+  // Same user or root: the socket's 0600 mode says the same, this holds
+  // even if someone loosens the file's permissions.
+  if (cred.uid != ::geteuid() && cred.uid != 0) {
+    spdlog::warn("control: refused connection from uid {} pid {} (only uid {} or root may control batond)", cred.uid,
+                 cred.pid, ::geteuid());
+    return;
+  }
+  spdlog::debug("control: connection from uid {} pid {}", cred.uid, cred.pid);
+  ControlSession::start(&loop_, std::move(fd),
+                        [this](ControlSession& s, const control::Request& r) { handle_control(s, r); },
+                        control_sessions_);
+}
+
+void Daemon::handle_control(ControlSession& session, const control::Request& request) {
+  using control::Command;
+  spdlog::info("control: {} requested", control::to_string(request.command));
+  auto timeout = [&]() -> std::optional<std::chrono::milliseconds> {
+    if (!request.timeout_s) return std::nullopt;
+    return std::chrono::milliseconds(static_cast<long long>(*request.timeout_s * 1000.0));
+  };
+  switch (request.command) {
+    case Command::Status:
+      session.send(status());
+      return;
+    case Command::Reload:
+      session.send(control::error_reply("reload is not supported yet: batond has no configuration file to re-read"));
+      return;
+    case Command::Upgrade: {
+      if (auto st = request_upgrade("batonctl", request.binary, timeout()); !st) {
+        session.send(control::error_reply(st.error().message));
+        return;
+      }
+      auto spawned = control::event("spawned");
+      spawned["pid"] = predecessor_->successor_pid();
+      session.send(spawned);
+      upgrade_waiters_.push_back(session.id());
+      return;
+    }
+    case Command::Stop: {
+      auto reply = control::ok_reply();
+      reply["pid"] = ::getpid();
+      reply["connections"] = registry_.size();
+      reply["already_draining"] = drain_->active();
+      session.send(reply);
+      // The session stays open: batonctl learns the exit from its EOF.
+      stop_accepting_and_drain("batonctl stop", false, timeout());
+      return;
+    }
+  }
+}
+
+nlohmann::json Daemon::status() const {
+  auto j = control::ok_reply();
+  j["pid"] = ::getpid();
+  j["generation"] = context_.generation;
+  j["version"] = kVersion;
+  j["uptime_s"] = ms_since(context_.started) / 1000.0;
+  j["state"] = drain_->active() ? "draining" : "serving";
+  nlohmann::json listeners = nlohmann::json::array();
+  for (const auto& l : listeners_)
+    listeners.push_back({{"name", l->name()}, {"address", l->bound().to_string()},
+                         {"configured", l->configured().to_string()}, {"inherited", l->inherited()}});
+  j["listeners"] = listeners;
+  j["connections"] = {{"open", registry_.size()}, {"accepted", registry_.accepted_total()}};
+  j["upgrade"] = {{"state", handoff::to_string(predecessor_->state())},
+                  {"last", last_upgrade_.is_null() ? nlohmann::json(nullptr) : last_upgrade_}};
+  if (drain_->active()) j["drain"] = {{"cause", drain_->cause()}, {"connections_at_start", drain_->started_with()}};
+  j["draining_generations"] = nlohmann::json::array();
+  return j;
+}
+
+void Daemon::stop_accepting_and_drain(const std::string& cause, bool handed_over,
+                                      std::optional<std::chrono::milliseconds> deadline) {
   if (drain_->active()) return;
   handed_over_ = handed_over;
   predecessor_->cancel("stopping: " + cause);
@@ -222,7 +364,7 @@ void Daemon::stop_accepting_and_drain(const std::string& cause, bool handed_over
   // loses no queued connection, and a Unix socket's file is now its file.
   for (auto& l : listeners_) l->close(/*unlink_path=*/!handed_over_);
   spdlog::info("stopped accepting on {} listener(s) ({})", listeners_.size(), cause);
-  drain_->start(cause, options_.drain_timeout);
+  drain_->start(cause, deadline.value_or(options_.drain_timeout));
 }
 
 void Daemon::on_drained() {
@@ -246,6 +388,7 @@ void Daemon::close_everything() {
   for (auto& l : listeners_) l->close(/*unlink_path=*/!handed_over_);
   signals_.clear();
   if (drain_) drain_->stop_timers();
+  control_sessions_.finish_all();
   // A successor that took over lives on; one still starting is killed.
   predecessor_.reset();
   registry_.for_each([](EchoConnection& c) { c.close_now(EchoConnection::EndReason::Forced); });

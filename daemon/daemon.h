@@ -16,6 +16,7 @@
 #include "baton/handoff/predecessor.h"
 #include "baton/handoff/uv_handle.h"
 #include "connection_registry.h"
+#include "control_session.h"
 #include "drain.h"
 #include "echo_connection.h"
 #include "listener.h"
@@ -55,13 +56,20 @@ class Daemon {
   static void on_signal(uv_signal_t* handle, int signo);
   void handle_signal(int signo);
   void accept_echo(handoff::UniqueFd fd, Listener& from);
+  void accept_control(handoff::UniqueFd fd);
+  void handle_control(ControlSession& session, const control::Request& request);
+  nlohmann::json status() const;
 
-  void request_upgrade(const std::string& trigger);
+  // The one way an upgrade starts, whether from SIGUSR2 or batonctl.
+  // `binary` and `timeout` override the start-up defaults when given.
+  handoff::Status request_upgrade(const std::string& trigger, const std::string& binary = {},
+                                  std::optional<std::chrono::milliseconds> timeout = {});
   void on_upgrade_outcome(const handoff::UpgradeOutcome& outcome);
-  handoff::SpawnSpec spawn_spec() const;
+  handoff::SpawnSpec spawn_spec(const std::string& binary) const;
 
   // Stop accepting, then drain: for a stop and after a hand-over alike.
-  void stop_accepting_and_drain(const std::string& cause, bool handed_over);
+  void stop_accepting_and_drain(const std::string& cause, bool handed_over,
+                                std::optional<std::chrono::milliseconds> deadline = {});
   void on_drained();
   void fatal(const std::string& reason);
   void close_everything();
@@ -80,7 +88,11 @@ class Daemon {
   std::unique_ptr<Drain> drain_;
   std::unique_ptr<handoff::Predecessor> predecessor_;
   RateLimiter max_connections_log_;
+  ControlSessions control_sessions_;
+  std::vector<uint64_t> upgrade_waiters_;  // control sessions waiting for the outcome
   std::chrono::steady_clock::time_point upgrade_requested_{};
+  std::string upgrade_trigger_;
+  nlohmann::json last_upgrade_;  // the outcome of the latest attempt, for status
 
   int stop_signals_ = 0;
   bool handed_over_ = false;

@@ -5,6 +5,7 @@
 #include <iostream>
 #include <set>
 
+#include "control_protocol.h"
 #include "version.h"
 
 namespace baton::daemon {
@@ -44,6 +45,11 @@ ParseOutcome parse_options(int argc, char** argv) {
   app.add_option("--binary", o.binary,
                  "binary to start on upgrade (default: this one's path as started, resolved once at start-up)");
   app.add_option("--backlog", o.backlog, "listen(2) backlog")->capture_default_str()->check(CLI::PositiveNumber);
+  o.control_path = control::default_control_path();
+  app.add_option("--control", o.control_path,
+                 "control socket for batonctl (mode 0600; default $XDG_RUNTIME_DIR/baton/control.sock, else "
+                 "/run/baton/control.sock as root, else /tmp/baton-UID/control.sock)")
+      ->capture_default_str();
 
   try {
     app.parse(argc, argv);
@@ -60,11 +66,21 @@ ParseOutcome parse_options(int argc, char** argv) {
       std::cerr << "batond: --listen '" << text << "': " << spec.error().message << "\n";
       return {std::nullopt, 2};
     }
+    if (spec->name == kControlListenerName) {
+      std::cerr << "batond: --listen '" << text << "': the name '" << kControlListenerName
+                << "' is reserved for the control socket\n";
+      return {std::nullopt, 2};
+    }
     if (!names.insert(spec->name).second) {
       std::cerr << "batond: --listen '" << text << "': listener name '" << spec->name << "' used twice\n";
       return {std::nullopt, 2};
     }
     o.listeners.push_back(std::move(spec).value());
+  }
+  auto control = handoff::ListenAddress::parse("unix:" + o.control_path);
+  if (!control) {
+    std::cerr << "batond: --control '" << o.control_path << "': " << control.error().message << "\n";
+    return {std::nullopt, 2};
   }
   o.drain_timeout = seconds_to_ms(drain_timeout);
   o.upgrade_timeout = seconds_to_ms(upgrade_timeout);

@@ -19,10 +19,13 @@ struct DaemonOptions {
   std::string pid_file;
   std::string log_level = "info";
   std::string binary;  // as given; resolved to an absolute path at start-up
+  std::string control_path;  // the control socket (batonctl); see control::default_control_path()
   int backlog = 1024;
 };
 
 inline constexpr const char* kDefaultListen = "tcp://127.0.0.1:7000";
+// The control socket is handed over like any listener, under this name.
+inline constexpr const char* kControlListenerName = "control";
 
 struct ParseOutcome {
   std::optional<DaemonOptions> options;  // empty: exit with `exit_code`

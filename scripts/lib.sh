@@ -52,7 +52,7 @@ wait_gone() {
 
 # start_batond ARGS...: runs batond in the background; sets BATOND_PID and PORT.
 start_batond() {
-  "$BATOND" "$@" >>"$LOG" 2>&1 &
+  "$BATOND" --control "$WORK/control.sock" "$@" >>"$LOG" 2>&1 &
   BATOND_PID=$!
   STARTED_PIDS+=("$BATOND_PID")
   wait_for_log "pid=$BATOND_PID .*serving: generation"

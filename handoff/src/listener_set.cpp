@@ -30,7 +30,7 @@ Result<OpenedListeners> open_listeners(const std::vector<ListenerRequest>& reque
       }
     }
     if (!l.inherited) {
-      auto fd = bind_listener(req.address, backlog);
+      auto fd = bind_listener(req.address, backlog, req.unix_mode);
       if (!fd) return with_context("listener '" + req.name + "'", fd.error());
       auto bound = local_address(fd->get());
       if (!bound) return with_context("listener '" + req.name + "'", bound.error());

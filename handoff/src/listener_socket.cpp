@@ -57,7 +57,7 @@ Status clear_stale_unix_socket(const std::string& path) {
 
 }  // namespace
 
-Result<UniqueFd> bind_listener(const ListenAddress& address, int backlog) {
+Result<UniqueFd> bind_listener(const ListenAddress& address, int backlog, std::optional<unsigned> unix_mode) {
   if (address.family == ListenAddress::Family::Unix) {
     if (auto st = clear_stale_unix_socket(address.path); !st) return st.error();
   }
@@ -72,7 +72,13 @@ Result<UniqueFd> bind_listener(const ListenAddress& address, int backlog) {
     return errno_error("setsockopt(IPV6_V6ONLY) " + address.endpoint());
   sockaddr_storage ss;
   socklen_t len = address.to_sockaddr(ss);
-  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0) return errno_error("bind " + address.endpoint());
+  const bool set_mode = unix_mode && address.family == ListenAddress::Family::Unix;
+  const mode_t old_umask = set_mode ? ::umask(~*unix_mode & 0777) : 0;
+  const int bound = ::bind(fd.get(), reinterpret_cast<sockaddr*>(&ss), len);
+  const int bind_errno = errno;
+  if (set_mode) ::umask(old_umask);
+  if (bound != 0) return sys_error("bind " + address.endpoint(), bind_errno);
+  if (set_mode && ::chmod(address.path.c_str(), *unix_mode) != 0) return errno_error("chmod " + address.path);
   if (::listen(fd.get(), backlog) != 0) return errno_error("listen " + address.endpoint());
   return fd;
 }

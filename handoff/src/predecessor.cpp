@@ -113,7 +113,9 @@ void Predecessor::cancel(const std::string& reason) {
 void Predecessor::on_readable(uv_poll_t* poll, int status, int) {
   auto* self = static_cast<Predecessor*>(poll->data);
   if (status < 0) {
-    self->fail(std::string("hand-off channel: ") + uv_strerror(status));
+    // libuv reports POLLERR as UV_EBADF: the peer is usually dying; let its
+    // exit status name the fault if it comes in time.
+    self->fail(std::string("hand-off channel: poll error (") + uv_strerror(status) + ")", /*let_it_exit=*/true);
     return;
   }
   // Drain every queued message: a READY may sit behind a HELLO.

@@ -17,6 +17,8 @@ namespace baton::test {
 namespace {
 
 CommandResult run_batond(std::vector<std::string> args) {
+  TempDir dir;
+  add_private_control(args, dir);
   args.insert(args.begin(), batond_path());
   return run_command(args, 20s);
 }

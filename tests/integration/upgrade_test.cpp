@@ -85,7 +85,7 @@ TEST(Upgrade, BothLogsShowTheWholeSequenceWithTimings) {
                            "awaiting-ready -> handed-over", "READY", "ms after the request", "stopped accepting",
                            "drain: started (handed over to pid", "exiting with status 0"})
     EXPECT_TRUE(d.wait_for_line(old_pid, step)) << "old generation never logged '" << step << "'\n" << d.log();
-  for (const char* step : {"hand-off: taking over as generation 2", "hand-off: received 1 listener(s), all valid",
+  for (const char* step : {"hand-off: taking over as generation 2", "hand-off: received 2 listener(s), all valid",
                            "listening name=echo", "inherited=yes", "serving: generation 2 ready"})
     EXPECT_TRUE(d.wait_for_line(r.new_pid, step)) << "new generation never logged '" << step << "'\n" << d.log();
   EXPECT_NE(r.line.find("gen=1"), std::string::npos);
@@ -105,7 +105,7 @@ TEST(Upgrade, NothingButTheListenersLeaksIntoTheNewProcess) {
   auto r = d.upgrade();
   ASSERT_TRUE(r.ok) << d.log();
   ASSERT_TRUE(d.wait_for_line(r.new_pid, "serving: generation 2"));
-  EXPECT_EQ(socket_count(r.new_pid), 2) << "new generation holds more sockets than its two listeners";
+  EXPECT_EQ(socket_count(r.new_pid), 3) << "new generation holds more sockets than its listeners (2 + control)";
   // The same count as the old generation minus its two client connections.
   // Every fd of the new process is its stdio, one of its listeners, or its
   // own (libuv's epoll, pipes): none is a descriptor the old process held.
@@ -120,7 +120,7 @@ TEST(Upgrade, NothingButTheListenersLeaksIntoTheNewProcess) {
     }
     EXPECT_EQ(old_set.count(target), 0u) << "the new process inherited " << target;
   }
-  EXPECT_EQ(listeners, 2);
+  EXPECT_EQ(listeners, 3);  // echo, local and the control socket
   EXPECT_TRUE(echo_roundtrip(c1.get(), "old clients still served") && echo_roundtrip(c2.get(), "both"));
 }
 

@@ -17,9 +17,19 @@ constexpr const char* kUpgradeFailed = "upgrade failed";
 
 std::string pid_tag(pid_t pid) { return "pid=" + std::to_string(pid) + " "; }
 
+std::string add_private_control(std::vector<std::string>& args, const TempDir& dir) {
+  for (size_t i = 0; i + 1 < args.size(); ++i)
+    if (args[i] == "--control") return args[i + 1];
+  args.push_back("--control");
+  args.push_back(dir.file("control.sock"));
+  return args.back();
+}
+
 BatondProcess BatondProcess::launch(std::vector<std::string> args, TestProcess::Options options) {
+  auto dir = std::make_unique<TempDir>();
+  std::string control = add_private_control(args, *dir);
   args.insert(args.begin(), batond_path());
-  return BatondProcess(TestProcess::start(std::move(args), std::move(options)));
+  return BatondProcess(TestProcess::start(std::move(args), std::move(options)), std::move(dir), std::move(control));
 }
 
 BatondProcess BatondProcess::start(std::vector<std::string> args, TestProcess::Options options) {

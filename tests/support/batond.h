@@ -4,6 +4,7 @@
 // outcome of an upgrade. Every generation it learns of is tracked, so all are
 // killed and reaped when the test ends, whatever it asserted.
 
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -18,6 +19,9 @@ class BatondProcess {
   static BatondProcess start(std::vector<std::string> args, TestProcess::Options options = {});
   // Starts batond and returns without waiting (for start-up failure tests).
   static BatondProcess launch(std::vector<std::string> args, TestProcess::Options options = {});
+
+  // The control socket: --control as given, else one in a private temp dir.
+  const std::string& control_path() const { return control_path_; }
 
   TestProcess& process() { return proc_; }
   const TestProcess& process() const { return proc_; }
@@ -49,10 +53,17 @@ class BatondProcess {
   bool wait_gone(pid_t pid, std::chrono::milliseconds timeout = 20s);
 
  private:
-  explicit BatondProcess(TestProcess p) : proc_(std::move(p)), serving_(proc_.pid()) {}
+  BatondProcess(TestProcess p, std::unique_ptr<TempDir> dir, std::string control)
+      : dir_(std::move(dir)), control_path_(std::move(control)), proc_(std::move(p)), serving_(proc_.pid()) {}
+  std::unique_ptr<TempDir> dir_;  // declared first: destroyed after the processes are gone
+  std::string control_path_;
   TestProcess proc_;
   pid_t serving_;
 };
+
+// Adds "--control <dir>/control.sock" unless the arguments name a control
+// socket already: tests never share the default path. Returns the path.
+std::string add_private_control(std::vector<std::string>& args, const TempDir& dir);
 
 // "pid=123 " as the daemon writes it on every line.
 std::string pid_tag(pid_t pid);

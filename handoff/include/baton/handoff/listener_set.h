@@ -4,6 +4,7 @@
 // address was handed over, and bound afresh otherwise. Inherited listeners no
 // longer wanted are closed and reported.
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -15,7 +16,8 @@ namespace baton::handoff {
 
 struct ListenerRequest {
   std::string name;
-  ListenAddress address;  // as configured; a TCP port may be 0
+  ListenAddress address;                // as configured; a TCP port may be 0
+  std::optional<unsigned> unix_mode{};  // permissions of a Unix socket file we bind
 };
 
 // A listening socket with its identity, as a predecessor hands it over.
