@@ -248,7 +248,7 @@ void Daemon::on_upgrade_outcome(const handoff::UpgradeOutcome& outcome) {
     spdlog::error("upgrade failed after {:.1f} ms, rolled back, still serving: {}", ms, outcome.reason);
     last_upgrade_ = {{"ok", false}, {"trigger", upgrade_trigger_}, {"pid", outcome.pid}, {"ms", ms},
                      {"error", outcome.reason}};
-    for (auto* s : waiters) s->send(control::error_reply("upgrade failed, rolled back: " + outcome.reason));
+    for (auto* s : waiters) s->send(control::error_reply("rolled back: " + outcome.reason));
     return;
   }
   spdlog::info("upgrade: pid {} is serving as generation {}; READY {:.1f} ms after the request",

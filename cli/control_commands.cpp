@@ -1,0 +1,127 @@
+#include <cstdio>
+#include <iostream>
+#include <thread>
+#include <variant>
+
+#include "commands.h"
+#include "control_client.h"
+
+namespace baton::cli {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+constexpr double kDefaultUpgradeTimeoutS = 10;
+constexpr double kDefaultDrainTimeoutS = 30;
+
+Clock::time_point after_seconds(double s) {
+  return Clock::now() + std::chrono::milliseconds(static_cast<long long>(s * 1000));
+}
+
+// Connects and sends; on failure returns the exit code to use.
+std::variant<ControlClient, int> open_and_send(const std::string& path, const control::Request& request) {
+  auto client = ControlClient::connect(path);
+  if (!client) return fail(kUnreachable, client.error().message);
+  if (auto st = client->send(request); !st) return fail(kUnreachable, st.error().message);
+  return std::move(client).value();
+}
+
+// Reads lines until the final reply (one with "ok"), passing events to on_event.
+template <class OnEvent>
+std::variant<nlohmann::json, int> final_reply(ControlClient& client, Clock::time_point deadline, OnEvent&& on_event) {
+  for (;;) {
+    auto line = client.next(deadline);
+    if (!line) return fail(kFailed, line.error().message);
+    if (!line.value()) return fail(kFailed, "batond closed the connection before answering");
+    auto& j = *line.value();
+    if (j.contains("ok")) return j;
+    on_event(j);
+  }
+}
+
+std::string error_text(const nlohmann::json& reply) {
+  return reply.value("error", std::string("batond reported a failure without a reason"));
+}
+
+}  // namespace
+
+int status_over_control(const std::string& path, bool json) {
+  auto opened = open_and_send(path, control::Request{control::Command::Status, {}, {}});
+  if (auto* code = std::get_if<int>(&opened)) return *code;
+  auto reply = final_reply(std::get<ControlClient>(opened), after_seconds(10), [](const nlohmann::json&) {});
+  if (auto* code = std::get_if<int>(&reply)) return *code;
+  auto& j = std::get<nlohmann::json>(reply);
+  if (!j.value("ok", false)) return fail(kFailed, error_text(j));
+  if (json) std::cout << j.dump(2) << "\n";
+  else std::cout << format_status(j);
+  return kDone;
+}
+
+int upgrade_over_control(const std::string& path, const std::string& binary, std::optional<double> timeout_s) {
+  control::Request request{control::Command::Upgrade, binary, timeout_s};
+  auto opened = open_and_send(path, request);
+  if (auto* code = std::get_if<int>(&opened)) return *code;
+  // The daemon enforces the timeout and reports; ours only guards against a
+  // daemon that never answers.
+  const auto deadline = after_seconds(timeout_s.value_or(kDefaultUpgradeTimeoutS) + 15);
+  auto reply = final_reply(std::get<ControlClient>(opened), deadline, [](const nlohmann::json& e) {
+    const auto name = e.value("event", std::string());
+    if (name == "spawned") {
+      std::cout << "upgrade: spawned pid " << e.value("pid", 0) << std::endl;
+    } else if (name == "ready") {
+      char ms[32];
+      std::snprintf(ms, sizeof ms, "%.1f", e.value("ms", 0.0));
+      std::cout << "upgrade: pid " << e.value("pid", 0) << " ready after " << ms << " ms (generation "
+                << e.value("generation", 0) << ")" << std::endl;
+    } else if (name == "draining") {
+      std::cout << "upgrade: old pid " << e.value("pid", 0) << " draining " << e.value("connections", 0)
+                << " connection(s)" << std::endl;
+    }
+  });
+  if (auto* code = std::get_if<int>(&reply)) return *code;
+  auto& j = std::get<nlohmann::json>(reply);
+  if (!j.value("ok", false)) return fail(kFailed, "upgrade failed: " + error_text(j));
+  std::cout << "upgrade: done; pid " << j.value("pid", 0) << " serves as generation " << j.value("generation", 0)
+            << std::endl;
+  return kDone;
+}
+
+int stop_over_control(const std::string& path, std::optional<double> timeout_s) {
+  auto opened = open_and_send(path, control::Request{control::Command::Stop, {}, timeout_s});
+  if (auto* code = std::get_if<int>(&opened)) return *code;
+  auto& client = std::get<ControlClient>(opened);
+  auto reply = final_reply(client, after_seconds(10), [](const nlohmann::json&) {});
+  if (auto* code = std::get_if<int>(&reply)) return *code;
+  auto& j = std::get<nlohmann::json>(reply);
+  if (!j.value("ok", false)) return fail(kFailed, error_text(j));
+  const int pid = j.value("pid", 0);
+  std::cout << "stop: pid " << pid << " stopped accepting; draining " << j.value("connections", 0)
+            << " connection(s)" << std::endl;
+  // The daemon closes this connection as it exits; then the pid goes away.
+  const auto deadline = after_seconds(timeout_s.value_or(kDefaultDrainTimeoutS) + 15);
+  for (;;) {
+    auto line = client.next(deadline);
+    if (!line) return fail(kFailed, "pid " + std::to_string(pid) + " did not exit: " + line.error().message);
+    if (!line.value()) break;
+  }
+  while (pid_alive(pid)) {
+    if (Clock::now() > deadline) return fail(kFailed, "pid " + std::to_string(pid) + " did not exit in time");
+    std::this_thread::sleep_for(10ms);
+  }
+  std::cout << "stop: pid " << pid << " exited" << std::endl;
+  return kDone;
+}
+
+int reload_over_control(const std::string& path) {
+  auto opened = open_and_send(path, control::Request{control::Command::Reload, {}, {}});
+  if (auto* code = std::get_if<int>(&opened)) return *code;
+  auto reply = final_reply(std::get<ControlClient>(opened), after_seconds(10), [](const nlohmann::json&) {});
+  if (auto* code = std::get_if<int>(&reply)) return *code;
+  auto& j = std::get<nlohmann::json>(reply);
+  if (!j.value("ok", false)) return fail(kFailed, "reload failed: " + error_text(j));
+  std::cout << "reload: done" << std::endl;
+  return kDone;
+}
+
+}  // namespace baton::cli
