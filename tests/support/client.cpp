@@ -115,20 +115,29 @@ bool echo_roundtrip(int fd, const std::string& data, std::chrono::milliseconds t
   return back == data;
 }
 
-bool wait_eof(int fd, std::chrono::milliseconds timeout) {
+namespace {
+
+// 0: EOF, 1: reset, -1: deadline or another error.
+int wait_end(int fd, std::chrono::milliseconds timeout) {
   auto deadline = Clock::now() + timeout;
   char buf[4096];
   for (;;) {
     ssize_t r = ::recv(fd, buf, sizeof buf, MSG_DONTWAIT);
-    if (r == 0) return true;
+    if (r == 0) return 0;
     if (r > 0) continue;
     if (errno == EAGAIN || errno == EINTR) {
-      if (!wait_io(fd, POLLIN, deadline)) return false;
+      if (!wait_io(fd, POLLIN, deadline)) return -1;
       continue;
     }
-    return false;
+    return errno == ECONNRESET ? 1 : -1;
   }
 }
+
+}  // namespace
+
+bool wait_eof(int fd, std::chrono::milliseconds timeout) { return wait_end(fd, timeout) == 0; }
+
+bool wait_closed(int fd, std::chrono::milliseconds timeout) { return wait_end(fd, timeout) >= 0; }
 
 std::string random_bytes(size_t n, unsigned seed) {
   std::mt19937 rng(seed);

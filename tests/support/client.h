@@ -24,6 +24,8 @@ std::optional<std::string> recv_exact(int fd, size_t n, std::chrono::millisecond
 bool echo_roundtrip(int fd, const std::string& data, std::chrono::milliseconds timeout = std::chrono::seconds(10));
 // True when the peer closed (read returns 0) within the deadline.
 bool wait_eof(int fd, std::chrono::milliseconds timeout = std::chrono::seconds(10));
+// True when the peer closed or reset the connection within the deadline.
+bool wait_closed(int fd, std::chrono::milliseconds timeout = std::chrono::seconds(10));
 
 std::string random_bytes(size_t n, unsigned seed = 1);
 
