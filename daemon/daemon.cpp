@@ -31,6 +31,9 @@ handoff::Status ensure_private_dir(const std::string& socket_path) {
   return {};
 }
 
+// How often a draining generation tells its successor how far it has got.
+constexpr uint64_t kDrainReportIntervalMs = 200;
+
 double ms_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t).count();
 }
@@ -141,6 +144,14 @@ handoff::Status Daemon::open_listeners() {
     // holds client connections.
     if (auto st = successor.value()->confirm_ready(options_.upgrade_timeout); !st)
       return handoff::with_context("hand-off", st.error());
+    drain_watch_ = std::make_unique<handoff::DrainWatch>(
+        &loop_, successor.value()->take_channel(),
+        [this](const std::vector<handoff::GenerationReport>& reports) { older_generations_ = reports; },
+        [this](const std::string& why) {
+          if (why == "closed") spdlog::info("previous generations: all have exited");
+          else spdlog::warn("previous generations: lost track of them: {}", why);
+          older_generations_.clear();
+        });
   }
   return {};
 }
@@ -256,6 +267,8 @@ void Daemon::on_upgrade_outcome(const handoff::UpgradeOutcome& outcome) {
   last_upgrade_ = {{"ok", true}, {"trigger", upgrade_trigger_}, {"pid", outcome.pid}, {"ms", ms}};
   if (auto st = pid_file_.write(outcome.pid); !st) spdlog::error("pid file: {}", st.error().message);
   const size_t open = registry_.size();
+  report_timer_.init(uv_timer_init, &loop_, this);
+  uv_timer_start(report_timer_.get(), &Daemon::on_report_timer, 0, kDrainReportIntervalMs);
   for (auto* s : waiters) {
     auto ready = control::event("ready");
     ready["pid"] = outcome.pid;
@@ -275,6 +288,21 @@ void Daemon::on_upgrade_outcome(const handoff::UpgradeOutcome& outcome) {
     s->send(done);
   }
   stop_accepting_and_drain("handed over to pid " + std::to_string(outcome.pid), true);
+}
+
+void Daemon::on_report_timer(uv_timer_t* timer) { static_cast<Daemon*>(timer->data)->report_draining(); }
+
+void Daemon::report_draining() {
+  std::vector<handoff::GenerationReport> reports{
+      {static_cast<uint32_t>(::getpid()), context_.generation, static_cast<uint32_t>(registry_.size())}};
+  reports.insert(reports.end(), older_generations_.begin(), older_generations_.end());
+  if (reports == last_report_sent_) return;
+  if (auto st = predecessor_->report_draining(reports); !st) {
+    spdlog::debug("drain report: {}", st.error().message);
+    report_timer_.close();
+    return;
+  }
+  last_report_sent_ = std::move(reports);
 }
 
 void Daemon::accept_control(handoff::UniqueFd fd) {
@@ -351,7 +379,10 @@ nlohmann::json Daemon::status() const {
   j["upgrade"] = {{"state", handoff::to_string(predecessor_->state())},
                   {"last", last_upgrade_.is_null() ? nlohmann::json(nullptr) : last_upgrade_}};
   if (drain_->active()) j["drain"] = {{"cause", drain_->cause()}, {"connections_at_start", drain_->started_with()}};
-  j["draining_generations"] = nlohmann::json::array();
+  nlohmann::json older = nlohmann::json::array();
+  for (const auto& g : older_generations_)
+    older.push_back({{"pid", g.pid}, {"generation", g.generation}, {"connections", g.connections}});
+  j["draining_generations"] = older;
   return j;
 }
 
@@ -387,6 +418,8 @@ void Daemon::close_everything() {
   if (!handed_over_) pid_file_.remove_if_names(::getpid());
   for (auto& l : listeners_) l->close(/*unlink_path=*/!handed_over_);
   signals_.clear();
+  report_timer_.close();
+  drain_watch_.reset();
   if (drain_) drain_->stop_timers();
   control_sessions_.finish_all();
   // A successor that took over lives on; one still starting is killed.

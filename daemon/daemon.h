@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "baton/handoff/drain_watch.h"
 #include "baton/handoff/predecessor.h"
 #include "baton/handoff/uv_handle.h"
 #include "connection_registry.h"
@@ -71,6 +72,9 @@ class Daemon {
   void stop_accepting_and_drain(const std::string& cause, bool handed_over,
                                 std::optional<std::chrono::milliseconds> deadline = {});
   void on_drained();
+  // After a hand-over: tell the successor what still drains here and before.
+  static void on_report_timer(uv_timer_t* timer);
+  void report_draining();
   void fatal(const std::string& reason);
   void close_everything();
 
@@ -87,6 +91,10 @@ class Daemon {
   DrainCounts drain_counts_;
   std::unique_ptr<Drain> drain_;
   std::unique_ptr<handoff::Predecessor> predecessor_;
+  std::unique_ptr<handoff::DrainWatch> drain_watch_;           // reports from older generations
+  std::vector<handoff::GenerationReport> older_generations_;  // as last reported
+  std::vector<handoff::GenerationReport> last_report_sent_;
+  handoff::UvHandle<uv_timer_t> report_timer_;
   RateLimiter max_connections_log_;
   ControlSessions control_sessions_;
   std::vector<uint64_t> upgrade_waiters_;  // control sessions waiting for the outcome

@@ -119,7 +119,7 @@ Result<std::optional<Message>> HandoffChannel::try_receive(size_t max_fds) {
   if (n == 0) {
     // Zero bytes is EOF, or an empty datagram from a live peer.
     pollfd p{fd_.get(), POLLRDHUP, 0};
-    if (::poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP))) return Error{"peer closed the hand-off channel"};
+    if (::poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP))) return Error{kPeerClosed};
     return Error{"message truncated: 0 bytes, header needs " + std::to_string(kHeaderSize)};
   }
 

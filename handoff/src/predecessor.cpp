@@ -153,7 +153,10 @@ void Predecessor::handle_message(Message& m) {
     if (auto st = channel_.send(MessageType::Commit, {}); !st)
       return fail("sending COMMIT: " + st.error().message, /*let_it_exit=*/true);
     auto elapsed = machine_.since_start();
-    stop_channel();
+    // The channel stays open (write-only from here): it carries DRAINING
+    // reports to the successor until this process exits.
+    poll_.close();
+    deadline_.close();
     machine_.transition(UpgradeState::HandedOver, "READY from pid " + std::to_string(pid_));
     on_outcome_(UpgradeOutcome{true, pid_, {}, elapsed});
     return;
@@ -225,6 +228,15 @@ void Predecessor::finish_rollback(const std::string& how_it_ended) {
   UpgradeOutcome outcome{false, pid_, failure_, elapsed};
   offers_.clear();
   on_outcome_(outcome);
+}
+
+Status Predecessor::report_draining(const std::vector<GenerationReport>& reports) {
+  if (state() != UpgradeState::HandedOver || !channel_.open()) return Error{"no successor to report to"};
+  if (auto st = channel_.send(MessageType::Draining, encode(reports)); !st) {
+    channel_.close();  // the successor is gone; nobody to tell any more
+    return st;
+  }
+  return {};
 }
 
 void Predecessor::stop_channel() {

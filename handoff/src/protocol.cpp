@@ -40,6 +40,31 @@ std::vector<uint8_t> encode(const Ready& m) {
   return w.bytes();
 }
 
+std::vector<uint8_t> encode(const std::vector<GenerationReport>& reports) {
+  PayloadWriter w;
+  w.u16(static_cast<uint16_t>(reports.size()));
+  for (const auto& r : reports) {
+    w.u32(r.pid);
+    w.u32(r.generation);
+    w.u32(r.connections);
+  }
+  return w.bytes();
+}
+
+Result<std::vector<GenerationReport>> decode_draining(std::span<const uint8_t> payload) {
+  PayloadReader r(payload);
+  BATON_TRY_ASSIGN(count, r.u16("count"));
+  std::vector<GenerationReport> out;
+  for (uint16_t i = 0; i < count; ++i) {
+    BATON_TRY_ASSIGN(pid, r.u32("pid"));
+    BATON_TRY_ASSIGN(generation, r.u32("generation"));
+    BATON_TRY_ASSIGN(connections, r.u32("connections"));
+    out.push_back({pid, generation, connections});
+  }
+  if (auto st = r.finish("DRAINING"); !st) return st.error();
+  return out;
+}
+
 Result<Hello> decode_hello(std::span<const uint8_t> payload) {
   PayloadReader r(payload);
   BATON_TRY_ASSIGN(pid, r.u32("pid"));

@@ -98,7 +98,6 @@ Status Successor::confirm_ready(std::chrono::milliseconds timeout) {
   if (!commit) return commit.error();
   if (!commit->fds.empty()) return Error{"COMMIT carries unexpected fds"};
   if (!commit->payload.empty()) return Error{"COMMIT payload must be empty"};
-  channel_.close();
   return {};
 }
 

@@ -224,3 +224,42 @@ TEST(Batonctl, PidFileFallbackUpgradesAndStopsWithSignals) {
 
 }  // namespace
 }  // namespace baton::test
+
+namespace baton::test {
+namespace {
+
+TEST(Batonctl, StatusListsOlderGenerationsStillDraining) {
+  auto d = BatondProcess::start({"--listen", "echo=tcp://127.0.0.1:0"});
+  const pid_t gen1 = d.serving_pid();
+  auto held = connect_to(d.address());
+  ASSERT_TRUE(echo_roundtrip(held.get(), "pinning generation 1"));
+  ASSERT_TRUE(d.upgrade().ok);
+  auto held2 = connect_to(d.address());
+  ASSERT_TRUE(echo_roundtrip(held2.get(), "pinning generation 2"));
+  const pid_t gen2 = d.serving_pid();
+  ASSERT_TRUE(d.upgrade().ok);
+
+  nlohmann::json older;
+  EXPECT_TRUE(eventually([&] {
+    older = status_json(d)["draining_generations"];
+    return older.size() == 2;
+  })) << older.dump();
+  EXPECT_EQ(older[0]["pid"], gen2);
+  EXPECT_EQ(older[0]["generation"], 2);
+  EXPECT_EQ(older[0]["connections"], 1);
+  EXPECT_EQ(older[1]["pid"], gen1);
+  EXPECT_EQ(older[1]["connections"], 1);
+  auto human = batonctl(d, {"status"});
+  EXPECT_NE(human.out.find("pid " + std::to_string(gen1) + " (generation 1): 1 connection(s) left"), std::string::npos)
+      << human.out;
+
+  held.reset();
+  EXPECT_TRUE(d.wait_gone(gen1));
+  EXPECT_TRUE(eventually([&] { return status_json(d)["draining_generations"].size() == 1; }));
+  held2.reset();
+  EXPECT_TRUE(d.wait_gone(gen2));
+  EXPECT_TRUE(eventually([&] { return status_json(d)["draining_generations"].empty(); }));
+}
+
+}  // namespace
+}  // namespace baton::test

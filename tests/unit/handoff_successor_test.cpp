@@ -538,7 +538,17 @@ TEST(SuccessorConfirm, ReadyThenCommit) {
   auto st = h.successor.confirm_ready(1s);
   ASSERT_TRUE(st.ok()) << st.error().message;
   expect_ready(h.peer);
-  // After COMMIT the successor is done with the channel and closes it.
+  // After COMMIT the channel stays open for DRAINING reports: the caller
+  // takes it, and closing it is what the predecessor then sees.
+  auto channel = h.successor.take_channel();
+  ASSERT_TRUE(channel.open());
+  ASSERT_TRUE(h.peer.send(MessageType::Draining, encode(std::vector<GenerationReport>{{1, 2, 3}})).ok());
+  auto report = channel.receive(1s);
+  ASSERT_TRUE(report.ok()) << report.error().message;
+  auto decoded = decode_draining(report->payload);
+  ASSERT_TRUE(decoded.ok());
+  EXPECT_EQ(decoded.value(), (std::vector<GenerationReport>{{1, 2, 3}}));
+  channel.close();
   auto closed = h.peer.receive(1s);
   ASSERT_FALSE(closed.ok());
   EXPECT_EQ(closed.error().message, "peer closed the hand-off channel");

@@ -16,6 +16,9 @@
 
 namespace baton::handoff {
 
+// The error text of a receive that found the peer gone (EOF).
+inline constexpr const char* kPeerClosed = "peer closed the hand-off channel";
+
 struct Message {
   MessageType type;
   std::vector<uint8_t> payload;

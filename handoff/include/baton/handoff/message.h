@@ -32,6 +32,7 @@ enum class MessageType : uint16_t {
   ListenersEnd = 3,  // predecessor -> successor: {total listeners sent}
   Ready = 4,         // successor -> predecessor: {pid}: every listener is adopted
   Commit = 5,        // predecessor -> successor: {}: the hand-off stands, start accepting
+  Draining = 6,      // predecessor -> successor, after COMMIT: the older generations still draining
 };
 
 const char* to_string(MessageType type);

@@ -62,6 +62,10 @@ class Predecessor {
   // Abandons an upgrade in flight (the outcome reports `reason`). No-op otherwise.
   void cancel(const std::string& reason);
 
+  // After the hand-over: tells the successor which generations still drain
+  // (this one first, then the older ones it knows of).
+  Status report_draining(const std::vector<GenerationReport>& reports);
+
   UpgradeState state() const { return machine_.state(); }
   pid_t successor_pid() const { return pid_; }
 

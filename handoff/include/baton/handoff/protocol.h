@@ -33,10 +33,20 @@ struct Ready {
   uint32_t pid = 0;
 };
 
+// A generation that handed over and is still draining, as its successor
+// learns it over the channel kept open after COMMIT.
+struct GenerationReport {
+  uint32_t pid = 0;
+  uint32_t generation = 0;
+  uint32_t connections = 0;  // still open
+  bool operator==(const GenerationReport&) const = default;
+};
+
 std::vector<uint8_t> encode(const Hello&);
 std::vector<uint8_t> encode(const std::vector<ListenerEntry>&);
 std::vector<uint8_t> encode(const ListenersEnd&);
 std::vector<uint8_t> encode(const Ready&);
+std::vector<uint8_t> encode(const std::vector<GenerationReport>&);
 
 class HandoffChannel;
 
@@ -57,5 +67,6 @@ Result<Hello> decode_hello(std::span<const uint8_t> payload);
 Result<std::vector<ListenerEntry>> decode_listeners(std::span<const uint8_t> payload);
 Result<ListenersEnd> decode_listeners_end(std::span<const uint8_t> payload);
 Result<Ready> decode_ready(std::span<const uint8_t> payload);
+Result<std::vector<GenerationReport>> decode_draining(std::span<const uint8_t> payload);
 
 }  // namespace baton::handoff

@@ -37,6 +37,10 @@ class Successor {
   // process that already took client connections.
   Status confirm_ready(std::chrono::milliseconds timeout);
 
+  // After COMMIT: the channel, on which the predecessor reports its drain
+  // (DrainWatch reads it). Empty before COMMIT.
+  HandoffChannel take_channel() { return std::move(channel_); }
+
  private:
   HandoffChannel channel_;
 };
