@@ -17,6 +17,7 @@ struct DrainCounts {
   uint64_t closed_by_client = 0;  // the client closed (or reset) on its own
   uint64_t closed_at_deadline = 0;  // half-closed by us at the drain deadline
   uint64_t closed_forcibly = 0;   // closed at once (second signal, grace over, fatal error)
+  uint64_t handed_over = 0;       // now served by the successor (drain = handoff)
 };
 
 class ConnectionRegistry {

@@ -31,6 +31,9 @@ handoff::Status ensure_private_dir(const std::string& socket_path) {
   return {};
 }
 
+// How long a connection being handed over may take to write back what it owes.
+constexpr std::chrono::milliseconds kHandoverFlushBound{1000};
+
 // How often a draining generation tells its successor how far it has got.
 constexpr uint64_t kDrainReportIntervalMs = 200;
 
@@ -144,9 +147,10 @@ handoff::Status Daemon::open_listeners() {
     // holds client connections.
     if (auto st = successor.value()->confirm_ready(options_.upgrade_timeout); !st)
       return handoff::with_context("hand-off", st.error());
-    drain_watch_ = std::make_unique<handoff::DrainWatch>(
+    predecessor_link_ = std::make_unique<handoff::PredecessorLink>(
         &loop_, successor.value()->take_channel(),
         [this](const std::vector<handoff::GenerationReport>& reports) { older_generations_ = reports; },
+        [this](const handoff::ConnectionEntry& e, handoff::UniqueFd fd) { return adopt_connection(e, std::move(fd)); },
         [this](const std::string& why) {
           if (why == "closed") spdlog::info("previous generations: all have exited");
           else spdlog::warn("previous generations: lost track of them: {}", why);
@@ -205,6 +209,17 @@ void Daemon::accept_echo(handoff::UniqueFd fd, Listener& from) {
   registry_.count_accept();
   EchoConnection::start(&loop_, std::move(fd), from.is_unix() ? EchoConnection::Kind::Unix : EchoConnection::Kind::Tcp,
                         registry_, *read_buffer_, drain_counts_, WaterMarks{});
+}
+
+bool Daemon::adopt_connection(const handoff::ConnectionEntry& entry, handoff::UniqueFd fd) {
+  // Not counted against --max-connections: these clients are already served,
+  // refusing one would only leave it with the old generation.
+  const auto kind = entry.kind == handoff::ConnectionKind::Unix ? EchoConnection::Kind::Unix : EchoConnection::Kind::Tcp;
+  if (!EchoConnection::start(&loop_, std::move(fd), kind, registry_, *read_buffer_, drain_counts_, WaterMarks{}))
+    return false;
+  registry_.count_accept();
+  ++adopted_connections_;
+  return true;
 }
 
 handoff::SpawnSpec Daemon::spawn_spec(const std::string& binary) const {
@@ -375,7 +390,10 @@ nlohmann::json Daemon::status() const {
     listeners.push_back({{"name", l->name()}, {"address", l->bound().to_string()},
                          {"configured", l->configured().to_string()}, {"inherited", l->inherited()}});
   j["listeners"] = listeners;
-  j["connections"] = {{"open", registry_.size()}, {"accepted", registry_.accepted_total()}};
+  j["connections"] = {{"open", registry_.size()},
+                      {"accepted", registry_.accepted_total()},
+                      {"adopted", adopted_connections_},
+                      {"handed_over", drain_counts_.handed_over}};
   j["upgrade"] = {{"state", handoff::to_string(predecessor_->state())},
                   {"last", last_upgrade_.is_null() ? nlohmann::json(nullptr) : last_upgrade_}};
   if (drain_->active()) j["drain"] = {{"cause", drain_->cause()}, {"connections_at_start", drain_->started_with()}};
@@ -396,6 +414,10 @@ void Daemon::stop_accepting_and_drain(const std::string& cause, bool handed_over
   for (auto& l : listeners_) l->close(/*unlink_path=*/!handed_over_);
   spdlog::info("stopped accepting on {} listener(s) ({})", listeners_.size(), cause);
   drain_->start(cause, deadline.value_or(options_.drain_timeout));
+  if (handed_over_ && options_.drain_mode == DaemonOptions::DrainMode::Handoff && !registry_.empty()) {
+    handover_ = std::make_unique<ConnectionHandover>(&loop_, registry_, *predecessor_, kHandoverFlushBound);
+    handover_->start();
+  }
 }
 
 void Daemon::on_drained() {
@@ -418,8 +440,9 @@ void Daemon::close_everything() {
   if (!handed_over_) pid_file_.remove_if_names(::getpid());
   for (auto& l : listeners_) l->close(/*unlink_path=*/!handed_over_);
   signals_.clear();
+  handover_.reset();  // before the connections close: it settles their state
   report_timer_.close();
-  drain_watch_.reset();
+  predecessor_link_.reset();
   if (drain_) drain_->stop_timers();
   control_sessions_.finish_all();
   // A successor that took over lives on; one still starting is killed.

@@ -13,9 +13,10 @@
 #include <string>
 #include <vector>
 
-#include "baton/handoff/drain_watch.h"
+#include "baton/handoff/predecessor_link.h"
 #include "baton/handoff/predecessor.h"
 #include "baton/handoff/uv_handle.h"
+#include "connection_handover.h"
 #include "connection_registry.h"
 #include "control_session.h"
 #include "drain.h"
@@ -57,6 +58,7 @@ class Daemon {
   static void on_signal(uv_signal_t* handle, int signo);
   void handle_signal(int signo);
   void accept_echo(handoff::UniqueFd fd, Listener& from);
+  bool adopt_connection(const handoff::ConnectionEntry& entry, handoff::UniqueFd fd);
   void accept_control(handoff::UniqueFd fd);
   void handle_control(ControlSession& session, const control::Request& request);
   nlohmann::json status() const;
@@ -91,7 +93,8 @@ class Daemon {
   DrainCounts drain_counts_;
   std::unique_ptr<Drain> drain_;
   std::unique_ptr<handoff::Predecessor> predecessor_;
-  std::unique_ptr<handoff::DrainWatch> drain_watch_;           // reports from older generations
+  std::unique_ptr<handoff::PredecessorLink> predecessor_link_;  // reports and connections from the old generation
+  std::unique_ptr<ConnectionHandover> handover_;                // ours, to the new generation
   std::vector<handoff::GenerationReport> older_generations_;  // as last reported
   std::vector<handoff::GenerationReport> last_report_sent_;
   handoff::UvHandle<uv_timer_t> report_timer_;
@@ -102,6 +105,7 @@ class Daemon {
   std::string upgrade_trigger_;
   nlohmann::json last_upgrade_;  // the outcome of the latest attempt, for status
 
+  uint64_t adopted_connections_ = 0;  // handed to us by the previous generation
   int stop_signals_ = 0;
   bool handed_over_ = false;
   bool finished_ = false;

@@ -51,8 +51,9 @@ void Drain::check_done() {
   if (!active_ || done_ || !registry_.empty()) return;
   done_ = true;
   stop_timers();
-  spdlog::info("drain: done ({}): {} closed by their clients, {} half-closed at the deadline, {} closed forcibly",
-               cause_, counts_.closed_by_client, counts_.closed_at_deadline, counts_.closed_forcibly);
+  spdlog::info(
+      "drain: done ({}): {} closed by their clients, {} half-closed at the deadline, {} closed forcibly, {} handed over",
+      cause_, counts_.closed_by_client, counts_.closed_at_deadline, counts_.closed_forcibly, counts_.handed_over);
   on_done_();
 }
 

@@ -27,15 +27,22 @@ struct PendingWrite {
   }
 };
 
+uint64_t next_connection_id = 1;
+
 }  // namespace
 
 EchoConnection::EchoConnection(ConnectionRegistry& registry, SharedReadBuffer& buffer, DrainCounts& counts,
-                               WaterMarks marks)
-    : registry_(registry), buffer_(buffer), counts_(counts), backpressure_(marks) {}
+                               WaterMarks marks, Kind kind)
+    : registry_(registry),
+      buffer_(buffer),
+      counts_(counts),
+      backpressure_(marks),
+      id_(next_connection_id++),
+      kind_(kind) {}
 
 bool EchoConnection::start(uv_loop_t* loop, handoff::UniqueFd fd, Kind kind, ConnectionRegistry& registry,
                            SharedReadBuffer& buffer, DrainCounts& counts, WaterMarks marks) {
-  auto* c = new EchoConnection(registry, buffer, counts, marks);
+  auto* c = new EchoConnection(registry, buffer, counts, marks, kind);
   int rc = kind == Kind::Tcp ? uv_tcp_init(loop, &c->handle_.tcp) : uv_pipe_init(loop, &c->handle_.pipe, 0);
   if (rc != 0) {
     spdlog::warn("connection: init: {}", uv_strerror(rc));
@@ -61,7 +68,7 @@ bool EchoConnection::start(uv_loop_t* loop, handoff::UniqueFd fd, Kind kind, Con
 }
 
 void EchoConnection::read_start() {
-  if (reading_ || finishing_ || closing_) return;
+  if (reading_ || finishing_ || closing_ || handover_) return;
   if (uv_read_start(stream(), &EchoConnection::on_alloc, &EchoConnection::on_read) == 0) reading_ = true;
 }
 
@@ -126,7 +133,32 @@ void EchoConnection::on_write(uv_write_t* req, int status) {
     if (status != UV_ECANCELED) c->close_now(EndReason::Client);
     return;
   }
+  if (c->handover_ && c->backpressure_.pending() == 0) {
+    c->handover_->flushed(*c);
+    return;
+  }
   if (action == Backpressure::Action::ResumeReading) c->read_start();
+}
+
+bool EchoConnection::begin_handover(HandoverObserver* observer) {
+  if (finishing_ || shutting_down_ || closing_ || handover_) return false;
+  if (reading_) uv_read_stop(stream());
+  reading_ = false;
+  handover_ = observer;
+  if (backpressure_.pending() == 0) observer->flushed(*this);
+  return true;
+}
+
+void EchoConnection::cancel_handover() {
+  if (!handover_) return;
+  handover_ = nullptr;
+  read_start();
+}
+
+int EchoConnection::fd() const {
+  uv_os_fd_t fd = -1;
+  uv_fileno(reinterpret_cast<const uv_handle_t*>(&handle_.stream), &fd);
+  return fd;
 }
 
 void EchoConnection::peer_finished() {
@@ -156,7 +188,8 @@ void EchoConnection::on_shutdown(uv_shutdown_t* req, int status) {
 }
 
 void EchoConnection::finish() {
-  if (finishing_ || closing_) return;
+  // A connection on its way to the successor is the hand-off's to settle.
+  if (finishing_ || closing_ || handover_) return;
   finishing_ = true;
   end_reason_ = EndReason::Deadline;
   if (shutting_down_) return;  // already flushing towards FIN after the client's own
@@ -177,7 +210,9 @@ void EchoConnection::on_closed(uv_handle_t* h) {
     case EndReason::Client: ++c->counts_.closed_by_client; break;
     case EndReason::Deadline: ++c->counts_.closed_at_deadline; break;
     case EndReason::Forced: ++c->counts_.closed_forcibly; break;
+    case EndReason::HandedOver: ++c->counts_.handed_over; break;
   }
+  if (c->handover_) c->handover_->gone(*c);
   c->registry_.remove(c);
   delete c;
 }

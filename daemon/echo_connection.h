@@ -25,10 +25,23 @@ struct SharedReadBuffer {
   char data[kSize];
 };
 
+class EchoConnection;
+
+// Told when a connection being handed over has flushed what it owed, or is
+// gone (closed by its client) before it could be handed over.
+class HandoverObserver {
+ public:
+  virtual void flushed(EchoConnection& c) = 0;
+  virtual void gone(EchoConnection& c) = 0;
+
+ protected:
+  ~HandoverObserver() = default;
+};
+
 class EchoConnection {
  public:
   enum class Kind { Tcp, Unix };
-  enum class EndReason { Client, Deadline, Forced };
+  enum class EndReason { Client, Deadline, Forced, HandedOver };
 
   // Adopts an accepted socket into the loop and starts echoing. Returns false
   // (and the fd is closed) if libuv refuses it.
@@ -41,8 +54,19 @@ class EchoConnection {
   // Closes at once; pending writes are dropped.
   void close_now(EndReason why);
 
+  // Connection hand-off: stop reading (what the client sends now waits in
+  // the kernel for the successor) and tell `observer` once everything read
+  // has been written back. False if the connection is already ending.
+  bool begin_handover(HandoverObserver* observer);
+  // The hand-off did not happen: serve (and drain) it here after all.
+  void cancel_handover();
+  uint64_t id() const { return id_; }
+  Kind kind() const { return kind_; }
+  int fd() const;
+
  private:
-  EchoConnection(ConnectionRegistry& registry, SharedReadBuffer& buffer, DrainCounts& counts, WaterMarks marks);
+  EchoConnection(ConnectionRegistry& registry, SharedReadBuffer& buffer, DrainCounts& counts, WaterMarks marks,
+                 Kind kind);
 
   static void on_alloc(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
   static void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
@@ -66,7 +90,10 @@ class EchoConnection {
   SharedReadBuffer& buffer_;
   DrainCounts& counts_;
   Backpressure backpressure_;
+  HandoverObserver* handover_ = nullptr;  // set while being handed over
+  uint64_t id_;
   EndReason end_reason_ = EndReason::Client;
+  Kind kind_;
   bool reading_ = false;
   bool finishing_ = false;    // our FIN is on its way: nothing more is echoed
   bool shutting_down_ = false;

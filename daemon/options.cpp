@@ -45,6 +45,11 @@ ParseOutcome parse_options(int argc, char** argv) {
   app.add_option("--binary", o.binary,
                  "binary to start on upgrade (default: this one's path as started, resolved once at start-up)");
   app.add_option("--backlog", o.backlog, "listen(2) backlog")->capture_default_str()->check(CLI::PositiveNumber);
+  std::string drain_mode = "wait";
+  app.add_option("--drain", drain_mode,
+                 "after an upgrade: 'wait' for open connections to close, or 'handoff' them to the new generation")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"wait", "handoff"}));
   o.control_path = control::default_control_path();
   app.add_option("--control", o.control_path,
                  "control socket for batonctl (mode 0600; default $XDG_RUNTIME_DIR/baton/control.sock, else "
@@ -82,6 +87,7 @@ ParseOutcome parse_options(int argc, char** argv) {
     std::cerr << "batond: --control '" << o.control_path << "': " << control.error().message << "\n";
     return {std::nullopt, 2};
   }
+  o.drain_mode = drain_mode == "handoff" ? DaemonOptions::DrainMode::Handoff : DaemonOptions::DrainMode::Wait;
   o.drain_timeout = seconds_to_ms(drain_timeout);
   o.upgrade_timeout = seconds_to_ms(upgrade_timeout);
   return {std::move(o), 0};

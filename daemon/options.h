@@ -21,6 +21,9 @@ struct DaemonOptions {
   std::string binary;  // as given; resolved to an absolute path at start-up
   std::string control_path;  // the control socket (batonctl); see control::default_control_path()
   int backlog = 1024;
+  // After an upgrade: wait for connections to close ("wait"), or hand them
+  // to the new generation ("handoff").
+  enum class DrainMode { Wait, Handoff } drain_mode = DrainMode::Wait;
 };
 
 inline constexpr const char* kDefaultListen = "tcp://127.0.0.1:7000";

@@ -112,6 +112,16 @@ void Predecessor::cancel(const std::string& reason) {
 
 void Predecessor::on_readable(uv_poll_t* poll, int status, int) {
   auto* self = static_cast<Predecessor*>(poll->data);
+  if (self->state() == UpgradeState::HandedOver) {
+    if (status < 0) return self->lose_link(std::string("poll: ") + uv_strerror(status));
+    while (self->channel_.open()) {
+      auto got = self->channel_.try_receive();
+      if (!got) return self->lose_link(got.error().message);
+      if (!got.value()) return;
+      self->handle_link_message(*got.value());
+    }
+    return;
+  }
   if (status < 0) {
     // libuv reports POLLERR as UV_EBADF: the peer is usually dying; let its
     // exit status name the fault if it comes in time.
@@ -153,9 +163,8 @@ void Predecessor::handle_message(Message& m) {
     if (auto st = channel_.send(MessageType::Commit, {}); !st)
       return fail("sending COMMIT: " + st.error().message, /*let_it_exit=*/true);
     auto elapsed = machine_.since_start();
-    // The channel stays open (write-only from here): it carries DRAINING
-    // reports to the successor until this process exits.
-    poll_.close();
+    // The channel stays open: DRAINING reports and, with `drain = handoff`,
+    // client connections go over it until this process exits.
     deadline_.close();
     machine_.transition(UpgradeState::HandedOver, "READY from pid " + std::to_string(pid_));
     on_outcome_(UpgradeOutcome{true, pid_, {}, elapsed});
@@ -230,10 +239,40 @@ void Predecessor::finish_rollback(const std::string& how_it_ended) {
   on_outcome_(outcome);
 }
 
+void Predecessor::on_link(AckCallback on_acks, LostCallback on_lost) {
+  on_acks_ = std::move(on_acks);
+  on_lost_ = std::move(on_lost);
+}
+
+Status Predecessor::send_connections(const std::vector<ConnectionOffer>& offers) {
+  if (state() != UpgradeState::HandedOver || !channel_.open()) return Error{"no successor to hand connections to"};
+  if (auto st = handoff::send_connections(channel_, offers); !st) {
+    lose_link(st.error().message);
+    return st;
+  }
+  return {};
+}
+
+void Predecessor::handle_link_message(Message& m) {
+  if (m.type != MessageType::ConnectionsAck || !m.fds.empty())
+    return lose_link(std::string("unexpected ") + to_string(m.type) + " from the successor");
+  auto acks = decode_connections_ack(m.payload);
+  if (!acks) return lose_link("bad CONNECTIONS_ACK: " + acks.error().message);
+  if (on_acks_) on_acks_(acks.value());
+}
+
+void Predecessor::lose_link(const std::string& why) {
+  if (!channel_.open()) return;
+  poll_.close();
+  channel_.close();
+  spdlog::info("upgrade: link to successor pid {} closed ({})", pid_, why);
+  if (on_lost_) on_lost_(why);
+}
+
 Status Predecessor::report_draining(const std::vector<GenerationReport>& reports) {
   if (state() != UpgradeState::HandedOver || !channel_.open()) return Error{"no successor to report to"};
   if (auto st = channel_.send(MessageType::Draining, encode(reports)); !st) {
-    channel_.close();  // the successor is gone; nobody to tell any more
+    lose_link(st.error().message);  // the successor is gone; nobody to tell any more
     return st;
   }
   return {};

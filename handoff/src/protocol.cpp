@@ -1,5 +1,7 @@
 #include "baton/handoff/protocol.h"
 
+#include <algorithm>
+
 
 #include "baton/handoff/channel.h"
 
@@ -65,6 +67,72 @@ Result<std::vector<GenerationReport>> decode_draining(std::span<const uint8_t> p
   return out;
 }
 
+namespace {
+
+void put_u64(PayloadWriter& w, uint64_t v) {
+  w.u32(static_cast<uint32_t>(v >> 32));
+  w.u32(static_cast<uint32_t>(v));
+}
+
+Result<uint64_t> get_u64(PayloadReader& r, const char* field) {
+  auto hi = r.u32(field);
+  if (!hi) return hi.error();
+  auto lo = r.u32(field);
+  if (!lo) return lo.error();
+  return (uint64_t{hi.value()} << 32) | lo.value();
+}
+
+}  // namespace
+
+std::vector<uint8_t> encode(const std::vector<ConnectionEntry>& entries) {
+  PayloadWriter w;
+  w.u16(static_cast<uint16_t>(entries.size()));
+  for (const auto& e : entries) {
+    put_u64(w, e.id);
+    w.u16(static_cast<uint16_t>(e.kind));
+  }
+  return w.bytes();
+}
+
+std::vector<uint8_t> encode(const std::vector<ConnectionAck>& acks) {
+  PayloadWriter w;
+  w.u16(static_cast<uint16_t>(acks.size()));
+  for (const auto& a : acks) {
+    put_u64(w, a.id);
+    w.u16(a.adopted ? 1 : 0);
+  }
+  return w.bytes();
+}
+
+Result<std::vector<ConnectionEntry>> decode_connections(std::span<const uint8_t> payload) {
+  PayloadReader r(payload);
+  BATON_TRY_ASSIGN(count, r.u16("count"));
+  std::vector<ConnectionEntry> out;
+  for (uint16_t i = 0; i < count; ++i) {
+    BATON_TRY_ASSIGN(id, get_u64(r, "id"));
+    BATON_TRY_ASSIGN(kind, r.u16("kind"));
+    if (kind != static_cast<uint16_t>(ConnectionKind::Tcp) && kind != static_cast<uint16_t>(ConnectionKind::Unix))
+      return Error{"connection " + std::to_string(id) + " has unknown kind " + std::to_string(kind)};
+    out.push_back({id, static_cast<ConnectionKind>(kind)});
+  }
+  if (auto st = r.finish("CONNECTIONS"); !st) return st.error();
+  return out;
+}
+
+Result<std::vector<ConnectionAck>> decode_connections_ack(std::span<const uint8_t> payload) {
+  PayloadReader r(payload);
+  BATON_TRY_ASSIGN(count, r.u16("count"));
+  std::vector<ConnectionAck> out;
+  for (uint16_t i = 0; i < count; ++i) {
+    BATON_TRY_ASSIGN(id, get_u64(r, "id"));
+    BATON_TRY_ASSIGN(adopted, r.u16("adopted"));
+    if (adopted > 1) return Error{"CONNECTIONS_ACK: 'adopted' must be 0 or 1"};
+    out.push_back({id, adopted == 1});
+  }
+  if (auto st = r.finish("CONNECTIONS_ACK"); !st) return st.error();
+  return out;
+}
+
 Result<Hello> decode_hello(std::span<const uint8_t> payload) {
   PayloadReader r(payload);
   BATON_TRY_ASSIGN(pid, r.u32("pid"));
@@ -109,6 +177,20 @@ namespace {
 size_t entry_size(const ListenerOffer& o) { return 6 + o.name.size() + o.configured.size() + o.bound.size(); }
 
 }  // namespace
+
+Status send_connections(HandoffChannel& channel, const std::vector<ConnectionOffer>& offers) {
+  for (size_t begin = 0; begin < offers.size(); begin += kMaxFdsPerMessage) {
+    const size_t end = std::min(offers.size(), begin + kMaxFdsPerMessage);
+    std::vector<ConnectionEntry> entries;
+    std::vector<int> fds;
+    for (size_t i = begin; i < end; ++i) {
+      entries.push_back({offers[i].id, offers[i].kind});
+      fds.push_back(offers[i].fd);
+    }
+    if (auto st = channel.send(MessageType::Connections, encode(entries), fds); !st) return st;
+  }
+  return {};
+}
 
 Status send_listeners(HandoffChannel& channel, const std::vector<ListenerOffer>& offers) {
   // A batch ends at kMaxFdsPerMessage fds or when the next entry would not

@@ -33,6 +33,8 @@ enum class MessageType : uint16_t {
   Ready = 4,         // successor -> predecessor: {pid}: every listener is adopted
   Commit = 5,        // predecessor -> successor: {}: the hand-off stands, start accepting
   Draining = 6,      // predecessor -> successor, after COMMIT: the older generations still draining
+  Connections = 7,   // predecessor -> successor, after COMMIT: open client connections + their fds
+  ConnectionsAck = 8,  // successor -> predecessor: which of them it adopted
 };
 
 const char* to_string(MessageType type);

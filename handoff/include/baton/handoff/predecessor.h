@@ -66,6 +66,14 @@ class Predecessor {
   // (this one first, then the older ones it knows of).
   Status report_draining(const std::vector<GenerationReport>& reports);
 
+  // After the hand-over, with `drain = handoff`: passes client connections to
+  // the successor. Its answers arrive through on_acks; if the link breaks
+  // first, on_lost runs once and no more answers will come.
+  using AckCallback = std::function<void(const std::vector<ConnectionAck>& acks)>;
+  using LostCallback = std::function<void(const std::string& why)>;
+  void on_link(AckCallback on_acks, LostCallback on_lost);
+  Status send_connections(const std::vector<ConnectionOffer>& offers);
+
   UpgradeState state() const { return machine_.state(); }
   pid_t successor_pid() const { return pid_; }
 
@@ -79,10 +87,14 @@ class Predecessor {
   void kill_successor();
   void finish_rollback(const std::string& how_it_ended);
   void stop_channel();
+  void handle_link_message(Message& m);
+  void lose_link(const std::string& why);
 
   uv_loop_t* loop_;
   OutcomeCallback on_outcome_;
   SuccessorExitCallback on_successor_exit_;
+  AckCallback on_acks_;
+  LostCallback on_lost_;
   UpgradeStateMachine machine_;
   HandoffChannel channel_{UniqueFd()};
   UvHandle<uv_poll_t> poll_;

@@ -42,11 +42,37 @@ struct GenerationReport {
   bool operator==(const GenerationReport&) const = default;
 };
 
+// An established client connection handed over with `drain = handoff`. The
+// old process has written back everything it owed on it and stopped
+// reading; what the client sent since waits in the kernel for the new one.
+enum class ConnectionKind : uint8_t { Tcp = 1, Unix = 2 };
+
+struct ConnectionEntry {
+  uint64_t id = 0;  // the old process's name for it, echoed in the ACK
+  ConnectionKind kind = ConnectionKind::Tcp;
+  bool operator==(const ConnectionEntry&) const = default;
+};
+
+struct ConnectionAck {
+  uint64_t id = 0;
+  bool adopted = false;  // false: the old process keeps it and drains it itself
+  bool operator==(const ConnectionAck&) const = default;
+};
+
+// A connection to hand over; the fd stays the caller's.
+struct ConnectionOffer {
+  uint64_t id = 0;
+  ConnectionKind kind = ConnectionKind::Tcp;
+  int fd = -1;
+};
+
 std::vector<uint8_t> encode(const Hello&);
 std::vector<uint8_t> encode(const std::vector<ListenerEntry>&);
 std::vector<uint8_t> encode(const ListenersEnd&);
 std::vector<uint8_t> encode(const Ready&);
 std::vector<uint8_t> encode(const std::vector<GenerationReport>&);
+std::vector<uint8_t> encode(const std::vector<ConnectionEntry>&);
+std::vector<uint8_t> encode(const std::vector<ConnectionAck>&);
 
 class HandoffChannel;
 
@@ -68,5 +94,10 @@ Result<std::vector<ListenerEntry>> decode_listeners(std::span<const uint8_t> pay
 Result<ListenersEnd> decode_listeners_end(std::span<const uint8_t> payload);
 Result<Ready> decode_ready(std::span<const uint8_t> payload);
 Result<std::vector<GenerationReport>> decode_draining(std::span<const uint8_t> payload);
+Result<std::vector<ConnectionEntry>> decode_connections(std::span<const uint8_t> payload);
+Result<std::vector<ConnectionAck>> decode_connections_ack(std::span<const uint8_t> payload);
+
+// CONNECTIONS in batches of at most kMaxFdsPerMessage.
+Status send_connections(HandoffChannel& channel, const std::vector<ConnectionOffer>& offers);
 
 }  // namespace baton::handoff
