@@ -6,7 +6,20 @@
 #include <cstdlib>
 #include <vector>
 
+#include <sys/resource.h>
+
 namespace baton::daemon {
+
+std::pair<long, long> raise_fd_limit() {
+  rlimit lim{};
+  if (::getrlimit(RLIMIT_NOFILE, &lim) != 0) return {-1, -1};
+  const long before = static_cast<long>(lim.rlim_cur);
+  if (lim.rlim_cur < lim.rlim_max) {
+    lim.rlim_cur = lim.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &lim) != 0) return {before, before};
+  }
+  return {before, static_cast<long>(lim.rlim_cur)};
+}
 
 int close_inherited_fds_on_exec() {
   std::vector<int> fds;

@@ -4,9 +4,15 @@
 // (from a shell, a supervisor, a test harness) is marked close-on-exec at
 // start-up, so it stops here instead of leaking down every generation.
 
+#include <utility>
+
 namespace baton::daemon {
 
 // Sets FD_CLOEXEC on every open fd above stderr. Returns how many it changed.
 int close_inherited_fds_on_exec();
+
+// Raises the soft RLIMIT_NOFILE to the hard limit: every connection is an fd,
+// and a hand-off briefly needs two per connection. Returns {before, after}.
+std::pair<long, long> raise_fd_limit();
 
 }  // namespace baton::daemon

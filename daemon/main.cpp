@@ -41,6 +41,8 @@ int main(int argc, char** argv) {
   baton::daemon::setup_logging(options.log_level, context.generation);
   if (int n = baton::daemon::close_inherited_fds_on_exec(); n > 0)
     spdlog::debug("{} inherited fd(s) marked close-on-exec: no successor will see them", n);
+  if (auto [before, after] = baton::daemon::raise_fd_limit(); before != after)
+    spdlog::info("fd limit raised from {} to {} (the hard limit)", before, after);
   for (int i = 1; i < argc; ++i) context.args.emplace_back(argv[i]);
 
   auto binary = baton::daemon::resolve_executable(options.binary.empty() ? argv[0] : options.binary);

@@ -5,6 +5,8 @@
 //   crash-after-hello  says HELLO, then dies of SIGABRT
 //   never-ready        says HELLO, takes the listeners, then never answers
 //   garbage            sends a datagram with a bad magic number
+//   die-on-connections takes over properly (READY, COMMIT), then dies when
+//                      the old process starts handing it connections
 
 #include <signal.h>
 #include <unistd.h>
@@ -35,6 +37,20 @@ int main() {
     ::send(3, junk, sizeof junk, MSG_NOSIGNAL);
     ::pause();
     return 0;
+  }
+  if (mode == "die-on-connections") {
+    auto listeners = successor.value()->take_listeners(std::chrono::seconds(10));
+    if (!listeners) return 5;
+    if (auto st = successor.value()->confirm_ready(std::chrono::seconds(10)); !st) return 6;
+    auto channel = successor.value()->take_channel();
+    for (;;) {
+      auto m = channel.receive(std::chrono::seconds(60));
+      if (!m) return 7;
+      if (m->type == MessageType::Connections) {
+        std::fprintf(stderr, "fake-successor: got %zu connection(s); dying without an answer\n", m->fds.size());
+        ::_exit(9);
+      }
+    }
   }
   if (mode == "never-ready") {
     auto listeners = successor.value()->take_listeners(std::chrono::seconds(10));

@@ -1,0 +1,147 @@
+// --drain handoff: the old generation gives its open connections to the new
+// one and exits at once, and no client notices; whatever cannot be handed
+// over is drained the ordinary way, never closed.
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/socket.h>
+
+#include <iostream>
+#include <set>
+#include <thread>
+
+#include "support/batond.h"
+#include "support/client.h"
+#include "support/load.h"
+
+namespace baton::test {
+namespace {
+
+std::set<std::string> sockets_of(pid_t pid) {
+  std::set<std::string> out;
+  for (const auto& t : open_fds(pid))
+    if (t.rfind("socket:", 0) == 0) out.insert(t);
+  return out;
+}
+
+// The old generation exits while the load's persistent clients stay
+// connected: only a hand-off can explain that.
+void upgrade_under_load_hands_everything_over(const std::string& target_listener) {
+  TempDir dir;
+  auto d = BatondProcess::start({"--listen", "echo=tcp://127.0.0.1:0", "--listen", "local=unix:" + dir.file("e.sock"),
+                                 "--drain", "handoff", "--drain-timeout", "600"});
+  const std::string target =
+      target_listener == "local" ? "unix:" + dir.file("e.sock") : "tcp://" + d.address(target_listener);
+  auto load = LoadRun::start(target, {"--connections", "16", "--pipeline", "4", "--message-size", "1024"});
+  for (int i = 0; i < 5; ++i) {
+    const pid_t old_pid = d.serving_pid();
+    auto r = d.upgrade();
+    ASSERT_TRUE(r.ok) << d.log();
+    ASSERT_TRUE(d.wait_gone(old_pid, 20s)) << "old generation still running with a 600 s drain timeout\n" << d.log();
+    EXPECT_TRUE(d.wait_for_line(old_pid, "16 connection(s) handed over, 0 kept here")) << d.log();
+    EXPECT_TRUE(d.wait_for_line(old_pid, "0 closed by their clients, 0 half-closed at the deadline, 0 closed forcibly, 16 handed over"));
+    // The new generation now holds the clients' sockets: 16 more than a generation with none.
+    EXPECT_TRUE(eventually([&] { return sockets_of(r.new_pid).size() >= 16 + 3; }))
+        << sockets_of(r.new_pid).size() << " sockets";
+  }
+  auto report = load.stop();
+  EXPECT_EQ(report.failures, 0) << report.summary;
+  EXPECT_TRUE(report.status.success()) << report.summary;
+  EXPECT_GT(report.messages, 0);
+}
+
+TEST(ConnectionHandoff, PipeliningTcpClientsNeverNoticeFiveUpgrades) { upgrade_under_load_hands_everything_over("echo"); }
+
+TEST(ConnectionHandoff, PipeliningUnixClientsNeverNoticeFiveUpgrades) {
+  upgrade_under_load_hands_everything_over("local");
+}
+
+TEST(ConnectionHandoff, BytesSentDuringTheHandOffAreEchoedByTheNewProcessInOrder) {
+  auto d = BatondProcess::start({"--listen", "echo=tcp://127.0.0.1:0", "--drain", "handoff"});
+  auto conn = connect_to(d.address());
+  ASSERT_TRUE(echo_roundtrip(conn.get(), "before\n"));
+  // Sent just before the signal: some of it may be read by the old process,
+  // the rest waits in the kernel for the new one. All of it comes back in order.
+  const std::string burst = random_bytes(256 * 1024, 11);
+  ASSERT_TRUE(send_all(conn.get(), burst.substr(0, 128 * 1024)));
+  const pid_t old_pid = d.serving_pid();
+  ::kill(old_pid, SIGUSR2);
+  ASSERT_TRUE(send_all(conn.get(), burst.substr(128 * 1024)));
+  auto back = recv_exact(conn.get(), burst.size(), 20s);
+  ASSERT_TRUE(back);
+  EXPECT_TRUE(*back == burst);
+  auto r = d.wait_upgrade_outcome(old_pid, 0);
+  ASSERT_TRUE(r.ok);
+  EXPECT_TRUE(d.wait_gone(old_pid));
+  EXPECT_TRUE(echo_roundtrip(conn.get(), "after, served by the new pid\n"));
+}
+
+TEST(ConnectionHandoff, ClientThatNeverReadsIsDrainedByTheOldProcessOthersMove) {
+  auto d = BatondProcess::start({"--listen", "echo=tcp://127.0.0.1:0", "--drain", "handoff", "--drain-timeout", "600"});
+  std::vector<UniqueFd> good;
+  for (int i = 0; i < 3; ++i) {
+    good.push_back(connect_to(d.address()));
+    ASSERT_TRUE(echo_roundtrip(good.back().get(), "fine"));
+  }
+  auto hog = connect_to(d.address());
+  ASSERT_TRUE(hog);
+  // Fill every buffer between us and the daemon until it stops reading.
+  const std::string chunk(64 * 1024, 'x');
+  auto last_progress = std::chrono::steady_clock::now();
+  while (std::chrono::steady_clock::now() - last_progress < 1s) {
+    if (::send(hog.get(), chunk.data(), chunk.size(), MSG_DONTWAIT | MSG_NOSIGNAL) > 0)
+      last_progress = std::chrono::steady_clock::now();
+    else
+      std::this_thread::sleep_for(5ms);
+  }
+  const pid_t old_pid = d.serving_pid();
+  auto r = d.upgrade();
+  ASSERT_TRUE(r.ok) << d.log();
+  EXPECT_TRUE(d.wait_for_line(old_pid, "did not flush within 1000 ms", 15s)) << d.log();
+  EXPECT_TRUE(d.wait_for_line(old_pid, "3 connection(s) handed over, 1 kept here to drain", 15s)) << d.log();
+  EXPECT_TRUE(pid_alive(old_pid)) << "the old generation must keep serving the client it could not hand over";
+  for (auto& g : good) EXPECT_TRUE(echo_roundtrip(g.get(), "moved"));
+  hog.reset();
+  EXPECT_TRUE(d.wait_gone(old_pid)) << d.log();
+}
+
+TEST(ConnectionHandoff, NewProcessDyingMidTransferLosesNoConnection) {
+  auto d = BatondProcess::start({"--listen", "echo=tcp://127.0.0.1:0", "--drain", "handoff", "--binary",
+                                 build_path("tests/integration/fake-successor")},
+                                with_env({"BATON_FAKE_MODE=die-on-connections"}));
+  std::vector<UniqueFd> conns;
+  for (int i = 0; i < 5; ++i) {
+    conns.push_back(connect_to(d.address()));
+    ASSERT_TRUE(echo_roundtrip(conns.back().get(), "before"));
+  }
+  const pid_t old_pid = d.serving_pid();
+  ::kill(old_pid, SIGUSR2);
+  // The fake takes over properly, then dies on the first CONNECTIONS message.
+  ASSERT_TRUE(d.process().wait_for_line("dying without an answer", 15s)) << d.log();
+  EXPECT_TRUE(d.wait_for_line(old_pid, "link to the successor lost", 15s)) << d.log();
+  EXPECT_TRUE(d.wait_for_line(old_pid, "0 connection(s) handed over, 5 kept here to drain", 15s)) << d.log();
+  for (auto& c : conns) EXPECT_TRUE(echo_roundtrip(c.get(), "still served by the old generation"));
+  EXPECT_TRUE(pid_alive(old_pid));
+}
+
+TEST(ConnectionHandoff, AThousandConnectionsMoveAndTheOldProcessExitsQuickly) {
+  auto d = BatondProcess::start({"--listen", "echo=tcp://127.0.0.1:0", "--drain", "handoff", "--drain-timeout", "600"});
+  std::vector<UniqueFd> conns;
+  for (int i = 0; i < 1000; ++i) {
+    conns.push_back(connect_to(d.address()));
+    ASSERT_TRUE(conns.back()) << i;
+  }
+  for (size_t i = 0; i < conns.size(); i += 50) ASSERT_TRUE(echo_roundtrip(conns[i].get(), "up"));
+  const pid_t old_pid = d.serving_pid();
+  auto r = d.upgrade();
+  ASSERT_TRUE(r.ok) << d.log();
+  ASSERT_TRUE(d.wait_gone(old_pid, 30s));
+  auto done = d.wait_for_line(old_pid, "handoff: done in");
+  ASSERT_TRUE(done);
+  EXPECT_NE(done->find("1000 connection(s) handed over, 0 kept"), std::string::npos) << *done;
+  std::cout << "[ figure ] " << done->substr(done->find("handoff:")) << "\n";
+  for (size_t i = 0; i < conns.size(); ++i) ASSERT_TRUE(echo_roundtrip(conns[i].get(), "moved")) << i;
+}
+
+}  // namespace
+}  // namespace baton::test
