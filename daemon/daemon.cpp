@@ -11,6 +11,7 @@
 
 #include "baton/handoff/listener_set.h"
 #include "baton/handoff/successor.h"
+#include "signal_mask.h"
 #include "version.h"
 
 extern char** environ;
@@ -103,6 +104,7 @@ handoff::Status Daemon::install_signals() {
       return handoff::Error{std::string("uv_signal_start ") + signal_name(signo) + ": " + uv_strerror(rc)};
     signals_.push_back(std::move(h));
   }
+  unblock_handled_signals();  // blocked since main(): anything pending is delivered to the handlers now
   return {};
 }
 
@@ -166,6 +168,7 @@ handoff::Status Daemon::start_accepting() {
     spdlog::info("listening name={} addr={} inherited={}", l->name(), l->bound().endpoint(),
                  l->inherited() ? "yes" : "no");
   }
+  committed_ = true;
   if (context_.generation == 1) {
     // A successor's pid file is written by its predecessor, once the hand-over stands.
     if (auto st = pid_file_.write(::getpid()); !st) return st;
@@ -265,6 +268,19 @@ handoff::Status Daemon::request_upgrade(const std::string& trigger, const std::s
 
 void Daemon::on_upgrade_outcome(const handoff::UpgradeOutcome& outcome) {
   const double ms = ms_since(upgrade_requested_);
+  if (drain_->active() && !handed_over_) {
+    // A stop came during the upgrade and cancelled it.
+    spdlog::info("upgrade abandoned after {:.1f} ms because this generation is stopping: {}", ms, outcome.reason);
+    for (uint64_t id : upgrade_waiters_)
+      if (auto* s = control_sessions_.find(id)) s->send(control::error_reply("abandoned: batond is stopping"));
+    upgrade_waiters_.clear();
+    if (exit_after_upgrade_) {
+      // Not from inside the Predecessor's callback: on the next loop turn.
+      exit_timer_.init(uv_timer_init, &loop_, this);
+      uv_timer_start(exit_timer_.get(), [](uv_timer_t* t) { static_cast<Daemon*>(t->data)->on_drained(); }, 0, 0);
+    }
+    return;
+  }
   std::vector<ControlSession*> waiters;
   for (uint64_t id : upgrade_waiters_)
     if (auto* s = control_sessions_.find(id)) waiters.push_back(s);
@@ -411,7 +427,7 @@ void Daemon::stop_accepting_and_drain(const std::string& cause, bool handed_over
   predecessor_->cancel("stopping: " + cause);
   // After a hand-over the successor holds the same sockets: closing ours
   // loses no queued connection, and a Unix socket's file is now its file.
-  for (auto& l : listeners_) l->close(/*unlink_path=*/!handed_over_);
+  close_listeners();
   spdlog::info("stopped accepting on {} listener(s) ({})", listeners_.size(), cause);
   drain_->start(cause, deadline.value_or(options_.drain_timeout));
   if (handed_over_ && options_.drain_mode == DaemonOptions::DrainMode::Handoff && !registry_.empty()) {
@@ -420,7 +436,25 @@ void Daemon::stop_accepting_and_drain(const std::string& cause, bool handed_over
   }
 }
 
+void Daemon::close_listeners() {
+  for (auto& l : listeners_) {
+    // A Unix socket's file belongs to whoever serves it: not to a generation
+    // that handed over, nor to a new one that never got COMMIT (the old one
+    // still serves on those paths).
+    const bool ours = !handed_over_ && (committed_ || !l->inherited());
+    l->close(/*unlink_path=*/ours);
+  }
+}
+
 void Daemon::on_drained() {
+  // An upgrade still in flight (a stop came during it) is seen out first, so
+  // the new process is reaped and its outcome logged before we exit.
+  const auto state = predecessor_->state();
+  if (state == handoff::UpgradeState::Spawning || state == handoff::UpgradeState::AwaitingReady ||
+      state == handoff::UpgradeState::RollingBack) {
+    exit_after_upgrade_ = true;
+    return;
+  }
   spdlog::info("exiting with status {}", exit_code_);
   close_everything();
 }
@@ -429,7 +463,7 @@ void Daemon::fatal(const std::string& reason) {
   spdlog::critical("fatal: {}; stopping every service", reason);
   exit_code_ = 1;
   predecessor_->cancel("fatal error");
-  for (auto& l : listeners_) l->close(/*unlink_path=*/!handed_over_);
+  close_listeners();
   registry_.for_each([](EchoConnection& c) { c.close_now(EchoConnection::EndReason::Forced); });
   close_everything();
 }
@@ -438,15 +472,17 @@ void Daemon::close_everything() {
   if (finished_) return;
   finished_ = true;
   if (!handed_over_) pid_file_.remove_if_names(::getpid());
-  for (auto& l : listeners_) l->close(/*unlink_path=*/!handed_over_);
+  close_listeners();
   signals_.clear();
+  exit_timer_.close();
   handover_.reset();  // before the connections close: it settles their state
   report_timer_.close();
   predecessor_link_.reset();
   if (drain_) drain_->stop_timers();
   control_sessions_.finish_all();
-  // A successor that took over lives on; one still starting is killed.
-  predecessor_.reset();
+  // A successor that took over lives on; one still starting is killed. The
+  // object itself lives until the destructor: we may be inside its callback.
+  predecessor_->close();
   registry_.for_each([](EchoConnection& c) { c.close_now(EchoConnection::EndReason::Forced); });
 }
 

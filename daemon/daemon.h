@@ -74,6 +74,7 @@ class Daemon {
   void stop_accepting_and_drain(const std::string& cause, bool handed_over,
                                 std::optional<std::chrono::milliseconds> deadline = {});
   void on_drained();
+  void close_listeners();
   // After a hand-over: tell the successor what still drains here and before.
   static void on_report_timer(uv_timer_t* timer);
   void report_draining();
@@ -98,6 +99,7 @@ class Daemon {
   std::vector<handoff::GenerationReport> older_generations_;  // as last reported
   std::vector<handoff::GenerationReport> last_report_sent_;
   handoff::UvHandle<uv_timer_t> report_timer_;
+  handoff::UvHandle<uv_timer_t> exit_timer_;
   RateLimiter max_connections_log_;
   ControlSessions control_sessions_;
   std::vector<uint64_t> upgrade_waiters_;  // control sessions waiting for the outcome
@@ -108,6 +110,8 @@ class Daemon {
   uint64_t adopted_connections_ = 0;  // handed to us by the previous generation
   int stop_signals_ = 0;
   bool handed_over_ = false;
+  bool committed_ = false;           // serving: fresh start, or COMMIT received
+  bool exit_after_upgrade_ = false;  // drained, waiting for a cancelled upgrade to be reaped
   bool finished_ = false;
   int exit_code_ = 0;
 };

@@ -13,6 +13,7 @@
 #include "inherited_fds.h"
 #include "logging.h"
 #include "options.h"
+#include "signal_mask.h"
 
 namespace {
 
@@ -32,6 +33,7 @@ unsigned take_generation() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  baton::daemon::block_handled_signals();
   baton::daemon::StartupContext context;
   auto parsed = baton::daemon::parse_options(argc, argv);
   if (!parsed.options) return parsed.exit_code;

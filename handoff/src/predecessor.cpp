@@ -33,10 +33,20 @@ std::string describe_exit(int64_t exit_status, int term_signal) {
 Predecessor::Predecessor(uv_loop_t* loop, OutcomeCallback on_outcome, SuccessorExitCallback on_successor_exit)
     : loop_(loop), on_outcome_(std::move(on_outcome)), on_successor_exit_(std::move(on_successor_exit)) {}
 
-Predecessor::~Predecessor() {
+Predecessor::~Predecessor() { close(); }
+
+void Predecessor::close() {
   // A new process that has not taken over must not outlive the attempt; one
   // that has taken over is the service now and is left alone.
   if (process_ && !exited_ && state() != UpgradeState::HandedOver) uv_process_kill(process_.get(), SIGKILL);
+  on_outcome_ = [](const UpgradeOutcome&) {};
+  on_successor_exit_ = {};
+  on_acks_ = {};
+  on_lost_ = {};
+  poll_.close();
+  deadline_.close();
+  process_.close();
+  channel_.close();
 }
 
 Status Predecessor::start(const SpawnSpec& spec, std::vector<ListenerOffer> listeners,
@@ -150,6 +160,9 @@ void Predecessor::handle_message(Message& m) {
   if (state() == UpgradeState::Spawning && m.type == MessageType::Hello) {
     auto hello = decode_hello(m.payload);
     if (!hello) return fail("bad HELLO: " + hello.error().message);
+    if (hello->version != kProtocolVersion)
+      return fail("HELLO speaks protocol version " + std::to_string(hello->version) + ", this one speaks " +
+                  std::to_string(kProtocolVersion));
     if (static_cast<pid_t>(hello->pid) != pid_)
       return fail("HELLO names pid " + std::to_string(hello->pid) + ", spawned pid " + std::to_string(pid_));
     if (auto st = handoff::send_listeners(channel_, offers_); !st) return fail(st.error().message, /*let_it_exit=*/true);
@@ -160,6 +173,8 @@ void Predecessor::handle_message(Message& m) {
   if (state() == UpgradeState::AwaitingReady && m.type == MessageType::Ready) {
     auto ready = decode_ready(m.payload);
     if (!ready) return fail("bad READY: " + ready.error().message);
+    if (static_cast<pid_t>(ready->pid) != pid_)
+      return fail("READY names pid " + std::to_string(ready->pid) + ", spawned pid " + std::to_string(pid_));
     if (auto st = channel_.send(MessageType::Commit, {}); !st)
       return fail("sending COMMIT: " + st.error().message, /*let_it_exit=*/true);
     auto elapsed = machine_.since_start();

@@ -2,6 +2,10 @@
 
 #include <signal.h>
 
+#include <cstdlib>
+#include <fstream>
+#include <cstring>
+
 #include <sstream>
 #include <stdexcept>
 
@@ -14,6 +18,16 @@ constexpr const char* kUpgradeOk = "upgrade: pid ";  // "... upgrade: pid N is s
 constexpr const char* kUpgradeFailed = "upgrade failed";
 
 }  // namespace
+
+// A pid from the log may have been reused since: kill only what is still one
+// of the binaries a test starts as a daemon generation.
+bool is_ours(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/cmdline");
+  std::string argv0;
+  std::getline(in, argv0, '\0');
+  return argv0 == batond_path() || argv0.find("fake-successor") != std::string::npos ||
+         argv0.find("slow-batond") != std::string::npos || argv0.find("/bin/sh") != std::string::npos;
+}
 
 std::string pid_tag(pid_t pid) { return "pid=" + std::to_string(pid) + " "; }
 
@@ -37,6 +51,20 @@ BatondProcess BatondProcess::start(std::vector<std::string> args, TestProcess::O
   if (!b.wait_for_line(b.first_pid(), "serving: generation"))
     throw std::runtime_error("batond did not start serving; log:\n" + b.log());
   return b;
+}
+
+BatondProcess::~BatondProcess() {
+  if (proc_.pid() <= 0) return;  // moved from
+  std::istringstream in(proc_.log());
+  for (std::string line; std::getline(in, line);) {
+    for (const char* key : {"pid=", "as pid ", "fake-successor: pid "}) {
+      for (auto pos = line.find(key); pos != std::string::npos; pos = line.find(key, pos + 1)) {
+        const char* digits = line.c_str() + pos + std::strlen(key);
+        pid_t pid = static_cast<pid_t>(std::atol(digits));
+        if (pid > 0 && pid != proc_.pid() && is_ours(pid)) proc_.track_descendant(pid);
+      }
+    }
+  }
 }
 
 std::string BatondProcess::address(const std::string& listener) const {

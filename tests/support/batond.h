@@ -20,6 +20,11 @@ class BatondProcess {
   // Starts batond and returns without waiting (for start-up failure tests).
   static BatondProcess launch(std::vector<std::string> args, TestProcess::Options options = {});
 
+  BatondProcess(BatondProcess&&) = default;
+  // Kills every process the log names (each generation, and any new binary
+  // still starting), not only the ones the test waited for.
+  ~BatondProcess();
+
   // The control socket: --control as given, else one in a private temp dir.
   const std::string& control_path() const { return control_path_; }
 

@@ -52,7 +52,10 @@ class Predecessor {
   using SuccessorExitCallback = std::function<void(pid_t pid, bool clean, const std::string& how)>;
 
   Predecessor(uv_loop_t* loop, OutcomeCallback on_outcome, SuccessorExitCallback on_successor_exit = {});
-  ~Predecessor();  // kills a new process that has not taken over yet
+  ~Predecessor();  // close()
+  // Kills a new process that has not taken over yet, and lets go of every
+  // handle; no callback runs after this. Safe to call from a callback.
+  void close();
   Predecessor(const Predecessor&) = delete;
   Predecessor& operator=(const Predecessor&) = delete;
 
