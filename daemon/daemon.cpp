@@ -74,7 +74,14 @@ int Daemon::run() {
   loop_ready_ = true;
   drain_ = std::make_unique<Drain>(&loop_, registry_, drain_counts_, [this] { on_drained(); });
   predecessor_ = std::make_unique<handoff::Predecessor>(
-      &loop_, [this](const handoff::UpgradeOutcome& o) { on_upgrade_outcome(o); });
+      &loop_, [this](const handoff::UpgradeOutcome& o) { on_upgrade_outcome(o); },
+      [this](pid_t pid, bool clean, bool superseded, const std::string& how) {
+        on_successor_exit(pid, clean, superseded, how);
+      });
+  predecessor_->on_superseded([this] {
+    // A newer generation serves now; ours will never be needed again.
+    for (auto& l : listeners_) l->close(/*unlink_path=*/false);
+  });
 
   // Signals first: a new generation must not die of a SIGTERM or SIGUSR2
   // that arrives while it is still taking over.
@@ -293,10 +300,13 @@ void Daemon::on_upgrade_outcome(const handoff::UpgradeOutcome& outcome) {
     for (auto* s : waiters) s->send(control::error_reply("rolled back: " + outcome.reason));
     return;
   }
+  // The pid file first: whoever reads the outcome line may read the file next.
+  if (auto st = pid_file_.write(outcome.pid); !st) spdlog::error("pid file: {}", st.error().message);
   spdlog::info("upgrade: pid {} is serving as generation {}; READY {:.1f} ms after the request",
                outcome.pid, context_.generation + 1, ms);
   last_upgrade_ = {{"ok", true}, {"trigger", upgrade_trigger_}, {"pid", outcome.pid}, {"ms", ms}};
-  if (auto st = pid_file_.write(outcome.pid); !st) spdlog::error("pid file: {}", st.error().message);
+  // Our own predecessor, if it still drains, must not take over again should we exit now.
+  if (predecessor_link_ && predecessor_link_->open()) (void)predecessor_link_->notify_succeeded();
   const size_t open = registry_.size();
   report_timer_.init(uv_timer_init, &loop_, this);
   uv_timer_start(report_timer_.get(), &Daemon::on_report_timer, 0, kDrainReportIntervalMs);
@@ -319,6 +329,29 @@ void Daemon::on_upgrade_outcome(const handoff::UpgradeOutcome& outcome) {
     s->send(done);
   }
   stop_accepting_and_drain("handed over to pid " + std::to_string(outcome.pid), true);
+}
+
+void Daemon::on_successor_exit(pid_t pid, bool clean, bool superseded, const std::string& how) {
+  if (finished_) return;
+  if (clean || superseded) {
+    spdlog::info("successor pid {} exited with {}{}", pid, how, superseded ? " after handing over in turn" : "");
+    for (auto& l : listeners_) l->close(/*unlink_path=*/false);
+    return;
+  }
+  spdlog::critical("successor pid {} died with {} after taking over; resuming", pid, how);
+  if (auto st = predecessor_->resume(); !st) spdlog::error("resume: {}", st.error().message);
+  handover_.reset();  // connections still here stay here
+  report_timer_.close();
+  last_report_sent_.clear();
+  drain_->cancel();
+  handed_over_ = false;
+  stop_signals_ = 0;
+  for (auto& l : listeners_) {
+    if (auto st = l->start(); !st) return fatal("resuming: " + st.error().message);
+    spdlog::info("listening name={} addr={} resumed=yes", l->name(), l->bound().endpoint());
+  }
+  if (auto st = pid_file_.write(::getpid()); !st) spdlog::error("pid file: {}", st.error().message);
+  spdlog::critical("generation {} (pid {}) resumes serving: its successor died", context_.generation, ::getpid());
 }
 
 void Daemon::on_report_timer(uv_timer_t* timer) { static_cast<Daemon*>(timer->data)->report_draining(); }
@@ -425,9 +458,13 @@ void Daemon::stop_accepting_and_drain(const std::string& cause, bool handed_over
   if (drain_->active()) return;
   handed_over_ = handed_over;
   predecessor_->cancel("stopping: " + cause);
-  // After a hand-over the successor holds the same sockets: closing ours
-  // loses no queued connection, and a Unix socket's file is now its file.
-  close_listeners();
+  if (handed_over_) {
+    // The successor holds the same sockets. Ours stay open but idle until we
+    // exit: should it die, we resume on them and nothing queued is lost.
+    for (auto& l : listeners_) l->stop();
+  } else {
+    close_listeners();
+  }
   spdlog::info("stopped accepting on {} listener(s) ({})", listeners_.size(), cause);
   drain_->start(cause, deadline.value_or(options_.drain_timeout));
   if (handed_over_ && options_.drain_mode == DaemonOptions::DrainMode::Handoff && !registry_.empty()) {

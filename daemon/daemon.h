@@ -68,6 +68,10 @@ class Daemon {
   handoff::Status request_upgrade(const std::string& trigger, const std::string& binary = {},
                                   std::optional<std::chrono::milliseconds> timeout = {});
   void on_upgrade_outcome(const handoff::UpgradeOutcome& outcome);
+  // The successor exited. If it died abnormally before handing over in turn,
+  // this generation serves again: its listeners never closed, and whatever
+  // connected meanwhile waits in their backlog.
+  void on_successor_exit(pid_t pid, bool clean, bool superseded, const std::string& how);
   handoff::SpawnSpec spawn_spec(const std::string& binary) const;
 
   // Stop accepting, then drain: for a stop and after a hand-over alike.

@@ -57,6 +57,14 @@ void Drain::check_done() {
   on_done_();
 }
 
+void Drain::cancel() {
+  stop_timers();
+  registry_.on_empty({});
+  active_ = false;
+  done_ = false;
+  cause_.clear();
+}
+
 void Drain::stop_timers() {
   deadline_.close();
   grace_.close();

@@ -35,6 +35,8 @@ class Drain {
   // Connections open when draining began.
   size_t started_with() const { return started_with_; }
   void stop_timers();
+  // Back to serving (the successor died): no deadline, nothing more to wait for.
+  void cancel();
 
  private:
   static void on_deadline(uv_timer_t* t);

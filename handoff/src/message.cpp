@@ -28,6 +28,7 @@ const char* to_string(MessageType type) {
     case MessageType::Draining: return "DRAINING";
     case MessageType::Connections: return "CONNECTIONS";
     case MessageType::ConnectionsAck: return "CONNECTIONS_ACK";
+    case MessageType::Succeeded: return "SUCCEEDED";
   }
   return "UNKNOWN";
 }
@@ -54,7 +55,7 @@ Result<Frame> decode_frame(std::span<const uint8_t> d) {
     return Error{"unsupported protocol version " + std::to_string(version) + ", expected " +
                  std::to_string(kProtocolVersion)};
   uint16_t type = load_u16(d.data() + 6);
-  if (type < static_cast<uint16_t>(MessageType::Hello) || type > static_cast<uint16_t>(MessageType::ConnectionsAck))
+  if (type < static_cast<uint16_t>(MessageType::Hello) || type > static_cast<uint16_t>(MessageType::Succeeded))
     return Error{"unknown message type " + std::to_string(type)};
   uint32_t length = load_u32(d.data() + 8);
   if (length > kMaxPayload)

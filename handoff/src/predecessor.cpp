@@ -42,6 +42,7 @@ void Predecessor::close() {
   on_outcome_ = [](const UpgradeOutcome&) {};
   on_successor_exit_ = {};
   on_acks_ = {};
+  on_superseded_ = {};
   on_lost_ = {};
   poll_.close();
   deadline_.close();
@@ -239,7 +240,8 @@ void Predecessor::on_exit(uv_process_t* process, int64_t exit_status, int term_s
       break;
     case UpgradeState::HandedOver:
       spdlog::info("upgrade: successor pid {} exited with {}", pid, how);
-      if (self->on_successor_exit_) self->on_successor_exit_(pid, exit_status == 0 && term_signal == 0, how);
+      if (self->on_successor_exit_)
+        self->on_successor_exit_(pid, exit_status == 0 && term_signal == 0, self->superseded_, how);
       break;
     case UpgradeState::Idle:
       break;
@@ -269,6 +271,12 @@ Status Predecessor::send_connections(const std::vector<ConnectionOffer>& offers)
 }
 
 void Predecessor::handle_link_message(Message& m) {
+  if (m.type == MessageType::Succeeded && m.fds.empty() && m.payload.empty()) {
+    superseded_ = true;
+    spdlog::info("upgrade: successor pid {} has handed over to a newer generation", pid_);
+    if (on_superseded_) on_superseded_();
+    return;
+  }
   if (m.type != MessageType::ConnectionsAck || !m.fds.empty())
     return lose_link(std::string("unexpected ") + to_string(m.type) + " from the successor");
   auto acks = decode_connections_ack(m.payload);
@@ -282,6 +290,15 @@ void Predecessor::lose_link(const std::string& why) {
   channel_.close();
   spdlog::info("upgrade: link to successor pid {} closed ({})", pid_, why);
   if (on_lost_) on_lost_(why);
+}
+
+Status Predecessor::resume() {
+  if (state() != UpgradeState::HandedOver || !exited_) return Error{"no dead successor to resume from"};
+  poll_.close();
+  channel_.close();
+  machine_.transition(UpgradeState::Idle, "successor pid " + std::to_string(pid_) + " died; serving again");
+  superseded_ = false;
+  return {};
 }
 
 Status Predecessor::report_draining(const std::vector<GenerationReport>& reports) {

@@ -62,6 +62,11 @@ Status PredecessorLink::take_connections(Message& m) {
   return channel_.send(MessageType::ConnectionsAck, encode(acks));
 }
 
+Status PredecessorLink::notify_succeeded() {
+  if (!channel_.open()) return Error{"no predecessor to tell"};
+  return channel_.send(MessageType::Succeeded, {});
+}
+
 void PredecessorLink::close(const std::string& why) {
   poll_.close();
   channel_.close();

@@ -12,7 +12,7 @@ bool allowed(UpgradeState from, UpgradeState to) {
     case S::Spawning: return to == S::AwaitingReady || to == S::RollingBack;
     case S::AwaitingReady: return to == S::HandedOver || to == S::RollingBack;
     case S::RollingBack: return to == S::Idle;
-    case S::HandedOver: return false;  // final: this generation only drains now
+    case S::HandedOver: return to == S::Idle;  // only when the successor died and we serve again
   }
   return false;
 }

@@ -242,3 +242,77 @@ TEST(Upgrade, DrainingGenerationRefusesFurtherUpgrades) {
 
 }  // namespace
 }  // namespace baton::test
+
+namespace baton::test {
+namespace {
+
+TEST(Upgrade, OldGenerationResumesWhenTheNewOneDiesAfterTakingOverAndRefusesNothing) {
+  TempDir dir;
+  const auto pid_file = dir.file("batond.pid");
+  auto d = BatondProcess::start({"--listen", "echo=tcp://127.0.0.1:0", "--pid-file", pid_file});
+  const pid_t gen1 = d.serving_pid();
+  auto held = connect_to(d.address());  // keeps generation 1 draining, so alive
+  ASSERT_TRUE(echo_roundtrip(held.get(), "pinned"));
+  auto r = d.upgrade();
+  ASSERT_TRUE(r.ok) << d.log();
+  auto churn = LoadRun::start("tcp://" + d.address(), {"--connections", "0", "--churn-rate", "200"});
+
+  ::kill(r.new_pid, SIGKILL);  // the new generation dies after READY
+  ASSERT_TRUE(d.wait_for_line(gen1, "resumes serving", 15s)) << d.log();
+  ASSERT_TRUE(d.wait_for_line(gen1, "resumed=yes"));
+  EXPECT_TRUE(d.wait_for_line(gen1, "upgrade: handed-over -> idle"));
+  std::ifstream in(pid_file);
+  pid_t named = 0;
+  in >> named;
+  EXPECT_EQ(named, gen1) << "the pid file must name the generation that serves again";
+
+  auto fresh = connect_to(d.address());
+  EXPECT_TRUE(fresh && echo_roundtrip(fresh.get(), "served by generation 1 again"));
+  EXPECT_TRUE(echo_roundtrip(held.get(), "and the old client too"));
+  auto report = churn.stop();
+  // Connections that generation 2 had accepted died with it (reset); none may
+  // have been refused: the listening socket never closed.
+  EXPECT_NE(report.summary.find(" refused=0 "), std::string::npos) << report.summary;
+  EXPECT_GT(report.churn_succeeded, 0);
+
+  // It can be upgraded again.
+  ::kill(gen1, SIGUSR2);
+  auto again = d.wait_upgrade_outcome(gen1, 1);
+  EXPECT_TRUE(again.ok) << d.log();
+}
+
+TEST(Upgrade, OldGenerationDoesNotResumeAfterACleanStopOfTheNewOne) {
+  auto d = BatondProcess::start({"--listen", "echo=tcp://127.0.0.1:0"});
+  const pid_t gen1 = d.serving_pid();
+  auto held = connect_to(d.address());
+  ASSERT_TRUE(echo_roundtrip(held.get(), "pinned"));
+  auto r = d.upgrade();
+  ASSERT_TRUE(r.ok);
+  ::kill(r.new_pid, SIGTERM);
+  ASSERT_TRUE(d.wait_for_line(gen1, "successor pid " + std::to_string(r.new_pid) + " exited with exit status 0"))
+      << d.log();
+  EXPECT_EQ(d.count_lines(gen1, "resumes serving"), 0);
+  EXPECT_FALSE(connect_to(d.address())) << "nobody should accept after a deliberate stop";
+}
+
+TEST(Upgrade, OldGenerationDoesNotResumeWhenTheNewOneDiesAfterHandingOverInTurn) {
+  auto d = BatondProcess::start({"--listen", "echo=tcp://127.0.0.1:0"});
+  const pid_t gen1 = d.serving_pid();
+  auto held = connect_to(d.address());
+  ASSERT_TRUE(echo_roundtrip(held.get(), "pinned"));
+  auto r2 = d.upgrade();
+  ASSERT_TRUE(r2.ok);
+  auto held2 = connect_to(d.address());
+  ASSERT_TRUE(echo_roundtrip(held2.get(), "pins generation 2"));
+  auto r3 = d.upgrade();
+  ASSERT_TRUE(r3.ok);
+  ASSERT_TRUE(d.wait_for_line(gen1, "has handed over to a newer generation")) << d.log();
+  ::kill(r2.new_pid, SIGKILL);
+  ASSERT_TRUE(d.wait_for_line(gen1, "after handing over in turn")) << d.log();
+  EXPECT_EQ(d.count_lines(gen1, "resumes serving"), 0);
+  auto fresh = connect_to(d.address());
+  EXPECT_TRUE(fresh && echo_roundtrip(fresh.get(), "generation 3 serves"));
+}
+
+}  // namespace
+}  // namespace baton::test

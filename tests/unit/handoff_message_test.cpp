@@ -89,7 +89,7 @@ TEST(FrameErrors, WrongVersion) {
 
 TEST(FrameErrors, UnknownType) {
   EXPECT_EQ(frame_error(header(kMagic, kProtocolVersion, 0, 0)), "unknown message type 0");
-  EXPECT_EQ(frame_error(header(kMagic, kProtocolVersion, 9, 0)), "unknown message type 9");
+  EXPECT_EQ(frame_error(header(kMagic, kProtocolVersion, 10, 0)), "unknown message type 10");
   EXPECT_EQ(frame_error(header(kMagic, kProtocolVersion, 99, 0)), "unknown message type 99");
   EXPECT_EQ(frame_error(header(kMagic, kProtocolVersion, 0xffff, 0)), "unknown message type 65535");
 }

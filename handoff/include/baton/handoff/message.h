@@ -35,6 +35,7 @@ enum class MessageType : uint16_t {
   Draining = 6,      // predecessor -> successor, after COMMIT: the older generations still draining
   Connections = 7,   // predecessor -> successor, after COMMIT: open client connections + their fds
   ConnectionsAck = 8,  // successor -> predecessor: which of them it adopted
+  Succeeded = 9,     // successor -> predecessor: {}: it handed over to a newer generation itself
 };
 
 const char* to_string(MessageType type);

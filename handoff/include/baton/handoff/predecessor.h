@@ -49,7 +49,8 @@ class Predecessor {
  public:
   using OutcomeCallback = std::function<void(const UpgradeOutcome&)>;
   // The new process exited after it took over; `how` is "exit status 0", "signal 9 (Killed)", ...
-  using SuccessorExitCallback = std::function<void(pid_t pid, bool clean, const std::string& how)>;
+  // `superseded`: it had itself handed over to a newer generation before.
+  using SuccessorExitCallback = std::function<void(pid_t pid, bool clean, bool superseded, const std::string& how)>;
 
   Predecessor(uv_loop_t* loop, OutcomeCallback on_outcome, SuccessorExitCallback on_successor_exit = {});
   ~Predecessor();  // close()
@@ -77,6 +78,14 @@ class Predecessor {
   void on_link(AckCallback on_acks, LostCallback on_lost);
   Status send_connections(const std::vector<ConnectionOffer>& offers);
 
+  // The successor died after taking over: this process serves again, and
+  // may start a new upgrade later. Only in HandedOver once it has exited.
+  Status resume();
+  // The successor said it handed over to a newer generation in turn.
+  bool successor_superseded() const { return superseded_; }
+  using SupersededCallback = std::function<void()>;
+  void on_superseded(SupersededCallback cb) { on_superseded_ = std::move(cb); }
+
   UpgradeState state() const { return machine_.state(); }
   pid_t successor_pid() const { return pid_; }
 
@@ -97,6 +106,8 @@ class Predecessor {
   OutcomeCallback on_outcome_;
   SuccessorExitCallback on_successor_exit_;
   AckCallback on_acks_;
+  SupersededCallback on_superseded_;
+  bool superseded_ = false;
   LostCallback on_lost_;
   UpgradeStateMachine machine_;
   HandoffChannel channel_{UniqueFd()};

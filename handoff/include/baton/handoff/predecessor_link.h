@@ -32,6 +32,9 @@ class PredecessorLink {
   PredecessorLink(const PredecessorLink&) = delete;
   PredecessorLink& operator=(const PredecessorLink&) = delete;
   bool open() const { return channel_.open(); }
+  // Tells the predecessor that we handed over in turn: it must not resume
+  // serving should we exit now.
+  Status notify_succeeded();
 
  private:
   static void on_readable(uv_poll_t* poll, int status, int events);

@@ -2,7 +2,7 @@
 // The upgrade, as seen by the process that hands over. One enum, one place
 // that changes it (UpgradeStateMachine::transition), one log line per change.
 //
-//   Idle -> Spawning -> AwaitingReady -> HandedOver
+//   Idle -> Spawning -> AwaitingReady -> HandedOver --(successor died)--> Idle
 //              |             |
 //              +-------------+--> RollingBack -> Idle
 
