@@ -120,7 +120,13 @@ int reload_over_control(const std::string& path) {
   if (auto* code = std::get_if<int>(&reply)) return *code;
   auto& j = std::get<nlohmann::json>(reply);
   if (!j.value("ok", false)) return fail(kFailed, "reload failed: " + error_text(j));
-  std::cout << "reload: done" << std::endl;
+  auto list = [&](const char* key) {
+    std::string s;
+    for (const auto& v : j.value(key, nlohmann::json::array())) s += (s.empty() ? "" : ", ") + v.get<std::string>();
+    return s.empty() ? std::string("nothing") : s;
+  };
+  std::cout << "reload: applied now: " << list("applied") << "; at the next upgrade: " << list("at_next_upgrade")
+            << std::endl;
   return kDone;
 }
 

@@ -12,6 +12,8 @@
 #include "baton/handoff/listener_set.h"
 #include "baton/handoff/successor.h"
 #include "signal_mask.h"
+#include "socket_activation.h"
+#include "config_file.h"
 #include "version.h"
 
 extern char** environ;
@@ -119,7 +121,15 @@ handoff::Status Daemon::open_listeners() {
   auto successor = handoff::Successor::from_environment(kHandoffFdVariable);
   if (!successor) return handoff::with_context("hand-off", successor.error());
 
+  std::vector<handoff::ListenerRequest> requests;
+  for (const auto& spec : options_.listeners) requests.push_back({spec.name, spec.address});
+  // The control socket is a listener like the others: handed over, so its
+  // path never disappears. Owner-only; peers are checked again at accept.
+  if (auto st = ensure_private_dir(options_.control_path); !st) return handoff::with_context("control socket", st.error());
+  requests.push_back({kControlListenerName, *handoff::ListenAddress::parse("unix:" + options_.control_path), 0600});
+
   std::vector<handoff::InheritedListener> inherited;
+  if (!successor.value()) inherited = match_activated(std::move(context_.activated), requests);
   if (successor.value()) {
     spdlog::info("hand-off: taking over as generation {}", context_.generation);
     auto got = successor.value()->take_listeners(options_.upgrade_timeout);
@@ -129,12 +139,6 @@ handoff::Status Daemon::open_listeners() {
                  ms_since(context_.started));
   }
 
-  std::vector<handoff::ListenerRequest> requests;
-  for (const auto& spec : options_.listeners) requests.push_back({spec.name, spec.address});
-  // The control socket is a listener like the others: handed over, so its
-  // path never disappears. Owner-only; peers are checked again at accept.
-  if (auto st = ensure_private_dir(options_.control_path); !st) return handoff::with_context("control socket", st.error());
-  requests.push_back({kControlListenerName, *handoff::ListenAddress::parse("unix:" + options_.control_path), 0600});
   auto opened = handoff::open_listeners(requests, std::move(inherited), options_.backlog);
   if (!opened) return opened.error();
   for (const auto& d : opened->dropped) spdlog::info("listener {} is no longer configured; closed it", d);
@@ -182,6 +186,7 @@ handoff::Status Daemon::start_accepting() {
   }
   spdlog::info("serving: generation {} ready {:.1f} ms after start; {} listener(s), max {} connections",
                context_.generation, ms_since(context_.started), listeners_.size(), options_.max_connections);
+  notifier_.ready("serving: generation " + std::to_string(context_.generation) + ", pid " + std::to_string(::getpid()));
   return {};
 }
 
@@ -204,7 +209,7 @@ void Daemon::handle_signal(int signo) {
       (void)request_upgrade("SIGUSR2");  // the outcome is logged either way
       break;
     case SIGHUP:
-      spdlog::warn("SIGHUP: configuration reload is not supported yet; ignored");
+      (void)reload("SIGHUP");  // logged either way
       break;
   }
 }
@@ -305,6 +310,9 @@ void Daemon::on_upgrade_outcome(const handoff::UpgradeOutcome& outcome) {
   spdlog::info("upgrade: pid {} is serving as generation {}; READY {:.1f} ms after the request",
                outcome.pid, context_.generation + 1, ms);
   last_upgrade_ = {{"ok", true}, {"trigger", upgrade_trigger_}, {"pid", outcome.pid}, {"ms", ms}};
+  // Before this process exits: systemd must follow the main pid to the new one.
+  notifier_.main_pid(outcome.pid, "handed over to pid " + std::to_string(outcome.pid) + "; draining " +
+                                      std::to_string(registry_.size()) + " connection(s)");
   // Our own predecessor, if it still drains, must not take over again should we exit now.
   if (predecessor_link_ && predecessor_link_->open()) (void)predecessor_link_->notify_succeeded();
   const size_t open = registry_.size();
@@ -351,7 +359,64 @@ void Daemon::on_successor_exit(pid_t pid, bool clean, bool superseded, const std
     spdlog::info("listening name={} addr={} resumed=yes", l->name(), l->bound().endpoint());
   }
   if (auto st = pid_file_.write(::getpid()); !st) spdlog::error("pid file: {}", st.error().message);
+  notifier_.main_pid(::getpid(), "successor pid " + std::to_string(pid) + " died; serving again");
   spdlog::critical("generation {} (pid {}) resumes serving: its successor died", context_.generation, ::getpid());
+}
+
+handoff::Result<nlohmann::json> Daemon::reload(const std::string& trigger) {
+  if (context_.config_path.empty()) {
+    spdlog::warn("reload ({}): batond was started without --config; nothing to re-read", trigger);
+    return handoff::Error{"batond was started without --config; nothing to re-read"};
+  }
+  notifier_.reloading("reloading " + context_.config_path);
+  auto file = load_config_file(context_.config_path);
+  if (!file) {
+    spdlog::error("reload ({}) rejected, the running configuration stays: {}", trigger, file.error().message);
+    notifier_.ready("reload rejected: " + file.error().message);
+    return handoff::Error{file.error().message};
+  }
+  DaemonOptions next = merge(file.value(), context_.command_line ? *context_.command_line : SettingsLayer{});
+  std::vector<std::string> applied, at_next_upgrade;
+  if (next.log_level != options_.log_level) {
+    spdlog::set_level(spdlog::level::from_str(next.log_level));
+    applied.push_back("log_level=" + next.log_level);
+  }
+  if (next.max_connections != options_.max_connections) applied.push_back("max_connections=" + std::to_string(next.max_connections));
+  if (next.drain_timeout != options_.drain_timeout) applied.push_back("drain.timeout");
+  if (next.upgrade_timeout != options_.upgrade_timeout) applied.push_back("upgrade.timeout");
+  if (next.drain_mode != options_.drain_mode)
+    applied.push_back(std::string("drain.mode=") + (next.drain_mode == DaemonOptions::DrainMode::Handoff ? "handoff" : "wait"));
+  auto names = [](const DaemonOptions& o) {
+    std::string s;
+    for (const auto& l : o.listeners) s += l.name + "=" + l.address.to_string() + " ";
+    return s;
+  };
+  if (names(next) != names(options_)) at_next_upgrade.push_back("listeners");
+  if (next.pid_file != options_.pid_file) at_next_upgrade.push_back("pid_file");
+  if (next.control_path != options_.control_path) at_next_upgrade.push_back("control");
+  if (next.backlog != options_.backlog) at_next_upgrade.push_back("backlog");
+  if (next.binary != options_.binary) at_next_upgrade.push_back("upgrade.binary");
+
+  // What cannot change in a running process keeps its current value here.
+  next.listeners = options_.listeners;
+  next.pid_file = options_.pid_file;
+  next.control_path = options_.control_path;
+  next.backlog = options_.backlog;
+  next.binary = options_.binary;
+  options_ = std::move(next);
+
+  auto join = [](const std::vector<std::string>& v) {
+    std::string s;
+    for (const auto& x : v) s += (s.empty() ? "" : ", ") + x;
+    return s.empty() ? std::string("nothing") : s;
+  };
+  spdlog::info("reload ({}): {} re-read; applied now: {}; at the next upgrade: {}", trigger, context_.config_path,
+               join(applied), join(at_next_upgrade));
+  notifier_.ready("serving: generation " + std::to_string(context_.generation) + ", configuration reloaded");
+  auto reply = control::ok_reply();
+  reply["applied"] = applied;
+  reply["at_next_upgrade"] = at_next_upgrade;
+  return reply;
 }
 
 void Daemon::on_report_timer(uv_timer_t* timer) { static_cast<Daemon*>(timer->data)->report_draining(); }
@@ -400,9 +465,11 @@ void Daemon::handle_control(ControlSession& session, const control::Request& req
     case Command::Status:
       session.send(status());
       return;
-    case Command::Reload:
-      session.send(control::error_reply("reload is not supported yet: batond has no configuration file to re-read"));
+    case Command::Reload: {
+      auto r = reload("batonctl");
+      session.send(r ? r.value() : control::error_reply(r.error().message));
       return;
+    }
     case Command::Upgrade: {
       if (auto st = request_upgrade("batonctl", request.binary, timeout()); !st) {
         session.send(control::error_reply(st.error().message));
@@ -458,6 +525,7 @@ void Daemon::stop_accepting_and_drain(const std::string& cause, bool handed_over
   if (drain_->active()) return;
   handed_over_ = handed_over;
   predecessor_->cancel("stopping: " + cause);
+  if (!handed_over_) notifier_.stopping("stopping: " + cause);
   if (handed_over_) {
     // The successor holds the same sockets. Ours stay open but idle until we
     // exit: should it die, we resume on them and nothing queued is lost.

@@ -25,6 +25,9 @@
 #include "options.h"
 #include "pid_file.h"
 #include "rate_limited_log.h"
+#include "settings.h"
+#include "socket_activation.h"
+#include "systemd_notify.h"
 
 namespace baton::daemon {
 
@@ -34,6 +37,9 @@ struct StartupContext {
   std::string binary;             // what an upgrade starts, resolved at start-up
   std::string binary_error;       // why `binary` could not be resolved
   unsigned generation = 1;
+  std::string config_path;                            // --config, re-read on reload
+  std::shared_ptr<const SettingsLayer> command_line;  // flags, which override the file again on reload
+  std::vector<ActivatedFd> activated;                 // from systemd (socket activation), fresh start only
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
 };
 
@@ -68,6 +74,9 @@ class Daemon {
   handoff::Status request_upgrade(const std::string& trigger, const std::string& binary = {},
                                   std::optional<std::chrono::milliseconds> timeout = {});
   void on_upgrade_outcome(const handoff::UpgradeOutcome& outcome);
+  // Re-reads --config: what can change live changes now, listener changes
+  // wait for the next upgrade (whose new generation reads the same file).
+  handoff::Result<nlohmann::json> reload(const std::string& trigger);
   // The successor exited. If it died abnormally before handing over in turn,
   // this generation serves again: its listeners never closed, and whatever
   // connected meanwhile waits in their backlog.
@@ -88,6 +97,7 @@ class Daemon {
   DaemonOptions options_;
   StartupContext context_;
   PidFile pid_file_;
+  SystemdNotifier notifier_;
   uv_loop_t loop_{};
   bool loop_ready_ = false;
 

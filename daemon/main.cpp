@@ -14,6 +14,7 @@
 #include "logging.h"
 #include "options.h"
 #include "signal_mask.h"
+#include "socket_activation.h"
 
 namespace {
 
@@ -35,9 +36,12 @@ unsigned take_generation() {
 int main(int argc, char** argv) {
   baton::daemon::block_handled_signals();
   baton::daemon::StartupContext context;
+  context.activated = baton::daemon::take_activated_fds();
   auto parsed = baton::daemon::parse_options(argc, argv);
   if (!parsed.options) return parsed.exit_code;
   auto options = std::move(*parsed.options);
+  context.config_path = parsed.config_path;
+  context.command_line = parsed.command_line;
 
   context.generation = take_generation();
   baton::daemon::setup_logging(options.log_level, context.generation);
@@ -54,7 +58,6 @@ int main(int argc, char** argv) {
     context.binary_error = binary.error().message;
     spdlog::warn("upgrades will be refused: cannot resolve the binary to start: {}", context.binary_error);
   }
-  options.binary.clear();  // resolved into context.binary
 
   baton::daemon::Daemon daemon(std::move(options), std::move(context));
   int code = daemon.run();

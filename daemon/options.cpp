@@ -3,9 +3,10 @@
 #include <CLI/CLI.hpp>
 
 #include <iostream>
-#include <set>
 
+#include "config_file.h"
 #include "control_protocol.h"
+#include "settings.h"
 #include "version.h"
 
 namespace baton::daemon {
@@ -15,82 +16,117 @@ std::chrono::milliseconds seconds_to_ms(double s) {
   return std::chrono::milliseconds(static_cast<long long>(s * 1000.0 + 0.5));
 }
 
+int usage_error(const std::string& message) {
+  std::cerr << "batond: " << message << "\n";
+  return 2;
+}
+
 }  // namespace
 
 ParseOutcome parse_options(int argc, char** argv) {
   CLI::App app{"batond: an echo daemon that is replaced by a new binary without losing a connection.\n"
-               "SIGTERM/SIGINT: graceful stop (a second one closes everything). SIGUSR2: upgrade."};
+               "SIGTERM/SIGINT: graceful stop (a second one closes everything). SIGUSR2: upgrade. "
+               "SIGHUP: re-read --config.\nFlags override the config file."};
   app.set_version_flag("--version", std::string("batond ") + kVersion);
 
   std::vector<std::string> listen;
   double drain_timeout = 30, upgrade_timeout = 10;
-  DaemonOptions o;
-  app.add_option("--listen", listen,
-                 "[NAME=]ADDR to listen on, repeatable; ADDR is tcp://HOST:PORT, tcp://[HOST]:PORT or unix:PATH "
-                 "(port 0 picks a free port; default " + std::string(kDefaultListen) + ")");
-  app.add_option("--max-connections", o.max_connections, "connections served at once; more are closed at accept")
-      ->capture_default_str()
-      ->check(CLI::PositiveNumber);
-  app.add_option("--drain-timeout", drain_timeout,
-                 "seconds to wait for open connections on stop or after an upgrade before closing them")
-      ->capture_default_str()
-      ->check(CLI::Range(0.0, 86400.0));
-  app.add_option("--upgrade-timeout", upgrade_timeout, "seconds the new binary has to report READY")
-      ->capture_default_str()
-      ->check(CLI::Range(0.001, 3600.0));
-  app.add_option("--pid-file", o.pid_file, "write the serving process's pid here (atomically)");
-  app.add_option("--log-level", o.log_level, "trace, debug, info, warn, error or off")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
-  app.add_option("--binary", o.binary,
-                 "binary to start on upgrade (default: this one's path as started, resolved once at start-up)");
-  app.add_option("--backlog", o.backlog, "listen(2) backlog")->capture_default_str()->check(CLI::PositiveNumber);
-  std::string drain_mode = "wait";
-  app.add_option("--drain", drain_mode,
-                 "after an upgrade: 'wait' for open connections to close, or 'handoff' them to the new generation")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"wait", "handoff"}));
-  o.control_path = control::default_control_path();
-  app.add_option("--control", o.control_path,
-                 "control socket for batonctl (mode 0600; default $XDG_RUNTIME_DIR/baton/control.sock, else "
-                 "/run/baton/control.sock as root, else /tmp/baton-UID/control.sock)")
-      ->capture_default_str();
+  size_t max_connections = 10000;
+  int backlog = 1024;
+  std::string pid_file, log_level = "info", binary, drain_mode = "wait", config, check_config;
+  std::string control_path = control::default_control_path();
+
+  auto* o_listen = app.add_option("--listen", listen,
+                                  "[NAME=]ADDR to listen on, repeatable; ADDR is tcp://HOST:PORT, tcp://[HOST]:PORT "
+                                  "or unix:PATH (port 0 picks a free port; default " +
+                                      std::string(kDefaultListen) + ")");
+  auto* o_max = app.add_option("--max-connections", max_connections,
+                               "connections served at once; more are closed at accept")
+                    ->capture_default_str()
+                    ->check(CLI::Range(size_t{1}, size_t{10'000'000}));
+  auto* o_drain_timeout =
+      app.add_option("--drain-timeout", drain_timeout,
+                     "seconds to wait for open connections on stop or after an upgrade before closing them")
+          ->capture_default_str()
+          ->check(CLI::Range(0.0, 86400.0));
+  auto* o_upgrade_timeout = app.add_option("--upgrade-timeout", upgrade_timeout,
+                                           "seconds the new binary has to report READY")
+                                ->capture_default_str()
+                                ->check(CLI::Range(0.001, 3600.0));
+  auto* o_pid = app.add_option("--pid-file", pid_file, "write the serving process's pid here (atomically)");
+  auto* o_log = app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
+                    ->capture_default_str()
+                    ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
+  auto* o_binary = app.add_option(
+      "--binary", binary, "binary to start on upgrade (default: this one's path as started, resolved once at start-up)");
+  auto* o_backlog =
+      app.add_option("--backlog", backlog, "listen(2) backlog")->capture_default_str()->check(CLI::Range(1, 1'000'000));
+  auto* o_drain = app.add_option("--drain", drain_mode,
+                                 "after an upgrade: 'wait' for open connections to close, or 'handoff' them to the "
+                                 "new generation")
+                      ->capture_default_str()
+                      ->check(CLI::IsMember({"wait", "handoff"}));
+  auto* o_control = app.add_option("--control", control_path,
+                                   "control socket for batonctl (mode 0600; default $XDG_RUNTIME_DIR/baton/control.sock, "
+                                   "else /run/baton/control.sock as root, else /tmp/baton-UID/control.sock)")
+                        ->capture_default_str();
+  app.add_option("--config", config, "TOML configuration file (see docs/operations.md); SIGHUP re-reads it");
+  app.add_option("--check-config", check_config, "validate a configuration file, print the verdict, exit 0 or 1");
 
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     int code = app.exit(e);
-    return {std::nullopt, code == 0 ? 0 : 2};
+    return {std::nullopt, code == 0 ? 0 : 2, {}, {}};
   }
 
-  if (listen.empty()) listen.push_back(kDefaultListen);
-  std::set<std::string> names;
-  for (const auto& text : listen) {
-    auto spec = handoff::ListenSpec::parse(text);
-    if (!spec) {
-      std::cerr << "batond: --listen '" << text << "': " << spec.error().message << "\n";
-      return {std::nullopt, 2};
+  if (!check_config.empty()) {
+    auto file = load_config_file(check_config);
+    if (!file) {
+      std::cerr << "batond: " << file.error().message << "\n";
+      return {std::nullopt, 1, {}, {}};
     }
-    if (spec->name == kControlListenerName) {
-      std::cerr << "batond: --listen '" << text << "': the name '" << kControlListenerName
-                << "' is reserved for the control socket\n";
-      return {std::nullopt, 2};
-    }
-    if (!names.insert(spec->name).second) {
-      std::cerr << "batond: --listen '" << text << "': listener name '" << spec->name << "' used twice\n";
-      return {std::nullopt, 2};
-    }
-    o.listeners.push_back(std::move(spec).value());
+    std::cout << check_config << ": ok\n";
+    return {std::nullopt, 0, {}, {}};
   }
-  auto control = handoff::ListenAddress::parse("unix:" + o.control_path);
-  if (!control) {
-    std::cerr << "batond: --control '" << o.control_path << "': " << control.error().message << "\n";
-    return {std::nullopt, 2};
+
+  // Only what was given on the command line goes into its layer.
+  auto cli = std::make_shared<SettingsLayer>();
+  if (o_listen->count()) {
+    std::vector<handoff::ListenSpec> specs;
+    for (const auto& text : listen) {
+      auto spec = handoff::ListenSpec::parse(text);
+      if (!spec) return {std::nullopt, usage_error("--listen '" + text + "': " + spec.error().message), {}, {}};
+      specs.push_back(std::move(spec).value());
+    }
+    if (auto st = check_listeners(specs, "--listen"); !st) return {std::nullopt, usage_error(st.error().message), {}, {}};
+    cli->listeners = std::move(specs);
   }
-  o.drain_mode = drain_mode == "handoff" ? DaemonOptions::DrainMode::Handoff : DaemonOptions::DrainMode::Wait;
-  o.drain_timeout = seconds_to_ms(drain_timeout);
-  o.upgrade_timeout = seconds_to_ms(upgrade_timeout);
-  return {std::move(o), 0};
+  if (o_max->count()) cli->max_connections = max_connections;
+  if (o_drain_timeout->count()) cli->drain_timeout = seconds_to_ms(drain_timeout);
+  if (o_upgrade_timeout->count()) cli->upgrade_timeout = seconds_to_ms(upgrade_timeout);
+  if (o_pid->count()) cli->pid_file = pid_file;
+  if (o_log->count()) cli->log_level = log_level;
+  if (o_binary->count()) cli->binary = binary;
+  if (o_backlog->count()) cli->backlog = backlog;
+  if (o_drain->count())
+    cli->drain_mode = drain_mode == "handoff" ? DaemonOptions::DrainMode::Handoff : DaemonOptions::DrainMode::Wait;
+  if (o_control->count()) {
+    if (auto a = handoff::ListenAddress::parse("unix:" + control_path); !a)
+      return {std::nullopt, usage_error("--control '" + control_path + "': " + a.error().message), {}, {}};
+    cli->control_path = control_path;
+  }
+
+  SettingsLayer file;
+  if (!config.empty()) {
+    auto loaded = load_config_file(config);
+    if (!loaded) {
+      std::cerr << "batond: " << loaded.error().message << "\n";
+      return {std::nullopt, 1, {}, {}};
+    }
+    file = std::move(loaded).value();
+  }
+  return {merge(file, *cli), 0, config, cli};
 }
 
 }  // namespace baton::daemon

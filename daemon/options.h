@@ -3,6 +3,7 @@
 // arguments can be handed, unchanged, to the next generation.
 
 #include <chrono>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -30,9 +31,13 @@ inline constexpr const char* kDefaultListen = "tcp://127.0.0.1:7000";
 // The control socket is handed over like any listener, under this name.
 inline constexpr const char* kControlListenerName = "control";
 
+struct SettingsLayer;
+
 struct ParseOutcome {
   std::optional<DaemonOptions> options;  // empty: exit with `exit_code`
-  int exit_code = 0;                     // 0 after --help/--version, 2 for usage errors
+  int exit_code = 0;                     // 0 after --help/--version/--check-config ok, 1 bad config, 2 usage
+  std::string config_path;               // --config, re-read on reload
+  std::shared_ptr<const SettingsLayer> command_line;  // what the flags said, re-applied on reload
 };
 
 // Prints help, version or the usage error itself.

@@ -6,7 +6,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 PACKAGES=(
   cmake g++ make pkg-config
-  libuv1-dev libspdlog-dev libcli11-dev nlohmann-json3-dev
+  libuv1-dev libspdlog-dev libcli11-dev nlohmann-json3-dev libtomlplusplus-dev libsystemd-dev
   libgtest-dev
   netcat-openbsd procps
 )

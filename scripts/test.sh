@@ -9,4 +9,5 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 ctest --test-dir build --output-on-failure -j"$(nproc)" --timeout 300
 ./scripts/nc-smoke.sh
 ./scripts/nc-upgrade-demo.sh
+./scripts/bench.sh --smoke
 echo "test.sh: all tests passed"

@@ -1,7 +1,8 @@
 # Helpers for scripts/bench.sh: processes started by pid and killed by pid,
+# shellcheck disable=SC2015  # "ours PID && kill ... || true": the kill is best effort
 # bounded waits on log lines, log timestamps, percentiles and JSON fields.
 # Sourced, not run. Expects WORK (a temp dir) to be set before use.
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034  # LINE_MS is read by bench.sh
 
 BENCH_PIDS=()   # every pid this script started itself
 BENCH_LOGS=()   # batond logs: generations started by an upgrade are listed there by pid
@@ -67,12 +68,13 @@ failures_text() {
 
 # ---- processes -------------------------------------------------------------------
 
-# alive PID: running and not a zombie.
+# alive PID: running and not a zombie. No fork: it is polled.
 alive() {
+  local st
   kill -0 "$1" 2>/dev/null || return 1
-  local state
-  state=$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null) || return 1
-  [[ $state != Z ]]
+  read -r st 2>/dev/null <"/proc/$1/stat" || return 1
+  st=${st##*) }
+  [[ ${st%% *} != Z ]]
 }
 
 # wait_exit PID SECONDS: until PID has exited; returns 1 on timeout.
@@ -84,8 +86,18 @@ wait_exit() {
   done
 }
 
-# is_batond PID: the pid still names a batond process (guards against pid reuse).
-is_batond() { tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -q 'batond'; }
+# ours PID: the process carries this run's marker in its environment
+# (BATON_BENCH_RUN, exported by bench.sh and inherited by every batond
+# generation), so a pid reused by someone else's process is never signalled.
+# While a child is between fork and exec its environment may read empty for a
+# moment: kill_started looks twice.
+ours() {
+  local -a env
+  local e
+  mapfile -d '' -t env 2>/dev/null <"/proc/$1/environ" || return 1
+  for e in "${env[@]}"; do [[ $e == "BATON_BENCH_RUN=$BATON_BENCH_RUN" ]] && return 0; done
+  return 1
+}
 
 # log_pids LOG: every batond pid mentioned in a log.
 log_pids() { grep -o 'batond pid=[0-9]*' "$1" 2>/dev/null | cut -d= -f2 | sort -un || true; }
@@ -94,9 +106,12 @@ log_pids() { grep -o 'batond pid=[0-9]*' "$1" 2>/dev/null | cut -d= -f2 | sort -
 # every batond generation one of its batonds started (found in their logs).
 kill_started() {
   local pid log
-  for pid in "${BENCH_PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+  for pid in "${BENCH_PIDS[@]}"; do
+    if alive "$pid" && ! ours "$pid"; then sleep 0.05; fi
+    ours "$pid" && kill -KILL "$pid" 2>/dev/null || true
+  done
   for log in "${BENCH_LOGS[@]}"; do
-    for pid in $(log_pids "$log"); do is_batond "$pid" && kill -KILL "$pid" 2>/dev/null || true; done
+    for pid in $(log_pids "$log"); do ours "$pid" && kill -KILL "$pid" 2>/dev/null || true; done
   done
 }
 
@@ -104,10 +119,10 @@ kill_started() {
 # if it had to be killed.
 stop_pid() {
   local pid=$1 seconds=$2 sig=${3:-TERM}
-  alive "$pid" || return 0
+  alive "$pid" && ours "$pid" || return 0
   kill "-$sig" "$pid" 2>/dev/null || true
   wait_exit "$pid" "$seconds" && return 0
-  kill -KILL "$pid" 2>/dev/null || true
+  ours "$pid" && kill -KILL "$pid" 2>/dev/null || true
   return 1
 }
 
@@ -117,8 +132,9 @@ stop_batond_chain() {
   local log=$1 cur=$2 pid
   stop_pid "$cur" 15 TERM || echo "bench: batond pid $cur did not stop within 15 s; killed" >&2
   for pid in $(log_pids "$log"); do
+    ours "$pid" || continue   # gone (and its pid maybe reused)
     if ! wait_exit "$pid" 10; then
-      is_batond "$pid" && kill -KILL "$pid" 2>/dev/null
+      ours "$pid" && kill -KILL "$pid" 2>/dev/null || true
       echo "bench: batond pid $pid still running 10 s after the stop; killed" >&2
     fi
   done
@@ -203,8 +219,8 @@ finish_load() {
   local name=$1 pid=$2 seconds=$3
   if ! wait_exit "$pid" "$seconds"; then
     echo "bench: baton-load ($name) still running after ${seconds}s; interrupting it" >&2
-    kill -INT "$pid" 2>/dev/null || true
-    wait_exit "$pid" 15 || kill -KILL "$pid" 2>/dev/null || true
+    ours "$pid" && kill -INT "$pid" 2>/dev/null || true
+    wait_exit "$pid" 15 || { ours "$pid" && kill -KILL "$pid" 2>/dev/null; } || true
   fi
   LOAD_RC=0
   wait "$pid" 2>/dev/null || LOAD_RC=$?

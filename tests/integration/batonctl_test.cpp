@@ -184,11 +184,11 @@ TEST(Batonctl, StopReturnsOnceTheDaemonHasExited) {
   EXPECT_TRUE(status->success());
 }
 
-TEST(Batonctl, ReloadIsRefusedClearlyUntilThereIsAConfigFile) {
+TEST(Batonctl, ReloadWithoutAConfigFileIsRefusedClearly) {
   auto d = BatondProcess::start({"--listen", "echo=tcp://127.0.0.1:0"});
   auto r = batonctl(d, {"reload"});
   EXPECT_EQ(r.status.code, 1);
-  EXPECT_NE(r.err.find("reload is not supported yet"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("batonctl: reload failed: batond was started without --config"), std::string::npos) << r.err;
 }
 
 TEST(Batonctl, ExitCodesForUnreachableAndUsage) {

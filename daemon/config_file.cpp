@@ -1,0 +1,130 @@
+#include "config_file.h"
+
+#include <toml++/toml.h>
+
+#include <fstream>
+#include <set>
+
+namespace baton::daemon {
+namespace {
+
+class Loader {
+ public:
+  explicit Loader(std::string path) : path_(std::move(path)) {}
+
+  handoff::Result<SettingsLayer> load() {
+    if (std::ifstream probe(path_); !probe) return handoff::errno_error("cannot read config file " + path_);
+    toml::table root;
+    try {
+      root = toml::parse_file(path_);
+    } catch (const toml::parse_error& e) {
+      return handoff::Error{path_ + ":" + std::to_string(e.source().begin.line) + ": " + std::string(e.description())};
+    }
+    SettingsLayer s;
+    if (auto st = check_keys(root, "", {"log_level", "pid_file", "control", "max_connections", "backlog", "listeners",
+                                        "drain", "upgrade"});
+        !st)
+      return st.error();
+    if (auto v = string_at(root, "log_level"); !v) return v.error();
+    else if (*v) {
+      if (!valid_log_level(**v)) return at(root["log_level"].node(), "log_level", "must be one of trace, debug, info, warn, error, off");
+      s.log_level = **v;
+    }
+    if (auto v = string_at(root, "pid_file"); !v) return v.error();
+    else if (*v) s.pid_file = **v;
+    if (auto v = string_at(root, "control"); !v) return v.error();
+    else if (*v) {
+      if (auto a = handoff::ListenAddress::parse("unix:" + **v); !a) return at(root["control"].node(), "control", a.error().message);
+      s.control_path = **v;
+    }
+    if (auto v = number_at(root, "max_connections", 1, 10'000'000); !v) return v.error();
+    else if (*v) s.max_connections = static_cast<size_t>(**v);
+    if (auto v = number_at(root, "backlog", 1, 1'000'000); !v) return v.error();
+    else if (*v) s.backlog = static_cast<int>(**v);
+
+    if (auto* t = root["listeners"].as_table()) {
+      std::vector<handoff::ListenSpec> listeners;
+      for (auto& [key, node] : *t) {
+        const std::string name(key.str());
+        const std::string where = "listeners." + name;
+        auto* addr = node.as_string();
+        if (!addr) return at(&node, where, "must be an address string such as \"tcp://127.0.0.1:7000\"");
+        auto spec = handoff::ListenSpec::parse(name + "=" + addr->get());
+        if (!spec) return at(&node, where, spec.error().message);
+        listeners.push_back(std::move(spec).value());
+      }
+      if (auto st = check_listeners(listeners, path_); !st) return st.error();
+      s.listeners = std::move(listeners);
+    } else if (root.contains("listeners")) {
+      return at(root["listeners"].node(), "listeners", "must be a table of name = \"address\"");
+    }
+
+    if (auto* d = root["drain"].as_table()) {
+      if (auto st = check_keys(*d, "drain.", {"mode", "timeout"}); !st) return st.error();
+      if (auto v = string_at(*d, "mode", "drain."); !v) return v.error();
+      else if (*v) {
+        if (**v != "wait" && **v != "handoff") return at((*d)["mode"].node(), "drain.mode", "must be \"wait\" or \"handoff\"");
+        s.drain_mode = **v == "handoff" ? DaemonOptions::DrainMode::Handoff : DaemonOptions::DrainMode::Wait;
+      }
+      if (auto v = number_at(*d, "timeout", 0, 86400, "drain."); !v) return v.error();
+      else if (*v) s.drain_timeout = std::chrono::milliseconds(static_cast<long long>(**v * 1000));
+    }
+    if (auto* u = root["upgrade"].as_table()) {
+      if (auto st = check_keys(*u, "upgrade.", {"timeout", "binary"}); !st) return st.error();
+      if (auto v = number_at(*u, "timeout", 0.001, 3600, "upgrade."); !v) return v.error();
+      else if (*v) s.upgrade_timeout = std::chrono::milliseconds(static_cast<long long>(**v * 1000));
+      if (auto v = string_at(*u, "binary", "upgrade."); !v) return v.error();
+      else if (*v) s.binary = **v;
+    }
+    return s;
+  }
+
+ private:
+  handoff::Error at(const toml::node* node, const std::string& key, const std::string& what) const {
+    const auto line = node ? node->source().begin.line : 0;
+    return handoff::Error{path_ + ":" + std::to_string(line) + ": " + key + ": " + what};
+  }
+
+  handoff::Status check_keys(const toml::table& t, const std::string& prefix, std::set<std::string> known) const {
+    for (auto& [key, node] : t)
+      if (!known.count(std::string(key.str()))) return at(&node, prefix + std::string(key.str()), "unknown key");
+    return {};
+  }
+
+  handoff::Result<std::optional<std::string>> string_at(const toml::table& t, const char* key,
+                                                        const std::string& prefix = "") const {
+    auto* node = t.get(key);
+    if (!node) return std::optional<std::string>{};
+    auto* s = node->as_string();
+    if (!s) return at(node, prefix + key, "must be a string");
+    return std::optional<std::string>(s->get());
+  }
+
+  handoff::Result<std::optional<double>> number_at(const toml::table& t, const char* key, double min, double max,
+                                                   const std::string& prefix = "") const {
+    auto* node = t.get(key);
+    if (!node) return std::optional<double>{};
+    std::optional<double> v;
+    if (auto* i = node->as_integer()) v = static_cast<double>(i->get());
+    else if (auto* f = node->as_floating_point()) v = f->get();
+    if (!v) return at(node, prefix + key, "must be a number");
+    if (*v < min || *v > max)
+      return at(node, prefix + key, "must be between " + toml_number(min) + " and " + toml_number(max));
+    return v;
+  }
+
+  static std::string toml_number(double v) {
+    std::string s = std::to_string(v);
+    s.erase(s.find_last_not_of('0') + 1);
+    if (s.back() == '.') s.pop_back();
+    return s;
+  }
+
+  std::string path_;
+};
+
+}  // namespace
+
+handoff::Result<SettingsLayer> load_config_file(const std::string& path) { return Loader(path).load(); }
+
+}  // namespace baton::daemon

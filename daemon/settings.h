@@ -1,0 +1,40 @@
+#pragma once
+// Settings come in layers: built-in defaults, then the config file, then the
+// command line, each overriding the one before. A layer holds only what its
+// source said; merge() turns the layers into the options the daemon runs on.
+// Each source validates its own values, so that an error can name where it
+// was written (a flag, or file:line and key).
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "baton/handoff/listen_address.h"
+#include "baton/handoff/result.h"
+#include "options.h"
+
+namespace baton::daemon {
+
+struct SettingsLayer {
+  std::optional<std::vector<handoff::ListenSpec>> listeners;  // replaces, never merges with, a lower layer's
+  std::optional<size_t> max_connections;
+  std::optional<std::chrono::milliseconds> drain_timeout;
+  std::optional<std::chrono::milliseconds> upgrade_timeout;
+  std::optional<DaemonOptions::DrainMode> drain_mode;
+  std::optional<std::string> pid_file;
+  std::optional<std::string> log_level;
+  std::optional<std::string> binary;
+  std::optional<std::string> control_path;
+  std::optional<int> backlog;
+};
+
+// Defaults, overridden by `file`, overridden by `command_line`.
+DaemonOptions merge(const SettingsLayer& file, const SettingsLayer& command_line);
+
+// Checks that hold whatever the source: listener names unique and not the
+// reserved "control". `where` prefixes the error ("--listen", "batond.toml").
+handoff::Status check_listeners(const std::vector<handoff::ListenSpec>& listeners, const std::string& where);
+
+bool valid_log_level(const std::string& level);
+
+}  // namespace baton::daemon

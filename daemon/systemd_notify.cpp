@@ -1,0 +1,42 @@
+#include "systemd_notify.h"
+
+#include <systemd/sd-daemon.h>
+#include <time.h>
+
+#include <cstdlib>
+#include <cstring>
+
+#include <spdlog/spdlog.h>
+
+namespace baton::daemon {
+
+bool SystemdNotifier::enabled() const {
+  const char* s = std::getenv("NOTIFY_SOCKET");
+  return s && *s;
+}
+
+void SystemdNotifier::send(const std::string& message) const {
+  if (!enabled()) return;
+  // unset_environment = 0: the next generation notifies through the same socket.
+  if (int rc = sd_notify(0, message.c_str()); rc < 0)
+    spdlog::warn("sd_notify: {}", std::strerror(-rc));
+}
+
+void SystemdNotifier::ready(const std::string& status) const { send("READY=1\nSTATUS=" + status); }
+
+void SystemdNotifier::reloading(const std::string& status) const {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  const unsigned long long usec = static_cast<unsigned long long>(ts.tv_sec) * 1000000ULL + ts.tv_nsec / 1000;
+  send("RELOADING=1\nMONOTONIC_USEC=" + std::to_string(usec) + "\nSTATUS=" + status);
+}
+
+void SystemdNotifier::stopping(const std::string& status) const { send("STOPPING=1\nSTATUS=" + status); }
+
+void SystemdNotifier::main_pid(pid_t pid, const std::string& status) const {
+  send("MAINPID=" + std::to_string(pid) + "\nSTATUS=" + status);
+}
+
+void SystemdNotifier::status(const std::string& status) const { send("STATUS=" + status); }
+
+}  // namespace baton::daemon

@@ -1,0 +1,217 @@
+// Operating batond: the config file and its reload, systemd notification
+// (with a fake NOTIFY_SOCKET) and socket activation (LISTEN_FDS).
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <fstream>
+
+#include "baton/handoff/listen_address.h"
+#include "baton/handoff/listener_socket.h"
+#include "support/batond.h"
+#include "support/client.h"
+
+namespace baton::test {
+namespace {
+
+void write_file(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
+
+CommandResult batonctl(const BatondProcess& d, std::vector<std::string> args) {
+  args.insert(args.begin(), {batonctl_path(), "--control", d.control_path()});
+  return run_command(args, 60s);
+}
+
+TEST(ConfigFile, ListenersAndSettingsComeFromTheFileFlagsOverrideThem) {
+  TempDir dir;
+  const auto conf = dir.file("batond.toml");
+  write_file(conf, "max_connections = 7\n[listeners]\necho = \"tcp://127.0.0.1:0\"\nlocal = \"unix:" +
+                       dir.file("e.sock") + "\"\n[drain]\nmode = \"handoff\"\ntimeout = 5\n");
+  auto d = BatondProcess::start({"--config", conf, "--max-connections", "9"});
+  EXPECT_TRUE(d.wait_for_line(d.first_pid(), "max 9 connections")) << d.log();  // the flag wins
+  auto tcp = connect_to(d.address("echo"));
+  auto unix_conn = connect_to(dir.file("e.sock"));
+  EXPECT_TRUE(tcp && echo_roundtrip(tcp.get(), "from the file"));
+  EXPECT_TRUE(unix_conn && echo_roundtrip(unix_conn.get(), "unix too"));
+}
+
+TEST(ConfigFile, CheckConfigNamesFileLineAndKey) {
+  TempDir dir;
+  const auto good = dir.file("good.toml");
+  write_file(good, "[listeners]\necho = \"tcp://127.0.0.1:7000\"\n");
+  auto ok = run_command({batond_path(), "--check-config", good});
+  EXPECT_EQ(ok.status.code, 0) << ok.err;
+  EXPECT_NE(ok.out.find(good + ": ok"), std::string::npos);
+
+  struct Case {
+    std::string text, error;
+  };
+  for (const auto& c : std::vector<Case>{
+           {"[drain]\nmode = \"later\"\n", ":2: drain.mode: must be \"wait\" or \"handoff\""},
+           {"[listeners]\necho = \"tcp://127.0.0.1:99999\"\n", ":2: listeners.echo: port '99999' out of range"},
+           {"max_conections = 5\n", ":1: max_conections: unknown key"},
+           {"[upgrade]\ntimeout = \"soon\"\n", ":2: upgrade.timeout: must be a number"},
+           {"this is not toml\n", ":1: "},
+       }) {
+    const auto bad = dir.file("bad.toml");
+    write_file(bad, c.text);
+    auto r = run_command({batond_path(), "--check-config", bad});
+    EXPECT_EQ(r.status.code, 1) << c.text;
+    EXPECT_NE(r.err.find(bad + c.error), std::string::npos) << r.err;
+  }
+  auto missing = run_command({batond_path(), "--check-config", dir.file("nope.toml")});
+  EXPECT_EQ(missing.status.code, 1);
+  EXPECT_NE(missing.err.find("No such file or directory"), std::string::npos) << missing.err;
+}
+
+TEST(ConfigFile, ReloadAppliesLiveSettingsAndRejectsABadFile) {
+  TempDir dir;
+  const auto conf = dir.file("batond.toml");
+  write_file(conf, "log_level = \"info\"\n[listeners]\necho = \"tcp://127.0.0.1:0\"\n");
+  auto d = BatondProcess::start({"--config", conf});
+  const pid_t pid = d.first_pid();
+  ASSERT_EQ(d.count_lines(pid, "debug batond"), 0);
+
+  write_file(conf, "log_level = \"debug\"\n[listeners]\necho = \"tcp://127.0.0.1:0\"\n");
+  auto r = batonctl(d, {"reload"});
+  EXPECT_EQ(r.status.code, 0) << r.err;
+  EXPECT_NE(r.out.find("applied now: log_level=debug"), std::string::npos) << r.out;
+  batonctl(d, {"status"});  // control connections are logged at debug level
+  EXPECT_TRUE(d.wait_for_line(pid, "debug batond")) << "log level did not change\n" << d.log();
+
+  write_file(conf, "log_level = \"loud\"\n");
+  r = batonctl(d, {"reload"});
+  EXPECT_EQ(r.status.code, 1);
+  EXPECT_NE(r.err.find(conf + ":1: log_level: must be one of"), std::string::npos) << r.err;
+  EXPECT_TRUE(d.wait_for_line(pid, "reload (batonctl) rejected, the running configuration stays"));
+  auto conn = connect_to(d.address());
+  EXPECT_TRUE(conn && echo_roundtrip(conn.get(), "still serving"));
+
+  // SIGHUP is the same reload.
+  write_file(conf, "log_level = \"info\"\n[listeners]\necho = \"tcp://127.0.0.1:0\"\n");
+  d.signal_serving(SIGHUP);
+  EXPECT_TRUE(d.wait_for_line(pid, "reload (SIGHUP)")) << d.log();
+}
+
+TEST(ConfigFile, AListenerAddedToTheFileIsServedAfterTheNextUpgrade) {
+  TempDir dir;
+  const auto conf = dir.file("batond.toml");
+  write_file(conf, "[listeners]\necho = \"tcp://127.0.0.1:0\"\n");
+  auto d = BatondProcess::start({"--config", conf});
+  write_file(conf, "[listeners]\necho = \"tcp://127.0.0.1:0\"\nextra = \"unix:" + dir.file("extra.sock") + "\"\n");
+  auto r = batonctl(d, {"reload"});
+  EXPECT_NE(r.out.find("at the next upgrade: listeners"), std::string::npos) << r.out;
+  EXPECT_FALSE(connect_to(dir.file("extra.sock"))) << "a listener must not appear before the upgrade";
+  const auto echo_addr = d.address("echo");
+  auto up = d.upgrade();
+  ASSERT_TRUE(up.ok) << d.log();
+  EXPECT_TRUE(d.wait_for_line(up.new_pid, "listening name=extra")) << d.log();
+  auto extra = connect_to(dir.file("extra.sock"));
+  EXPECT_TRUE(extra && echo_roundtrip(extra.get(), "new listener"));
+  EXPECT_EQ(d.address("echo"), echo_addr) << "the existing listener must be inherited, same port";
+}
+
+// A fake systemd: a datagram socket that collects what batond notifies.
+class FakeNotifySocket {
+ public:
+  explicit FakeNotifySocket(const std::string& path) : path_(path), fd_(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0)) {
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::snprintf(a.sun_path, sizeof a.sun_path, "%s", path.c_str());
+    EXPECT_EQ(::bind(fd_.get(), reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  }
+  const std::string& path() const { return path_; }
+  // Collects messages until one contains `needle` (or the deadline).
+  bool wait_for(const std::string& needle, std::chrono::milliseconds timeout = 10s) {
+    return eventually(
+        [&] {
+          char buf[4096];
+          ssize_t n;
+          while ((n = ::recv(fd_.get(), buf, sizeof buf, MSG_DONTWAIT)) > 0) messages_.emplace_back(buf, n);
+          for (const auto& m : messages_)
+            if (m.find(needle) != std::string::npos) return true;
+          return false;
+        },
+        timeout);
+  }
+  // Index of the first message containing `needle`, or -1.
+  int index_of(const std::string& needle) const {
+    for (size_t i = 0; i < messages_.size(); ++i)
+      if (messages_[i].find(needle) != std::string::npos) return static_cast<int>(i);
+    return -1;
+  }
+  std::string all() const {
+    std::string s;
+    for (const auto& m : messages_) s += "[" + m + "] ";
+    return s;
+  }
+
+ private:
+  std::string path_;
+  UniqueFd fd_;
+  std::vector<std::string> messages_;
+};
+
+TEST(Systemd, NotifiesReadyMainPidReloadingAndStoppingInOrder) {
+  TempDir dir;
+  FakeNotifySocket systemd(dir.file("notify"));
+  const auto conf = dir.file("batond.toml");
+  write_file(conf, "[listeners]\necho = \"tcp://127.0.0.1:0\"\n");
+  auto d = BatondProcess::start({"--config", conf}, with_env({"NOTIFY_SOCKET=" + systemd.path()}));
+  ASSERT_TRUE(systemd.wait_for("READY=1")) << systemd.all();
+  EXPECT_NE(systemd.all().find("STATUS=serving: generation 1"), std::string::npos) << systemd.all();
+
+  auto up = d.upgrade();
+  ASSERT_TRUE(up.ok);
+  ASSERT_TRUE(systemd.wait_for("MAINPID=" + std::to_string(up.new_pid))) << systemd.all();
+  ASSERT_TRUE(systemd.wait_for("STATUS=serving: generation 2")) << systemd.all();
+  EXPECT_TRUE(d.wait_gone(d.first_pid()));
+
+  ASSERT_EQ(batonctl(d, {"reload"}).status.code, 0);
+  ASSERT_TRUE(systemd.wait_for("configuration reloaded")) << systemd.all();
+  const int reloading = systemd.index_of("RELOADING=1");
+  ASSERT_GE(reloading, 0) << systemd.all();
+  EXPECT_NE(systemd.all().find("MONOTONIC_USEC="), std::string::npos);
+  EXPECT_GT(systemd.index_of("configuration reloaded"), reloading);
+
+  d.signal_serving(SIGTERM);
+  ASSERT_TRUE(systemd.wait_for("STOPPING=1")) << systemd.all();
+  // The whole story, in order.
+  EXPECT_LT(systemd.index_of("STATUS=serving: generation 1"), systemd.index_of("MAINPID="));
+  EXPECT_LT(systemd.index_of("MAINPID="), systemd.index_of("RELOADING=1"));
+  EXPECT_LT(systemd.index_of("RELOADING=1"), systemd.index_of("STOPPING=1"));
+}
+
+TEST(Systemd, WithoutNotifySocketNothingIsSentAndAllWorks) {
+  auto d = BatondProcess::start({"--listen", "echo=tcp://127.0.0.1:0"}, with_env({"NOTIFY_SOCKET="}));
+  EXPECT_EQ(d.count_lines(d.first_pid(), "sd_notify"), 0);
+  auto conn = connect_to(d.address());
+  EXPECT_TRUE(conn && echo_roundtrip(conn.get(), "ok"));
+}
+
+TEST(Systemd, SocketActivatedListenerIsServedAndSurvivesAnUpgrade) {
+  auto listener = handoff::bind_listener(*handoff::ListenAddress::parse("tcp://127.0.0.1:0"), 64);
+  ASSERT_TRUE(listener);
+  const auto addr = handoff::local_address(listener->get())->endpoint();
+  ProcessOptions opts;
+  opts.fd3 = listener->get();
+  opts.listen_pid = true;
+  opts.extra_env = {"LISTEN_FDS=1", "LISTEN_FDNAMES=echo"};
+  auto d = BatondProcess::start({"--listen", "echo=tcp://127.0.0.1:0"}, opts);
+  listener->reset();  // only batond holds it now
+  EXPECT_TRUE(d.wait_for_line(d.first_pid(), "socket activation: listener 'echo' on tcp://" + addr)) << d.log();
+  EXPECT_EQ(d.address(), addr);
+  auto conn = connect_to(addr);
+  ASSERT_TRUE(conn && echo_roundtrip(conn.get(), "activated"));
+
+  auto up = d.upgrade();
+  ASSERT_TRUE(up.ok) << d.log();
+  EXPECT_TRUE(d.wait_for_line(up.new_pid, "listening name=echo addr=" + addr + " inherited=yes"));
+  EXPECT_EQ(d.count_lines(up.new_pid, "socket activation"), 0) << "the variables must not reach the new generation";
+  auto after = connect_to(addr);
+  EXPECT_TRUE(after && echo_roundtrip(after.get(), "after the upgrade"));
+}
+
+}  // namespace
+}  // namespace baton::test
