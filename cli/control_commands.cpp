@@ -29,7 +29,8 @@ std::variant<ControlClient, int> open_and_send(const std::string& path, const co
 
 // Reads lines until the final reply (one with "ok"), passing events to on_event.
 template <class OnEvent>
-std::variant<nlohmann::json, int> final_reply(ControlClient& client, Clock::time_point deadline, OnEvent&& on_event) {
+// `deadline` is read afresh for every line: an event may move it.
+std::variant<nlohmann::json, int> final_reply(ControlClient& client, const Clock::time_point& deadline, OnEvent&& on_event) {
   for (;;) {
     auto line = client.next(deadline);
     if (!line) return fail(kFailed, line.error().message);
@@ -63,11 +64,13 @@ int upgrade_over_control(const std::string& path, const std::string& binary, std
   auto opened = open_and_send(path, request);
   if (auto* code = std::get_if<int>(&opened)) return *code;
   // The daemon enforces the timeout and reports; ours only guards against a
-  // daemon that never answers.
-  const auto deadline = after_seconds(timeout_s.value_or(kDefaultUpgradeTimeoutS) + 15);
-  auto reply = final_reply(std::get<ControlClient>(opened), deadline, [](const nlohmann::json& e) {
+  // daemon that never answers. Once it says which timeout it applies (its
+  // configured one, when we gave none), that one plus a margin is ours.
+  auto deadline = after_seconds(timeout_s.value_or(kDefaultUpgradeTimeoutS) + 15);
+  auto reply = final_reply(std::get<ControlClient>(opened), deadline, [&deadline](const nlohmann::json& e) {
     const auto name = e.value("event", std::string());
     if (name == "spawned") {
+      if (e.contains("timeout_ms")) deadline = after_seconds(e.value("timeout_ms", 0.0) / 1000.0 + 15);
       std::cout << "upgrade: spawned pid " << e.value("pid", 0) << std::endl;
     } else if (name == "ready") {
       char ms[32];

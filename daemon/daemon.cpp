@@ -14,6 +14,7 @@
 #include "signal_mask.h"
 #include "socket_activation.h"
 #include "config_file.h"
+#include "executable_path.h"
 #include "version.h"
 
 extern char** environ;
@@ -129,7 +130,14 @@ handoff::Status Daemon::open_listeners() {
   requests.push_back({kControlListenerName, *handoff::ListenAddress::parse("unix:" + options_.control_path), 0600});
 
   std::vector<handoff::InheritedListener> inherited;
-  if (!successor.value()) inherited = match_activated(std::move(context_.activated), requests);
+  if (!successor.value()) {
+    inherited = match_activated(std::move(context_.activated), requests);
+    // systemd owns these sockets (and their files) across restarts of the
+    // service; every later generation learns their names from the environment.
+    std::string names;
+    for (const auto& l : inherited) names += (names.empty() ? "" : ",") + l.name;
+    if (!names.empty()) ::setenv(kSystemdSocketsVariable, names.c_str(), 1);
+  }
   if (successor.value()) {
     spdlog::info("hand-off: taking over as generation {}", context_.generation);
     auto got = successor.value()->take_listeners(options_.upgrade_timeout);
@@ -395,14 +403,23 @@ handoff::Result<nlohmann::json> Daemon::reload(const std::string& trigger) {
   if (next.pid_file != options_.pid_file) at_next_upgrade.push_back("pid_file");
   if (next.control_path != options_.control_path) at_next_upgrade.push_back("control");
   if (next.backlog != options_.backlog) at_next_upgrade.push_back("backlog");
-  if (next.binary != options_.binary) at_next_upgrade.push_back("upgrade.binary");
+  if (next.binary != options_.binary) {
+    // What the next upgrade starts: takes effect for that very upgrade.
+    auto resolved = next.binary.empty() ? handoff::Result<std::string>(context_.binary) : resolve_executable(next.binary);
+    if (!resolved) {
+      spdlog::error("reload ({}) rejected, the running configuration stays: upgrade.binary: {}", trigger,
+                    resolved.error().message);
+      return handoff::Error{"upgrade.binary: " + resolved.error().message};
+    }
+    context_.binary = resolved.value();
+    applied.push_back("upgrade.binary=" + context_.binary);
+  }
 
   // What cannot change in a running process keeps its current value here.
   next.listeners = options_.listeners;
   next.pid_file = options_.pid_file;
   next.control_path = options_.control_path;
   next.backlog = options_.backlog;
-  next.binary = options_.binary;
   options_ = std::move(next);
 
   auto join = [](const std::vector<std::string>& v) {
@@ -477,6 +494,7 @@ void Daemon::handle_control(ControlSession& session, const control::Request& req
       }
       auto spawned = control::event("spawned");
       spawned["pid"] = predecessor_->successor_pid();
+      spawned["timeout_ms"] = timeout().value_or(options_.upgrade_timeout).count();
       session.send(spawned);
       upgrade_waiters_.push_back(session.id());
       return;
@@ -541,12 +559,19 @@ void Daemon::stop_accepting_and_drain(const std::string& cause, bool handed_over
   }
 }
 
+bool Daemon::owned_by_systemd(const std::string& listener) {
+  const char* names = std::getenv(kSystemdSocketsVariable);
+  if (!names) return false;
+  std::string list = std::string(",") + names + ",";
+  return list.find("," + listener + ",") != std::string::npos;
+}
+
 void Daemon::close_listeners() {
   for (auto& l : listeners_) {
     // A Unix socket's file belongs to whoever serves it: not to a generation
     // that handed over, nor to a new one that never got COMMIT (the old one
     // still serves on those paths).
-    const bool ours = !handed_over_ && (committed_ || !l->inherited());
+    const bool ours = !handed_over_ && (committed_ || !l->inherited()) && !owned_by_systemd(l->name());
     l->close(/*unlink_path=*/ours);
   }
 }

@@ -45,6 +45,9 @@ struct StartupContext {
 
 inline constexpr const char* kHandoffFdVariable = "BATON_HANDOFF_FD";
 inline constexpr const char* kGenerationVariable = "BATON_GENERATION";
+// Names of the listeners systemd passed by socket activation: their socket
+// files are never unlinked by any generation.
+inline constexpr const char* kSystemdSocketsVariable = "BATON_SYSTEMD_SOCKETS";
 
 class Daemon {
  public:
@@ -88,6 +91,7 @@ class Daemon {
                                 std::optional<std::chrono::milliseconds> deadline = {});
   void on_drained();
   void close_listeners();
+  static bool owned_by_systemd(const std::string& listener);
   // After a hand-over: tell the successor what still drains here and before.
   static void on_report_timer(uv_timer_t* timer);
   void report_draining();

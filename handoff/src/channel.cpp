@@ -54,7 +54,17 @@ Status HandoffChannel::send(MessageType type, std::span<const uint8_t> payload, 
     return Error{"send " + std::string(to_string(type)) + ": payload of " + std::to_string(payload.size()) +
                  " bytes exceeds " + std::to_string(kMaxPayload)};
   auto frame = encode_frame(type, payload);
-  iovec iov{frame.data(), frame.size()};
+  for (;;) {
+    ssize_t n = send_datagram(fd_.get(), frame, fds);
+    if (n == static_cast<ssize_t>(frame.size())) return {};
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return errno_error(std::string("sendmsg ") + to_string(type));
+    return Error{std::string("sendmsg ") + to_string(type) + ": short write"};
+  }
+}
+
+ssize_t send_datagram(int fd, std::span<const uint8_t> bytes, std::span<const int> fds) {
+  iovec iov{const_cast<uint8_t*>(bytes.data()), bytes.size()};
   msghdr msg{};
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
@@ -69,13 +79,7 @@ Status HandoffChannel::send(MessageType type, std::span<const uint8_t> payload, 
     c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
     std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
   }
-  for (;;) {
-    ssize_t n = ::sendmsg(fd_.get(), &msg, MSG_NOSIGNAL);
-    if (n == static_cast<ssize_t>(frame.size())) return {};
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return errno_error(std::string("sendmsg ") + to_string(type));
-    return Error{std::string("sendmsg ") + to_string(type) + ": short write"};
-  }
+  return ::sendmsg(fd, &msg, MSG_NOSIGNAL);
 }
 
 Result<std::optional<Message>> HandoffChannel::try_receive(size_t max_fds) {

@@ -86,10 +86,7 @@ TEST(Stop, PidFileWrittenWhileServingAndRemovedOnExitUnixSocketFileToo) {
   const auto sock = dir.file("echo.sock");
   auto d = BatondProcess::start(
       {"--listen", "echo=tcp://127.0.0.1:0", "--listen", "u=unix:" + sock, "--pid-file", pid_file});
-  std::ifstream in(pid_file);
-  pid_t named = 0;
-  ASSERT_TRUE(in >> named);
-  EXPECT_EQ(named, d.first_pid());
+  EXPECT_EQ(read_pid_file(pid_file), d.first_pid());
   d.process().signal(SIGTERM);
   ASSERT_TRUE(d.process().wait_exit());
   struct stat st;

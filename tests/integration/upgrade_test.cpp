@@ -45,10 +45,7 @@ TEST(Upgrade, TwentyUpgradesUnderLoadLoseNothing) {
     ASSERT_TRUE(r.ok) << "upgrade " << i + 1 << ": " << r.line << "\n" << d.log();
     ASSERT_EQ(std::set<pid_t>(pids.begin(), pids.end()).count(r.new_pid), 0u) << "pid reused";
     pids.push_back(r.new_pid);
-    std::ifstream in(pid_file);
-    pid_t named = 0;
-    in >> named;
-    EXPECT_EQ(named, r.new_pid) << "pid file after upgrade " << i + 1;
+    EXPECT_EQ(read_pid_file(pid_file), r.new_pid) << "pid file after upgrade " << i + 1;
   }
 
   auto report = load.stop();
@@ -261,10 +258,7 @@ TEST(Upgrade, OldGenerationResumesWhenTheNewOneDiesAfterTakingOverAndRefusesNoth
   ASSERT_TRUE(d.wait_for_line(gen1, "resumes serving", 15s)) << d.log();
   ASSERT_TRUE(d.wait_for_line(gen1, "resumed=yes"));
   EXPECT_TRUE(d.wait_for_line(gen1, "upgrade: handed-over -> idle"));
-  std::ifstream in(pid_file);
-  pid_t named = 0;
-  in >> named;
-  EXPECT_EQ(named, gen1) << "the pid file must name the generation that serves again";
+  EXPECT_EQ(read_pid_file(pid_file), gen1) << "the pid file must name the generation that serves again";
 
   auto fresh = connect_to(d.address());
   EXPECT_TRUE(fresh && echo_roundtrip(fresh.get(), "served by generation 1 again"));

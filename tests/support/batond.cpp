@@ -81,8 +81,8 @@ int BatondProcess::count_lines(pid_t pid, const std::string& needle) const {
   return n;
 }
 
-std::optional<std::string> BatondProcess::wait_for_line(pid_t pid, const std::string& needle,
-                                                        std::chrono::milliseconds timeout, int skip) const {
+std::optional<std::string> BatondProcess::wait_for_match(pid_t pid, const std::function<bool(const std::string&)>& match,
+                                                         std::chrono::milliseconds timeout, int skip) const {
   std::optional<std::string> found;
   const std::string tag = pid_tag(pid);
   eventually(
@@ -90,7 +90,7 @@ std::optional<std::string> BatondProcess::wait_for_line(pid_t pid, const std::st
         std::istringstream in(proc_.log());
         int seen = 0;
         for (std::string line; std::getline(in, line);) {
-          if (line.find(tag) != std::string::npos && line.find(needle) != std::string::npos && seen++ == skip) {
+          if (line.find(tag) != std::string::npos && match(line) && seen++ == skip) {
             found = line;
             return true;
           }
@@ -101,31 +101,33 @@ std::optional<std::string> BatondProcess::wait_for_line(pid_t pid, const std::st
   return found;
 }
 
+std::optional<std::string> BatondProcess::wait_for_line(pid_t pid, const std::string& needle,
+                                                        std::chrono::milliseconds timeout, int skip) const {
+  return wait_for_match(
+      pid, [&](const std::string& line) { return line.find(needle) != std::string::npos; }, timeout, skip);
+}
+
 int BatondProcess::upgrade_outcomes(pid_t from) const {
   return count_lines(from, kUpgradeOk) + count_lines(from, kUpgradeFailed);
 }
 
+namespace {
+
+bool is_success(const std::string& line) {
+  return line.find(kUpgradeOk) != std::string::npos && line.find("is serving") != std::string::npos;
+}
+
+}  // namespace
+
 BatondProcess::UpgradeResult BatondProcess::wait_upgrade_outcome(pid_t from, int skip,
                                                                   std::chrono::milliseconds timeout) {
   UpgradeResult r;
-  const std::string tag = pid_tag(from);
-  eventually(
-      [&] {
-        std::istringstream in(proc_.log());
-        int seen = 0;
-        for (std::string line; std::getline(in, line);) {
-          if (line.find(tag) == std::string::npos) continue;
-          bool ok = line.find(kUpgradeOk) != std::string::npos && line.find("is serving") != std::string::npos;
-          bool failed = line.find(kUpgradeFailed) != std::string::npos;
-          if ((ok || failed) && seen++ == skip) {
-            r.ok = ok;
-            r.line = line;
-            return true;
-          }
-        }
-        return false;
-      },
-      timeout);
+  auto line = wait_for_match(
+      from, [](const std::string& l) { return is_success(l) || l.find(kUpgradeFailed) != std::string::npos; }, timeout,
+      skip);
+  if (!line) return r;
+  r.line = *line;
+  r.ok = is_success(r.line);
   if (r.ok) {
     auto pos = r.line.find(kUpgradeOk) + std::string(kUpgradeOk).size();
     r.new_pid = static_cast<pid_t>(std::stol(r.line.substr(pos)));

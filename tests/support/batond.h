@@ -4,6 +4,7 @@
 // outcome of an upgrade. Every generation it learns of is tracked, so all are
 // killed and reaped when the test ends, whatever it asserted.
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -54,6 +55,9 @@ class BatondProcess {
   int count_lines(pid_t pid, const std::string& needle) const;
   std::optional<std::string> wait_for_line(pid_t pid, const std::string& needle,
                                            std::chrono::milliseconds timeout = 10s, int skip = 0) const;
+  // The (skip+1)-th line of `pid` that `match` accepts.
+  std::optional<std::string> wait_for_match(pid_t pid, const std::function<bool(const std::string&)>& match,
+                                            std::chrono::milliseconds timeout, int skip = 0) const;
   // Waits for `pid` to be gone (exited and reaped by whoever is its parent).
   bool wait_gone(pid_t pid, std::chrono::milliseconds timeout = 20s);
 

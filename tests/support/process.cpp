@@ -343,6 +343,13 @@ long rss_kib(pid_t pid) {
   return -1;
 }
 
+pid_t read_pid_file(const std::string& path) {
+  std::ifstream in(path);
+  pid_t pid = 0;
+  in >> pid;
+  return pid;
+}
+
 CommandResult run_command(const std::vector<std::string>& argv, std::chrono::milliseconds timeout,
                           const std::vector<std::string>& extra_env) {
   TempDir dir;

@@ -116,6 +116,8 @@ int zombie_children_of(pid_t parent);
 std::vector<std::string> open_fds(pid_t pid);
 // Resident set size of a process in KiB, from /proc/PID/status.
 long rss_kib(pid_t pid);
+// The pid a pid file names; 0 when it is missing or unreadable.
+pid_t read_pid_file(const std::string& path);
 
 // Runs a command to completion, capturing stdout and stderr separately.
 struct CommandResult {

@@ -50,24 +50,7 @@ Pair make_pair() {
 }
 
 // Sends `bytes` as one datagram from `fd`, with `fds` as SCM_RIGHTS.
-ssize_t raw_send(int fd, const Bytes& bytes, const std::vector<int>& fds = {}) {
-  iovec iov{const_cast<uint8_t*>(bytes.data()), bytes.size()};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  std::vector<char> control;
-  if (!fds.empty()) {
-    control.resize(CMSG_SPACE(sizeof(int) * fds.size()));
-    msg.msg_control = control.data();
-    msg.msg_controllen = control.size();
-    cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
-    std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
-  }
-  return ::sendmsg(fd, &msg, MSG_NOSIGNAL);
-}
+ssize_t raw_send(int fd, const Bytes& bytes, const std::vector<int>& fds = {}) { return send_datagram(fd, bytes, fds); }
 
 Bytes header(uint32_t magic, uint16_t version, uint16_t type, uint32_t length) {
   PayloadWriter w;

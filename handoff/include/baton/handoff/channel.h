@@ -4,6 +4,8 @@
 // Whatever goes wrong on receive, every fd that arrived is closed before the
 // error is returned: a malformed message can never leak a descriptor.
 
+#include <sys/types.h>
+
 #include <chrono>
 #include <optional>
 #include <span>
@@ -49,6 +51,11 @@ class HandoffChannel {
  private:
   UniqueFd fd_;
 };
+
+// One datagram with `fds` as SCM_RIGHTS, exactly as given (no framing, no
+// limits checked): what HandoffChannel::send puts on the wire, and what tests
+// and fuzzers use to put anything else there. Returns sendmsg's result.
+ssize_t send_datagram(int fd, std::span<const uint8_t> bytes, std::span<const int> fds);
 
 // Receives one message of the expected type within `timeout`; anything else is
 // an error naming what came instead.
