@@ -1,0 +1,171 @@
+// Daemon, the control side: batonctl's requests on the control socket, the
+// status it reports, and reloading the configuration file.
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <spdlog/spdlog.h>
+
+#include <cstring>
+
+#include "config_file.h"
+#include "daemon.h"
+#include "daemon_internal.h"
+#include "executable_path.h"
+#include "version.h"
+
+namespace baton::daemon {
+
+handoff::Result<nlohmann::json> Daemon::reload(const std::string& trigger) {
+  if (context_.config_path.empty()) {
+    spdlog::warn("reload ({}): batond was started without --config; nothing to re-read", trigger);
+    return handoff::Error{"batond was started without --config; nothing to re-read"};
+  }
+  notifier_.reloading("reloading " + context_.config_path);
+  auto file = load_config_file(context_.config_path);
+  if (!file) {
+    spdlog::error("reload ({}) rejected, the running configuration stays: {}", trigger, file.error().message);
+    notifier_.ready("reload rejected: " + file.error().message);
+    return handoff::Error{file.error().message};
+  }
+  DaemonOptions next = merge(file.value(), context_.command_line ? *context_.command_line : SettingsLayer{});
+  std::vector<std::string> applied, at_next_upgrade;
+  if (next.log_level != options_.log_level) {
+    spdlog::set_level(spdlog::level::from_str(next.log_level));
+    applied.push_back("log_level=" + next.log_level);
+  }
+  if (next.max_connections != options_.max_connections) applied.push_back("max_connections=" + std::to_string(next.max_connections));
+  if (next.drain_timeout != options_.drain_timeout) applied.push_back("drain.timeout");
+  if (next.upgrade_timeout != options_.upgrade_timeout) applied.push_back("upgrade.timeout");
+  if (next.drain_mode != options_.drain_mode)
+    applied.push_back(std::string("drain.mode=") + (next.drain_mode == DaemonOptions::DrainMode::Handoff ? "handoff" : "wait"));
+  auto names = [](const DaemonOptions& o) {
+    std::string s;
+    for (const auto& l : o.listeners) s += l.name + "=" + l.address.to_string() + " ";
+    return s;
+  };
+  if (names(next) != names(options_)) at_next_upgrade.push_back("listeners");
+  if (next.pid_file != options_.pid_file) at_next_upgrade.push_back("pid_file");
+  if (next.control_path != options_.control_path) at_next_upgrade.push_back("control");
+  if (next.backlog != options_.backlog) at_next_upgrade.push_back("backlog");
+  if (next.binary != options_.binary) {
+    // What the next upgrade starts: takes effect for that very upgrade.
+    auto resolved = next.binary.empty() ? handoff::Result<std::string>(context_.binary) : resolve_executable(next.binary);
+    if (!resolved) {
+      spdlog::error("reload ({}) rejected, the running configuration stays: upgrade.binary: {}", trigger,
+                    resolved.error().message);
+      return handoff::Error{"upgrade.binary: " + resolved.error().message};
+    }
+    context_.binary = resolved.value();
+    applied.push_back("upgrade.binary=" + context_.binary);
+  }
+
+  // What cannot change in a running process keeps its current value here.
+  next.listeners = options_.listeners;
+  next.pid_file = options_.pid_file;
+  next.control_path = options_.control_path;
+  next.backlog = options_.backlog;
+  options_ = std::move(next);
+
+  auto join = [](const std::vector<std::string>& v) {
+    std::string s;
+    for (const auto& x : v) s += (s.empty() ? "" : ", ") + x;
+    return s.empty() ? std::string("nothing") : s;
+  };
+  spdlog::info("reload ({}): {} re-read; applied now: {}; at the next upgrade: {}", trigger, context_.config_path,
+               join(applied), join(at_next_upgrade));
+  notifier_.ready("serving: generation " + std::to_string(context_.generation) + ", configuration reloaded");
+  auto reply = control::ok_reply();
+  reply["applied"] = applied;
+  reply["at_next_upgrade"] = at_next_upgrade;
+  return reply;
+}
+
+void Daemon::accept_control(handoff::UniqueFd fd) {
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  if (::getsockopt(fd.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+    spdlog::warn("control: SO_PEERCRED: {}; connection refused", std::strerror(errno));
+    return;
+  }
+  // Same user or root: the socket's 0600 mode says the same, this holds
+  // even if someone loosens the file's permissions.
+  if (cred.uid != ::geteuid() && cred.uid != 0) {
+    spdlog::warn("control: refused connection from uid {} pid {} (only uid {} or root may control batond)", cred.uid,
+                 cred.pid, ::geteuid());
+    return;
+  }
+  spdlog::debug("control: connection from uid {} pid {}", cred.uid, cred.pid);
+  ControlSession::start(&loop_, std::move(fd),
+                        [this](ControlSession& s, const control::Request& r) { handle_control(s, r); },
+                        control_sessions_);
+}
+
+void Daemon::handle_control(ControlSession& session, const control::Request& request) {
+  using control::Command;
+  spdlog::info("control: {} requested", control::to_string(request.command));
+  auto timeout = [&]() -> std::optional<std::chrono::milliseconds> {
+    if (!request.timeout_s) return std::nullopt;
+    return std::chrono::milliseconds(static_cast<long long>(*request.timeout_s * 1000.0));
+  };
+  switch (request.command) {
+    case Command::Status:
+      session.send(status());
+      return;
+    case Command::Reload: {
+      auto r = reload("batonctl");
+      session.send(r ? r.value() : control::error_reply(r.error().message));
+      return;
+    }
+    case Command::Upgrade: {
+      if (auto st = request_upgrade("batonctl", request.binary, timeout()); !st) {
+        session.send(control::error_reply(st.error().message));
+        return;
+      }
+      auto spawned = control::event("spawned");
+      spawned["pid"] = predecessor_->successor_pid();
+      spawned["timeout_ms"] = timeout().value_or(options_.upgrade_timeout).count();
+      session.send(spawned);
+      upgrade_waiters_.push_back(session.id());
+      return;
+    }
+    case Command::Stop: {
+      auto reply = control::ok_reply();
+      reply["pid"] = ::getpid();
+      reply["connections"] = registry_.size();
+      reply["already_draining"] = drain_->active();
+      session.send(reply);
+      // The session stays open: batonctl learns the exit from its EOF.
+      stop_accepting_and_drain("batonctl stop", false, timeout());
+      return;
+    }
+  }
+}
+
+nlohmann::json Daemon::status() const {
+  auto j = control::ok_reply();
+  j["pid"] = ::getpid();
+  j["generation"] = context_.generation;
+  j["version"] = kVersion;
+  j["uptime_s"] = ms_since(context_.started) / 1000.0;
+  j["state"] = drain_->active() ? "draining" : "serving";
+  nlohmann::json listeners = nlohmann::json::array();
+  for (const auto& l : listeners_)
+    listeners.push_back({{"name", l->name()}, {"address", l->bound().to_string()},
+                         {"configured", l->configured().to_string()}, {"inherited", l->inherited()}});
+  j["listeners"] = listeners;
+  j["connections"] = {{"open", registry_.size()},
+                      {"accepted", registry_.accepted_total()},
+                      {"adopted", adopted_connections_},
+                      {"handed_over", drain_counts_.handed_over}};
+  j["upgrade"] = {{"state", handoff::to_string(predecessor_->state())},
+                  {"last", last_upgrade_.is_null() ? nlohmann::json(nullptr) : last_upgrade_}};
+  if (drain_->active()) j["drain"] = {{"cause", drain_->cause()}, {"connections_at_start", drain_->started_with()}};
+  nlohmann::json older = nlohmann::json::array();
+  for (const auto& g : older_generations_)
+    older.push_back({{"pid", g.pid}, {"generation", g.generation}, {"connections", g.connections}});
+  j["draining_generations"] = older;
+  return j;
+}
+
+}  // namespace baton::daemon
