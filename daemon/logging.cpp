@@ -1,13 +1,46 @@
 #include "logging.h"
 
+#include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <cstdlib>
+
 namespace baton::daemon {
+namespace {
+
+// "<N>" before each line: journald reads it as the syslog priority, so
+// `journalctl -p warning` finds batond's warnings. Only when stderr goes to
+// the journal (systemd sets JOURNAL_STREAM then).
+class JournalPriority final : public spdlog::custom_flag_formatter {
+ public:
+  void format(const spdlog::details::log_msg& msg, const std::tm&, spdlog::memory_buf_t& dest) override {
+    const char* p = "<6>";
+    switch (msg.level) {
+      case spdlog::level::trace:
+      case spdlog::level::debug: p = "<7>"; break;
+      case spdlog::level::info: p = "<6>"; break;
+      case spdlog::level::warn: p = "<4>"; break;
+      case spdlog::level::err: p = "<3>"; break;
+      case spdlog::level::critical: p = "<2>"; break;
+      default: break;
+    }
+    dest.append(p, p + 3);
+  }
+  std::unique_ptr<custom_flag_formatter> clone() const override { return std::make_unique<JournalPriority>(); }
+};
+
+}  // namespace
 
 void setup_logging(const std::string& level, unsigned generation) {
   auto logger = spdlog::stderr_logger_mt("batond");
-  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ batond pid=%P gen=" + std::to_string(generation) + " %v");
+  const bool journal = std::getenv("JOURNAL_STREAM") != nullptr;
+  auto formatter = std::make_unique<spdlog::pattern_formatter>();
+  formatter->add_flag<JournalPriority>('*');
+  // journald stamps lines itself; on a terminal or in a file the time leads.
+  formatter->set_pattern(std::string(journal ? "%*" : "%Y-%m-%dT%H:%M:%S.%e ") + "%l batond pid=%P gen=" +
+                         std::to_string(generation) + " %v");
+  logger->set_formatter(std::move(formatter));
   logger->set_level(spdlog::level::from_str(level));
   // Every event is one line; flushing each keeps the order across generations
   // that share one stderr.
