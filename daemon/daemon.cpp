@@ -28,6 +28,15 @@ handoff::Status ensure_private_dir(const std::string& socket_path) {
     std::string prefix = dir.substr(0, pos);
     if (::mkdir(prefix.c_str(), 0700) != 0 && errno != EEXIST) return handoff::errno_error("mkdir " + prefix);
   }
+  // Someone else may have created it first (/tmp/baton-UID): a directory another
+  // user owns or may write to would let them replace our socket.
+  struct stat st;
+  if (::lstat(dir.c_str(), &st) != 0) return handoff::errno_error("stat " + dir);
+  if (!S_ISDIR(st.st_mode)) return handoff::Error{dir + " is not a directory"};
+  if ((st.st_uid != ::geteuid() && st.st_uid != 0) || (st.st_mode & 022))
+    return handoff::Error{dir + " is not private: owner uid " + std::to_string(st.st_uid) + ", mode " +
+                          std::to_string((st.st_mode >> 6) & 7) + std::to_string((st.st_mode >> 3) & 7) +
+                          std::to_string(st.st_mode & 7) + "; the control socket needs a directory only its user can write"};
   return {};
 }
 

@@ -13,7 +13,10 @@ namespace baton::daemon {
 handoff::Status PidFile::write(pid_t pid) const {
   if (!enabled()) return {};
   const std::string tmp = path_ + ".tmp." + std::to_string(::getpid());
-  handoff::UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+  // Never through a link someone planted under the predictable name: remove
+  // whatever is there and create the file afresh.
+  ::unlink(tmp.c_str());
+  handoff::UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644));
   if (!fd) return handoff::errno_error("open " + tmp);
   const std::string text = std::to_string(pid) + "\n";
   if (::write(fd.get(), text.data(), text.size()) != static_cast<ssize_t>(text.size())) {

@@ -5,7 +5,8 @@
 #      once crashed it; see the README there): any failure fails the script;
 #   2. fuzzes it for SECONDS (default 10) from a scratch copy of its seed
 #      corpus, tests/fuzz/corpus/<target>/, in build-fuzz/corpus/<target>/, so
-#      a run never adds files to the repository.
+#      a run never adds files to the repository (with tests/fuzz/<target>.dict
+#      as its dictionary, if there is one).
 # A crash, sanitizer report, leak, timeout (5 s per input) or out-of-memory
 # (2 GB) fails the script; the reproducer is written to
 # build-fuzz/artifacts/<target>-crash-<sha1> (or -leak-, -timeout-, -oom-) and
@@ -84,9 +85,11 @@ for t in "${TARGETS[@]}"; do
   mkdir -p "$corpus"
   cp tests/fuzz/corpus/"$t"/* "$corpus"/
   while IFS= read -r input; do [[ -n $input ]] && cp "$input" "$corpus/"; done < <(inputs_in "tests/fuzz/regressions/$t")
+  dict=()
+  [[ -f tests/fuzz/$t.dict ]] && dict=(-dict="tests/fuzz/$t.dict")
   log=$BUILD/logs/$t.fuzz.log
   status=0
-  "$BIN/$t" -max_total_time="$secs" -timeout=5 -rss_limit_mb=2048 -print_final_stats=1 \
+  "$BIN/$t" -max_total_time="$secs" -timeout=5 -rss_limit_mb=2048 -print_final_stats=1 "${dict[@]}" \
     -artifact_prefix="$BUILD/artifacts/$t-" "$corpus" >"$log" 2>&1 || status=$?
   done_line=$(grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | tail -1 || true)
   runs=$(sed -nE 's/^Done ([0-9]+) runs in ([0-9]+) second.*/\1 execs in \2 s/p' "$log" | tail -1)
@@ -97,7 +100,10 @@ for t in "${TARGETS[@]}"; do
     artifact=$(sed -nE 's/.*Test unit written to (.*)$/\1/p' "$log" | tail -1)
     failures+=("$t: ${artifact:-no reproducer written, see $log}")
     echo "fuzz.sh: $t: FAILED (exit $status) after ${runs:-?}; report:" >&2
-    grep -E 'invariant broken|ERROR: |SUMMARY: |runtime error|^    #[0-9]+ ' "$log" | head -20 >&2 || true
+    # The finding, then the first stack frames in baton's own code.
+    grep -E 'invariant broken|ERROR: |SUMMARY: |runtime error' "$log" | head -6 >&2 || true
+    grep -E '^    #[0-9]+ ' "$log" | grep -E '/(tests/fuzz|handoff|daemon)/' | sed -E 's/ \(BuildId: [0-9a-f]+\)//' |
+      head -8 >&2 || true
     echo "fuzz.sh: $t: reproducer: ${artifact:-none} (full log: $log)" >&2
     [[ -n $artifact ]] && echo "fuzz.sh: $t: reproduce: $BIN/$t $artifact" >&2
   fi

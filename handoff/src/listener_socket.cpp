@@ -78,7 +78,6 @@ Result<UniqueFd> bind_listener(const ListenAddress& address, int backlog, std::o
   const int bind_errno = errno;
   if (set_mode) ::umask(old_umask);
   if (bound != 0) return sys_error("bind " + address.endpoint(), bind_errno);
-  if (set_mode && ::chmod(address.path.c_str(), *unix_mode) != 0) return errno_error("chmod " + address.path);
   if (::listen(fd.get(), backlog) != 0) return errno_error("listen " + address.endpoint());
   return fd;
 }

@@ -27,9 +27,24 @@ namespace {
 
 using namespace baton::handoff;
 
+// Non-printable bytes as \xNN, so that the report shows what the input was.
+std::string printable(std::string_view s) {
+  std::string out;
+  for (unsigned char c : s) {
+    if (c >= 0x20 && c < 0x7f && c != '\\') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02x", c);
+      out += buf;
+    }
+  }
+  return out;
+}
+
 [[noreturn]] void fail(const std::string& what, std::string_view input) {
-  std::fprintf(stderr, "fuzz_listen_address: invariant broken: %s (input '%.*s')\n", what.c_str(),
-               static_cast<int>(input.size()), input.data());
+  std::fprintf(stderr, "fuzz_listen_address: invariant broken: %s (input '%s')\n", printable(what).c_str(),
+               printable(input).c_str());
   std::abort();
 }
 

@@ -54,10 +54,15 @@ int local_port(int fd) {
   return ntohs(sa.sin_port);
 }
 
-// Bytes queued unread in the receive buffer of the daemon's end of a loopback
-// TCP connection (rx_queue in /proc/net/tcp): more than zero means the daemon
-// stopped reading that connection. -1 if the socket is not found.
-long daemon_side_rx_queue(int daemon_port, int client_port) {
+// The queues of one end of a loopback TCP connection, from /proc/net/tcp:
+// tx = bytes written but not yet acknowledged by the peer (over loopback: not
+// yet in the peer's receive queue), rx = bytes received but not yet read.
+// {-1, -1} if there is no such socket.
+struct TcpQueues {
+  long tx = -1;
+  long rx = -1;
+};
+TcpQueues tcp_queues(int local_port, int remote_port) {
   std::ifstream in("/proc/net/tcp");
   std::string line;
   std::getline(in, line);  // header
@@ -67,10 +72,11 @@ long daemon_side_rx_queue(int daemon_port, int client_port) {
     f >> slot >> local >> remote >> state >> queues;
     const int lport = std::stoi(local.substr(local.find(':') + 1), nullptr, 16);
     const int rport = std::stoi(remote.substr(remote.find(':') + 1), nullptr, 16);
-    if (lport == daemon_port && rport == client_port)
-      return std::stol(queues.substr(queues.find(':') + 1), nullptr, 16);
+    if (lport == local_port && rport == remote_port)
+      return {std::stol(queues.substr(0, queues.find(':')), nullptr, 16),
+              std::stol(queues.substr(queues.find(':') + 1), nullptr, 16)};
   }
-  return -1;
+  return {};
 }
 
 // utime + stime of a process, in clock ticks (/proc/PID/stat fields 14 and 15).
@@ -119,6 +125,15 @@ int peer_state_now(int fd) {
   return -1;
 }
 
+// The last of the three numbers in /proc/sys/net/ipv4/tcp_{r,w}mem: the most a
+// TCP socket's buffer may grow to.
+size_t sysctl_max(const std::string& path) {
+  std::ifstream in(path);
+  size_t lo = 0, def = 0, hi = 0;
+  in >> lo >> def >> hi;
+  return hi;
+}
+
 // ---- clients that write and never read ----------------------------------------------
 
 // What writer `c` sends at stream offset i: a 65521-byte (prime) block, so a
@@ -127,7 +142,6 @@ std::string writer_block(int c) { return random_bytes(65521, 1000 + static_cast<
 
 TEST(Hardening, ClientsThatNeverReadCannotGrowTheDaemonsMemory) {
   constexpr int kWriters = 20;
-  constexpr size_t kWriterCap = 64u << 20;      // a writer that gets this far was never stopped
   constexpr long kRssBoundKib = 64 * 1024;      // 20 x (256 KiB high-water + one 64 KiB read) is ~6.4 MiB
   constexpr auto kStall = std::chrono::seconds(1);
   auto d = BatondProcess::start({"--listen", "echo=tcp://127.0.0.1:0"});
@@ -137,12 +151,21 @@ TEST(Hardening, ClientsThatNeverReadCannotGrowTheDaemonsMemory) {
   ASSERT_TRUE(steady && echo_roundtrip(steady.get(), "before the writers\n"));
   const long rss_before = rss_kib(pid);
   ASSERT_GT(rss_before, 0);
+  // A writer that gets past what the kernel can buffer on both ends, plus a
+  // wide margin, was never stopped by batond.
+  const size_t writer_cap = (64u << 20) + sysctl_max("/proc/sys/net/ipv4/tcp_rmem") +
+                            sysctl_max("/proc/sys/net/ipv4/tcp_wmem");
 
   std::vector<UniqueFd> writers;
   std::vector<std::string> blocks;
   for (int c = 0; c < kWriters; ++c) {
     writers.push_back(connect_to(d.address()));
     ASSERT_TRUE(writers.back()) << "connect " << c << ": " << std::strerror(errno);
+    // Small client-side buffers: less kernel memory tied up in the test (the
+    // daemon's side keeps its defaults, which is what is under test).
+    const int buf = 128 * 1024;
+    ::setsockopt(writers.back().get(), SOL_SOCKET, SO_SNDBUF, &buf, sizeof buf);
+    ::setsockopt(writers.back().get(), SOL_SOCKET, SO_RCVBUF, &buf, sizeof buf);
     blocks.push_back(writer_block(c));
   }
   // Every writer sends until it has made no progress for kStall: the daemon
@@ -178,24 +201,34 @@ TEST(Hardening, ClientsThatNeverReadCannotGrowTheDaemonsMemory) {
       } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
         FAIL() << "writer " << c << ": send: " << std::strerror(errno);
       }
-      ASSERT_LT(written[c], kWriterCap) << "writer " << c << " was never stopped: the daemon kept reading";
+      ASSERT_LT(written[c], writer_cap) << "writer " << c << " was never stopped: the daemon kept reading";
     }
   }
   ASSERT_TRUE(std::all_of(stalled.begin(), stalled.end(), [](bool s) { return s; }));
 
-  // The fault: every writer is blocked, and batond holds unread bytes in its
-  // receive queue for each, i.e. it stopped reading them (backpressure).
+  // The fault: every writer is blocked, and for each, batond has read at
+  // least the 256 KiB high-water mark (what was written minus what still sits
+  // in the kernel on the way to it), and then stopped reading: its receive
+  // queue holds bytes it leaves unread.
   size_t total = 0;
+  long least_read = -1;
   for (int c = 0; c < kWriters; ++c) {
     total += written[c];
-    EXPECT_GT(written[c], 256u * 1024) << "writer " << c << " stalled before reaching the high-water mark";
-    EXPECT_GT(daemon_side_rx_queue(daemon_port, local_port(writers[c].get())), 0)
-        << "batond is not holding writer " << c << "'s bytes unread: it did not stop reading";
+    const int client_port = local_port(writers[c].get());
+    const TcpQueues client_end = tcp_queues(client_port, daemon_port);
+    const TcpQueues daemon_end = tcp_queues(daemon_port, client_port);
+    ASSERT_GE(client_end.tx, 0);
+    ASSERT_GE(daemon_end.rx, 0);
+    const long read_by_batond = static_cast<long>(written[c]) - client_end.tx - daemon_end.rx;
+    least_read = least_read < 0 ? read_by_batond : std::min(least_read, read_by_batond);
+    EXPECT_GE(read_by_batond, 256 * 1024) << "writer " << c << ": batond stopped reading before the high-water mark";
+    EXPECT_GT(daemon_end.rx, 0) << "batond is not holding writer " << c << "'s bytes unread: it did not stop reading";
   }
   const long rss_during = rss_kib(pid);
   const auto [lo, hi] = std::minmax_element(written.begin(), written.end());
   std::cout << "[ figure ] " << kWriters << " writers stalled after " << seconds_since(started) << " s; written "
-            << total / 1024 << " KiB in all (" << *lo / 1024 << ".." << *hi / 1024 << " KiB each)\n"
+            << total / 1024 << " KiB in all (" << *lo / 1024 << ".." << *hi / 1024
+            << " KiB each); batond read at least " << least_read / 1024 << " KiB of each before it stopped\n"
             << "[ figure ] batond RSS " << rss_before << " KiB before, " << rss_during << " KiB with all stalled (+"
             << rss_during - rss_before << " KiB, bound " << kRssBoundKib << " KiB)\n";
   EXPECT_LT(rss_during - rss_before, kRssBoundKib);
@@ -550,7 +583,7 @@ TEST(HardeningMalformedHandoff, BadMagicIsRefused) {
   FakePredecessor fake(kEchoOnly);
   ASSERT_NO_FATAL_FAILURE(fake.expect_hello());
   const uint8_t garbage[] = {'N', 'O', 'P', 'E', 0, 1, 0, 2, 0, 0, 0, 0};
-  ASSERT_EQ(::send(fake.ours.fd(), garbage, sizeof garbage, MSG_NOSIGNAL), static_cast<ssize_t>(sizeof garbage));
+  ASSERT_EQ(handoff::send_datagram(fake.ours.fd(), garbage, {}), static_cast<ssize_t>(sizeof garbage));
   fake.expect_refusal("bad magic 0x4e4f5045");
 }
 

@@ -6,6 +6,8 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 
+#include <sys/stat.h>
+
 #include <fstream>
 
 #include "baton/handoff/listen_address.h"
@@ -93,6 +95,22 @@ TEST(Startup, EveryLineCarriesPidAndGeneration) {
   auto line = d.wait_for_line(d.first_pid(), "listening name=echo");
   ASSERT_TRUE(line);
   EXPECT_NE(line->find(pid_tag(d.first_pid()) + "gen=1 "), std::string::npos) << *line;
+}
+
+}  // namespace
+}  // namespace baton::test
+
+namespace baton::test {
+namespace {
+
+TEST(Startup, ControlSocketDirectoryOthersCanWriteIsRefused) {
+  TempDir dir;
+  const auto shared = dir.file("shared");
+  ASSERT_EQ(::mkdir(shared.c_str(), 0777), 0);
+  ASSERT_EQ(::chmod(shared.c_str(), 0777), 0);  // past the umask
+  auto r = run_command({batond_path(), "--listen", "echo=tcp://127.0.0.1:0", "--control", shared + "/c.sock"});
+  EXPECT_EQ(r.status.code, 1);
+  EXPECT_NE(r.err.find(shared + " is not private"), std::string::npos) << r.err;
 }
 
 }  // namespace

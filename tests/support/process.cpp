@@ -190,6 +190,7 @@ TestProcess& TestProcess::operator=(TestProcess&& o) noexcept {
     log_path_ = std::move(o.log_path_);
     owned_dir_ = std::exchange(o.owned_dir_, {});
     descendants_ = std::move(o.descendants_);
+    exit_status_ = std::exchange(o.exit_status_, std::nullopt);
   }
   return *this;
 }
@@ -260,6 +261,7 @@ void TestProcess::signal(int signo) const {
 
 std::optional<ExitStatus> TestProcess::wait_exit(std::chrono::milliseconds timeout) {
   if (pid_ <= 0) return std::nullopt;
+  if (exit_status_) return exit_status_;  // reaped before: the same answer
   std::optional<ExitStatus> result;
   eventually(
       [&] {
@@ -269,6 +271,7 @@ std::optional<ExitStatus> TestProcess::wait_exit(std::chrono::milliseconds timeo
           reaped_ = true;
           remove_root(pid_);
           result = decode_status(st);
+          exit_status_ = result;
           return true;
         }
         return false;

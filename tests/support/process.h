@@ -102,6 +102,7 @@ class TestProcess {
   std::string log_path_;
   std::string owned_dir_;  // temp dir holding the log when the caller gave none
   std::vector<pid_t> descendants_;
+  std::optional<ExitStatus> exit_status_;  // once reaped
 };
 
 // True while `pid` names a live (not zombie) process.

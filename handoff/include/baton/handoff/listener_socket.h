@@ -14,7 +14,8 @@ namespace baton::handoff {
 // left by a dead process is replaced; one with a live listener is not.
 // Errors name the address and the errno text: "bind 127.0.0.1:7000: Address already in use".
 // `unix_mode` sets a Unix socket file's permissions from the moment it exists
-// (the umask is narrowed around bind), so no peer can connect in between.
+// (the umask is narrowed around bind; no chmod by path afterwards, which
+// could follow a link), so no peer can connect in between.
 Result<UniqueFd> bind_listener(const ListenAddress& address, int backlog, std::optional<unsigned> unix_mode = {});
 
 // The address a socket is bound to (getsockname).
