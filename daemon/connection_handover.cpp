@@ -1,12 +1,9 @@
 #include "connection_handover.h"
 
-#include <fcntl.h>
-#include <unistd.h>
 
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <cstring>
 
 namespace baton::daemon {
 
@@ -18,8 +15,8 @@ ConnectionHandover::~ConnectionHandover() {
   // Whatever is still undecided stays here, served as before.
   for (auto& [id, c] : flushing_) c->cancel_handover();
   for (auto* c : ready_) c->cancel_handover();
-  for (auto& [id, f] : in_flight_)
-    if (f.conn) f.conn->cancel_handover();
+  for (auto& [id, c] : in_flight_)
+    if (c) c->cancel_handover();
 }
 
 void ConnectionHandover::start() {
@@ -53,7 +50,7 @@ void ConnectionHandover::flushed(EchoConnection& c) {
 void ConnectionHandover::gone(EchoConnection& c) {
   flushing_.erase(c.id());
   std::erase(ready_, &c);
-  if (auto it = in_flight_.find(c.id()); it != in_flight_.end()) it->second.conn = nullptr;
+  if (auto it = in_flight_.find(c.id()); it != in_flight_.end()) it->second = nullptr;
   log_if_settled();
 }
 
@@ -62,16 +59,10 @@ void ConnectionHandover::on_send_tick(uv_timer_t* t) { static_cast<ConnectionHan
 void ConnectionHandover::send_ready() {
   std::vector<handoff::ConnectionOffer> offers;
   for (auto* c : ready_) {
-    handoff::UniqueFd dup(::fcntl(c->fd(), F_DUPFD_CLOEXEC, 0));
-    if (!dup) {
-      spdlog::warn("handoff: dup of connection {}: {}; kept here", c->id(), std::strerror(errno));
-      keep(*c);
-      continue;
-    }
     offers.push_back({c->id(), c->kind() == EchoConnection::Kind::Unix ? handoff::ConnectionKind::Unix
                                                                        : handoff::ConnectionKind::Tcp,
-                      dup.get()});
-    in_flight_[c->id()] = InFlight{c, std::move(dup)};
+                      c->fd()});
+    in_flight_[c->id()] = c;
   }
   ready_.clear();
   if (offers.empty()) return log_if_settled();
@@ -82,8 +73,8 @@ void ConnectionHandover::on_acks(const std::vector<handoff::ConnectionAck>& acks
   for (const auto& a : acks) {
     auto it = in_flight_.find(a.id);
     if (it == in_flight_.end()) continue;
-    EchoConnection* c = it->second.conn;
-    in_flight_.erase(it);  // closes our duplicate
+    EchoConnection* c = it->second;
+    in_flight_.erase(it);
     if (!c) {
       handed_over_ += a.adopted;
       continue;
@@ -113,8 +104,8 @@ void ConnectionHandover::keep_all(const std::string& why) {
   link_lost_ = true;
   const size_t n = in_flight_.size() + ready_.size() + flushing_.size();
   if (n) spdlog::warn("handoff: {}; keeping {} connection(s) and draining them here", why, n);
-  for (auto& [id, f] : in_flight_)
-    if (f.conn) keep(*f.conn);
+  for (auto& [id, c] : in_flight_)
+    if (c) keep(*c);
   in_flight_.clear();
   for (auto* c : ready_) keep(*c);
   ready_.clear();

@@ -60,16 +60,22 @@ inputs_in() {
 declare -A regressed=()
 for t in "${TARGETS[@]}"; do
   n=0
-  : >"$BUILD/logs/$t.replay.log"
+  log=$BUILD/logs/$t.replay.log
+  : >"$log"
   while IFS= read -r input; do
     [[ -n $input ]] || continue
     n=$((n + 1))
-    if ! "$BIN/$t" -timeout=5 -rss_limit_mb=2048 "$input" >>"$BUILD/logs/$t.replay.log" 2>&1; then
+    one=$BUILD/logs/$t.replay-one.log
+    status=0
+    "$BIN/$t" -timeout=5 -rss_limit_mb=2048 "$input" >"$one" 2>&1 || status=$?
+    cat "$one" >>"$log"
+    if ((status != 0)); then
       regressed[$t]=1
-      failures+=("$t: regression input fails: $input")
-      echo "fuzz.sh: $t: REGRESSION $input fails again:" >&2
-      grep -E 'invariant broken|ERROR: |SUMMARY: |runtime error' "$BUILD/logs/$t.replay.log" | tail -5 >&2 || true
+      failures+=("$t: regression input fails again: $input")
+      echo "fuzz.sh: $t: REGRESSION: $input fails again (exit $status):" >&2
+      grep -E 'invariant broken|ERROR: |SUMMARY: |runtime error' "$one" | head -4 >&2 || true
     fi
+    rm -f "$one"
   done < <(inputs_in "tests/fuzz/regressions/$t")
   echo "fuzz.sh: $t: replayed $n regression input(s)${regressed[$t]:+, some FAIL}"
 done
@@ -99,11 +105,11 @@ for t in "${TARGETS[@]}"; do
   else
     artifact=$(sed -nE 's/.*Test unit written to (.*)$/\1/p' "$log" | tail -1)
     failures+=("$t: ${artifact:-no reproducer written, see $log}")
-    echo "fuzz.sh: $t: FAILED (exit $status) after ${runs:-?}; report:" >&2
+    execs=$(grep -oE '^#[0-9]+' "$log" | tail -1 || true)
+    echo "fuzz.sh: $t: FAILED (exit $status) after ${execs#\#} execs; report:" >&2
     # The finding, then the first stack frames in baton's own code.
     grep -E 'invariant broken|ERROR: |SUMMARY: |runtime error' "$log" | head -6 >&2 || true
-    grep -E '^    #[0-9]+ ' "$log" | grep -E '/(tests/fuzz|handoff|daemon)/' | sed -E 's/ \(BuildId: [0-9a-f]+\)//' |
-      head -8 >&2 || true
+    grep -E '^    #[0-9]+ ' "$log" | grep -F " $PWD/" | grep -vF " $PWD/$BUILD/" | head -8 >&2 || true
     echo "fuzz.sh: $t: reproducer: ${artifact:-none} (full log: $log)" >&2
     [[ -n $artifact ]] && echo "fuzz.sh: $t: reproduce: $BIN/$t $artifact" >&2
   fi

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Set up, build, and run every test: the GoogleTest suites through ctest, then
-# the nc scripts a person can read and run.
+# Set up, build, and run every test: the GoogleTest suites through ctest, the
+# nc scripts a person can read and run, a short benchmark, the whole suite
+# again under AddressSanitizer + UndefinedBehaviorSanitizer, and a short fuzz run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
@@ -10,4 +11,21 @@ ctest --test-dir build --output-on-failure -j"$(nproc)" --timeout 300
 ./scripts/nc-smoke.sh
 ./scripts/nc-upgrade-demo.sh
 ./scripts/bench.sh --smoke
+
+# Sanitizers: every process writes its reports to one folder (a daemon killed
+# by a test would otherwise take its report with it); any report fails the run.
+echo "test.sh: the suite again under ASan + UBSan"
+cmake -S . -B build-asan -DBATON_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS=-O1 >/dev/null
+cmake --build build-asan -j"$(nproc)"
+reports=$(mktemp -d "${TMPDIR:-/tmp}/baton-sanitizer-XXXXXX")
+ASAN_OPTIONS="detect_leaks=1:log_path=$reports/asan" UBSAN_OPTIONS="print_stacktrace=1:log_path=$reports/ubsan" \
+  ctest --test-dir build-asan --output-on-failure -j"$(nproc)" --timeout 600
+if compgen -G "$reports/*" >/dev/null; then
+  echo "test.sh: sanitizer reports:" >&2
+  cat "$reports"/* >&2
+  exit 1
+fi
+rm -rf "$reports"
+
+./scripts/fuzz.sh 5
 echo "test.sh: all tests passed"
