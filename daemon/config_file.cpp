@@ -2,6 +2,7 @@
 
 #include <toml++/toml.h>
 
+#include <cmath>
 #include <fstream>
 #include <set>
 
@@ -49,9 +50,12 @@ class Loader {
         const std::string where = "listeners." + name;
         auto* addr = node.as_string();
         if (!addr) return at(&node, where, "must be an address string such as \"tcp://127.0.0.1:7000\"");
-        auto spec = handoff::ListenSpec::parse(name + "=" + addr->get());
-        if (!spec) return at(&node, where, spec.error().message);
-        listeners.push_back(std::move(spec).value());
+        // Name and address separately: "name=address" re-parsed would read a
+        // key such as "unix:/x" as part of a Unix path.
+        if (auto st = handoff::validate_listener_name(name); !st) return at(&node, where, st.error().message);
+        auto address = handoff::ListenAddress::parse(addr->get());
+        if (!address) return at(&node, where, address.error().message);
+        listeners.push_back(handoff::ListenSpec{name, std::move(address).value()});
       }
       if (auto st = check_listeners(listeners, path_); !st) return st.error();
       s.listeners = std::move(listeners);
@@ -108,7 +112,7 @@ class Loader {
     if (auto* i = node->as_integer()) v = static_cast<double>(i->get());
     else if (auto* f = node->as_floating_point()) v = f->get();
     if (!v) return at(node, prefix + key, "must be a number");
-    if (*v < min || *v > max)
+    if (!std::isfinite(*v) || *v < min || *v > max)
       return at(node, prefix + key, "must be between " + toml_number(min) + " and " + toml_number(max));
     return v;
   }

@@ -104,6 +104,7 @@ for t in "${TARGETS[@]}"; do
     echo "fuzz.sh: $t: ok: ${runs:-?}, ${cov:-?}"
   else
     artifact=$(sed -nE 's/.*Test unit written to (.*)$/\1/p' "$log" | tail -1)
+    new_finding=1
     failures+=("$t: ${artifact:-no reproducer written, see $log}")
     execs=$(grep -oE '^#[0-9]+' "$log" | tail -1 || true)
     echo "fuzz.sh: $t: FAILED (exit $status) after ${execs#\#} execs; report:" >&2
@@ -119,7 +120,9 @@ echo "fuzz.sh: done in $(($(date +%s) - start)) s (build $((built - start)) s, $
 if ((${#failures[@]})); then
   echo "fuzz.sh: ${#failures[@]} failure(s):" >&2
   printf '  %s\n' "${failures[@]}" >&2
-  echo "fuzz.sh: copy a reproducer into tests/fuzz/regressions/<target>/ (see the README there)" >&2
+  if [[ -n ${new_finding:-} ]]; then
+    echo "fuzz.sh: keep each new reproducer: copy it into tests/fuzz/regressions/<target>/ (see the README there)" >&2
+  fi
   exit 1
 fi
 echo "fuzz.sh: all fuzz targets passed"

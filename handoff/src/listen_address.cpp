@@ -212,7 +212,13 @@ Result<ListenSpec> ListenSpec::parse(std::string_view text) {
   auto parsed = ListenAddress::parse(addr);
   if (!parsed) return parsed.error();
   spec.address = std::move(parsed).value();
-  if (spec.name.empty()) spec.name = spec.address.to_string();
+  if (spec.name.empty()) {
+    spec.name = spec.address.to_string();
+    // The hand-off refuses such a name later, at every upgrade: say so now.
+    if (auto st = validate_listener_name(spec.name); !st)
+      return Error{"address " + quoted(text) + " cannot name its own listener (" + st.error().message +
+                   "); give it a name: NAME=ADDR"};
+  }
   return spec;
 }
 

@@ -1,10 +1,9 @@
 // Fuzzes baton::daemon::load_config_file, which reads the TOML file named by
 // --config (at start-up, on --check-config, and on every reload: a bad file
 // must be an error, never a crash or an exception that takes the daemon down).
-// It takes a path, so each input is written to one file per process,
-// /tmp/baton-fuzz-config-<pid>.toml, and removed once loaded (a fresh file
-// each time: on ext4, truncating and rewriting one file forces a flush at
-// close and makes every run several times slower).
+// It takes a path, so each input is written to one file per process: a memfd,
+// loaded as /proc/self/fd/N. Nothing touches the disk, and nothing is left
+// behind when an input crashes the process.
 //
 // An uncaught exception ends in std::terminate, which libFuzzer reports as a
 // crash. When the file loads, the listeners it yields must be what every
@@ -13,7 +12,7 @@
 // file read with toml++ directly has one [listeners] entry per listener, its
 // key the listener's name and its value the listener's address.
 
-#include <fcntl.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -37,40 +36,49 @@ using namespace baton;
   std::abort();
 }
 
-const std::string& config_path() {
-  static const std::string path = "/tmp/baton-fuzz-config-" + std::to_string(::getpid()) + ".toml";
-  return path;
+// The one file of this process, and its path.
+struct ConfigFile {
+  int fd = -1;
+  std::string path;
+};
+
+const ConfigFile& config_file() {
+  static const ConfigFile file = [] {
+    ConfigFile f;
+    f.fd = ::memfd_create("baton-fuzz-config.toml", MFD_CLOEXEC);
+    if (f.fd < 0) fail(std::string("memfd_create: ") + std::strerror(errno));
+    f.path = "/proc/self/fd/" + std::to_string(f.fd);
+    return f;
+  }();
+  return file;
 }
 
-void write_file(const std::string& path, const uint8_t* data, size_t size) {
-  ::unlink(path.c_str());  // left behind if the last input crashed the process
-  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (fd < 0) fail("open " + path + ": " + std::strerror(errno));
+// Replaces the file's contents with the input.
+void write_file(const ConfigFile& f, const uint8_t* data, size_t size) {
+  if (::ftruncate(f.fd, 0) != 0) fail(std::string("ftruncate: ") + std::strerror(errno));
   size_t done = 0;
   while (done < size) {
-    ssize_t n = ::write(fd, data + done, size - done);
+    ssize_t n = ::pwrite(f.fd, data + done, size - done, static_cast<off_t>(done));
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) fail("write " + path + ": " + std::strerror(errno));
+    if (n < 0) fail(std::string("pwrite: ") + std::strerror(errno));
     done += static_cast<size_t>(n);
   }
-  ::close(fd);
 }
 
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  const std::string& path = config_path();
-  write_file(path, data, size);
+  const ConfigFile& file = config_file();
+  const std::string& path = file.path;
+  write_file(file, data, size);
   auto loaded = daemon::load_config_file(path);
   if (!loaded) {
-    ::unlink(path.c_str());
     if (loaded.error().message.find(path) == std::string::npos)
       fail("an error that does not name the file: " + loaded.error().message);
     return 0;
   }
   // It loaded, so it is valid TOML: toml++ says what the file holds.
   const toml::table root = toml::parse_file(path);
-  ::unlink(path.c_str());
   if (loaded->listeners) {
     const toml::table* table = root["listeners"].as_table();
     if (!table) fail("listeners loaded from a file without a [listeners] table");

@@ -2,6 +2,13 @@
 
 #include "options.h"
 
+#include <unistd.h>
+
+#include <cstdlib>
+
+#include "config_file.h"
+#include "baton/handoff/listen_address.h"
+
 #include <chrono>
 #include <string>
 #include <vector>
@@ -125,3 +132,44 @@ TEST(Options, HelpAndVersionExitZeroWithoutOptions) {
 
 }  // namespace
 }  // namespace baton::daemon
+
+// Found by fuzzing (tests/fuzz/regressions): each was accepted before.
+namespace {
+
+std::string write_temp(const std::string& text) {
+  char path[] = "/tmp/baton-config-XXXXXX";
+  int fd = ::mkstemp(path);
+  ::write(fd, text.data(), text.size());
+  ::close(fd);
+  return path;
+}
+
+TEST(ConfigFileRegressions, NanIsNotANumberInRange) {
+  for (const char* text : {"backlog = nan\n", "max_connections = nan\n", "[drain]\ntimeout = nan\n",
+                           "[upgrade]\ntimeout = -nan\n"}) {
+    const auto path = write_temp(text);
+    auto r = baton::daemon::load_config_file(path);
+    ::unlink(path.c_str());
+    ASSERT_FALSE(r.ok()) << text;
+    EXPECT_NE(r.error().message.find("must be between"), std::string::npos) << r.error().message;
+  }
+}
+
+TEST(ConfigFileRegressions, AListenerKeyIsANameNotPartOfAnAddress) {
+  const auto path = write_temp("[listeners]\n\"unix:/tmp/x\" = \"tcp://127.0.0.1:7000\"\n");
+  auto r = baton::daemon::load_config_file(path);
+  ::unlink(path.c_str());
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  ASSERT_EQ(r->listeners->size(), 1u);
+  EXPECT_EQ((*r->listeners)[0].name, "unix:/tmp/x");
+  EXPECT_EQ((*r->listeners)[0].address.to_string(), "tcp://127.0.0.1:7000");
+}
+
+TEST(ListenSpecRegressions, AnAddressThatCannotNameItsListenerAsksForAName) {
+  auto r = baton::handoff::ListenSpec::parse("unix:/tmp/a b.sock");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message.find("give it a name: NAME=ADDR"), std::string::npos) << r.error().message;
+  EXPECT_TRUE(baton::handoff::ListenSpec::parse("echo=unix:/tmp/a b.sock").ok());
+}
+
+}  // namespace
