@@ -82,24 +82,9 @@ std::vector<int> make_fds(size_t count, bool sockets, std::vector<int>& keep) {
 
 // Sends `bytes` from `fd` with `fds` as SCM_RIGHTS; false if the kernel refused it.
 bool raw_send(int fd, std::span<const uint8_t> bytes, const std::vector<int>& fds) {
-  iovec iov{const_cast<uint8_t*>(bytes.data()), bytes.size()};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  std::vector<char> control;
-  if (!fds.empty()) {
-    control.assign(CMSG_SPACE(sizeof(int) * fds.size()), 0);
-    msg.msg_control = control.data();
-    msg.msg_controllen = control.size();
-    cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
-    std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
-  }
   ssize_t n;
   do {
-    n = ::sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    n = baton::handoff::send_datagram(fd, bytes, fds);
   } while (n < 0 && errno == EINTR);
   if (n < 0) return false;
   if (static_cast<size_t>(n) != bytes.size()) fail("short sendmsg on SOCK_SEQPACKET");

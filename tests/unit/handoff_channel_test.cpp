@@ -52,14 +52,7 @@ Pair make_pair() {
 // Sends `bytes` as one datagram from `fd`, with `fds` as SCM_RIGHTS.
 ssize_t raw_send(int fd, const Bytes& bytes, const std::vector<int>& fds = {}) { return send_datagram(fd, bytes, fds); }
 
-Bytes header(uint32_t magic, uint16_t version, uint16_t type, uint32_t length) {
-  PayloadWriter w;
-  w.u32(magic);
-  w.u16(version);
-  w.u16(type);
-  w.u32(length);
-  return w.bytes();
-}
+using unit::header;
 
 // ---- the good path ------------------------------------------------------------------
 

@@ -10,20 +10,14 @@
 #include <gtest/gtest.h>
 
 #include "baton/handoff/protocol.h"
+#include "unit_util.h"
 
 namespace baton::handoff {
 namespace {
 
 using Bytes = std::vector<uint8_t>;
 
-Bytes header(uint32_t magic, uint16_t version, uint16_t type, uint32_t length) {
-  PayloadWriter w;
-  w.u32(magic);
-  w.u16(version);
-  w.u16(type);
-  w.u32(length);
-  return w.bytes();
-}
+using unit::header;
 
 Bytes concat(Bytes a, const Bytes& b) {
   a.insert(a.end(), b.begin(), b.end());

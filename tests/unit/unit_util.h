@@ -1,4 +1,6 @@
 #pragma once
+
+#include "baton/handoff/message.h"
 // Small helpers shared by the unit tests: fd accounting, raw socketpairs and
 // environment variables that are restored when a test ends.
 
@@ -20,6 +22,16 @@
 #include "baton/handoff/unique_fd.h"
 
 namespace baton::unit {
+
+// A hand-off frame header with any field values, valid or not.
+inline std::vector<uint8_t> header(uint32_t magic, uint16_t version, uint16_t type, uint32_t length) {
+  handoff::PayloadWriter w;
+  w.u32(magic);
+  w.u16(version);
+  w.u16(type);
+  w.u32(length);
+  return w.bytes();
+}
 
 using handoff::UniqueFd;
 
