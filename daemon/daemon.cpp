@@ -183,10 +183,10 @@ handoff::Status Daemon::start_accepting() {
                  l->inherited() ? "yes" : "no");
   }
   committed_ = true;
-  if (context_.generation == 1) {
-    // A successor's pid file is written by its predecessor, once the hand-over stands.
-    if (auto st = pid_file_.write(::getpid()); !st) return st;
-  }
+  // Past COMMIT (or on a fresh start) this process is the one serving. Its
+  // predecessor writes the same pid to its own path; writing here too covers
+  // a pid_file the configuration moved since.
+  if (auto st = pid_file_.write(::getpid()); !st) return st;
   spdlog::info("serving: generation {} ready {:.1f} ms after start; {} listener(s), max {} connections",
                context_.generation, ms_since(context_.started), listeners_.size(), options_.max_connections);
   notifier_.ready("serving: generation " + std::to_string(context_.generation) + ", pid " + std::to_string(::getpid()));

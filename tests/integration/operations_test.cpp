@@ -215,3 +215,21 @@ TEST(Systemd, SocketActivatedListenerIsServedAndSurvivesAnUpgrade) {
 
 }  // namespace
 }  // namespace baton::test
+
+namespace baton::test {
+namespace {
+
+TEST(ConfigFile, APidFileMovedInTheFileIsWrittenByTheNextGeneration) {
+  TempDir dir;
+  const auto conf = dir.file("batond.toml");
+  write_file(conf, "pid_file = \"" + dir.file("old.pid") + "\"\n[listeners]\necho = \"tcp://127.0.0.1:0\"\n");
+  auto d = BatondProcess::start({"--config", conf});
+  EXPECT_EQ(read_pid_file(dir.file("old.pid")), d.first_pid());
+  write_file(conf, "pid_file = \"" + dir.file("new.pid") + "\"\n[listeners]\necho = \"tcp://127.0.0.1:0\"\n");
+  auto up = d.upgrade();
+  ASSERT_TRUE(up.ok) << d.log();
+  EXPECT_TRUE(eventually([&] { return read_pid_file(dir.file("new.pid")) == up.new_pid; }));
+}
+
+}  // namespace
+}  // namespace baton::test
