@@ -12,6 +12,17 @@ ctest --test-dir build --output-on-failure -j"$(nproc)" --timeout 300
 ./scripts/nc-upgrade-demo.sh
 ./scripts/bench.sh --smoke
 
+# cmake --install puts the binaries, the units and the docs where they belong.
+prefix=$(mktemp -d "${TMPDIR:-/tmp}/baton-install-XXXXXX")
+cmake --install build --prefix "$prefix" >/dev/null
+for f in bin/batond bin/batonctl lib/systemd/system/baton.service lib/systemd/system/baton.socket \
+         share/doc/baton/operations.md share/doc/baton/batond.toml; do
+  [[ -e "$prefix/$f" ]] || { echo "test.sh: cmake --install did not install $f" >&2; exit 1; }
+done
+"$prefix/bin/batond" --check-config "$prefix/share/doc/baton/batond.toml"
+rm -rf "$prefix"
+echo "test.sh: install ok"
+
 # Sanitizers: every process writes its reports to one folder (a daemon killed
 # by a test would otherwise take its report with it); any report fails the run.
 echo "test.sh: the suite again under ASan + UBSan"
