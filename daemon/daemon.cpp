@@ -78,7 +78,7 @@ int Daemon::run() {
       });
   predecessor_->on_superseded([this] {
     // A newer generation serves now; ours will never be needed again.
-    for (auto& l : listeners_) l->close(/*unlink_path=*/false);
+    close_listeners();
   });
 
   // Signals first: a new generation must not die of a SIGTERM or SIGUSR2
@@ -200,7 +200,7 @@ void Daemon::handle_signal(int signo) {
     case SIGTERM:
     case SIGINT:
       if (++stop_signals_ == 1 && !drain_->active()) {
-        stop_accepting_and_drain(std::string(signal_name(signo)) + ": graceful stop", false);
+        stop_accepting_and_drain(std::string(signal_name(signo)) + ": graceful stop");
       } else if (stop_signals_ == 1) {
         spdlog::info("{}: already draining ({}); send it again to close every connection now", signal_name(signo),
                      drain_->cause());
@@ -240,22 +240,21 @@ bool Daemon::adopt_connection(const handoff::ConnectionEntry& entry, handoff::Un
   return true;
 }
 
-void Daemon::stop_accepting_and_drain(const std::string& cause, bool handed_over,
+void Daemon::stop_accepting_and_drain(const std::string& cause,
                                       std::optional<std::chrono::milliseconds> deadline) {
   if (drain_->active()) return;
-  handed_over_ = handed_over;
   predecessor_->cancel("stopping: " + cause);
-  if (!handed_over_) notifier_.stopping("stopping: " + cause);
-  if (handed_over_) {
+  if (handed_over()) {
     // The successor holds the same sockets. Ours stay open but idle until we
     // exit: should it die, we resume on them and nothing queued is lost.
     for (auto& l : listeners_) l->stop();
   } else {
+    notifier_.stopping("stopping: " + cause);
     close_listeners();
   }
   spdlog::info("stopped accepting on {} listener(s) ({})", listeners_.size(), cause);
   drain_->start(cause, deadline.value_or(options_.drain_timeout));
-  if (handed_over_ && options_.drain_mode == DaemonOptions::DrainMode::Handoff && !registry_.empty()) {
+  if (handed_over() && options_.drain_mode == DaemonOptions::DrainMode::Handoff && !registry_.empty()) {
     handover_ = std::make_unique<ConnectionHandover>(&loop_, registry_, *predecessor_, kHandoverFlushBound);
     handover_->start();
   }
@@ -273,7 +272,7 @@ void Daemon::close_listeners() {
     // A Unix socket's file belongs to whoever serves it: not to a generation
     // that handed over, nor to a new one that never got COMMIT (the old one
     // still serves on those paths).
-    const bool ours = !handed_over_ && (committed_ || !l->inherited()) && !owned_by_systemd(l->name());
+    const bool ours = !handed_over() && (committed_ || !l->inherited()) && !owned_by_systemd(l->name());
     l->close(/*unlink_path=*/ours);
   }
 }
@@ -303,7 +302,7 @@ void Daemon::fatal(const std::string& reason) {
 void Daemon::close_everything() {
   if (finished_) return;
   finished_ = true;
-  if (!handed_over_) pid_file_.remove_if_names(::getpid());
+  if (!handed_over()) pid_file_.remove_if_names(::getpid());
   close_listeners();
   signals_.clear();
   exit_timer_.close();

@@ -87,10 +87,15 @@ class Daemon {
   handoff::SpawnSpec spawn_spec(const std::string& binary) const;
 
   // Stop accepting, then drain: for a stop and after a hand-over alike.
-  void stop_accepting_and_drain(const std::string& cause, bool handed_over,
+  // After a successful upgrade (handed_over()) the listeners stay open, idle.
+  void stop_accepting_and_drain(const std::string& cause,
                                 std::optional<std::chrono::milliseconds> deadline = {});
   void on_drained();
   void close_listeners();
+  // The new generation serves; this one only drains (the upgrade state says so).
+  bool handed_over() const {
+    return predecessor_ && predecessor_->state() == handoff::UpgradeState::HandedOver;
+  }
   static bool owned_by_systemd(const std::string& listener);
   // After a hand-over: tell the successor what still drains here and before.
   static void on_report_timer(uv_timer_t* timer);
@@ -127,7 +132,6 @@ class Daemon {
 
   uint64_t adopted_connections_ = 0;  // handed to us by the previous generation
   int stop_signals_ = 0;
-  bool handed_over_ = false;
   bool committed_ = false;           // serving: fresh start, or COMMIT received
   bool exit_after_upgrade_ = false;  // drained, waiting for a cancelled upgrade to be reaped
   bool finished_ = false;

@@ -56,7 +56,7 @@ handoff::Status Daemon::request_upgrade(const std::string& trigger, const std::s
 
 void Daemon::on_upgrade_outcome(const handoff::UpgradeOutcome& outcome) {
   const double ms = ms_since(upgrade_requested_);
-  if (drain_->active() && !handed_over_) {
+  if (drain_->active() && !handed_over()) {
     // A stop came during the upgrade and cancelled it.
     spdlog::info("upgrade abandoned after {:.1f} ms because this generation is stopping: {}", ms, outcome.reason);
     for (uint64_t id : upgrade_waiters_)
@@ -112,14 +112,14 @@ void Daemon::on_upgrade_outcome(const handoff::UpgradeOutcome& outcome) {
     done["old_connections"] = open;
     s->send(done);
   }
-  stop_accepting_and_drain("handed over to pid " + std::to_string(outcome.pid), true);
+  stop_accepting_and_drain("handed over to pid " + std::to_string(outcome.pid));
 }
 
 void Daemon::on_successor_exit(pid_t pid, bool clean, bool superseded, const std::string& how) {
   if (finished_) return;
   if (clean || superseded) {
     spdlog::info("successor pid {} exited with {}{}", pid, how, superseded ? " after handing over in turn" : "");
-    for (auto& l : listeners_) l->close(/*unlink_path=*/false);
+    close_listeners();  // still handed over: the files are the successor's
     return;
   }
   spdlog::critical("successor pid {} died with {} after taking over; resuming", pid, how);
@@ -128,7 +128,6 @@ void Daemon::on_successor_exit(pid_t pid, bool clean, bool superseded, const std
   report_timer_.close();
   last_report_sent_.clear();
   drain_->cancel();
-  handed_over_ = false;
   stop_signals_ = 0;
   for (auto& l : listeners_) {
     if (auto st = l->start(); !st) return fatal("resuming: " + st.error().message);
