@@ -59,9 +59,7 @@ void ConnectionHandover::on_send_tick(uv_timer_t* t) { static_cast<ConnectionHan
 void ConnectionHandover::send_ready() {
   std::vector<handoff::ConnectionOffer> offers;
   for (auto* c : ready_) {
-    offers.push_back({c->id(), c->kind() == EchoConnection::Kind::Unix ? handoff::ConnectionKind::Unix
-                                                                       : handoff::ConnectionKind::Tcp,
-                      c->fd()});
+    offers.push_back({c->id(), c->kind(), c->fd()});
     in_flight_[c->id()] = c;
   }
   ready_.clear();

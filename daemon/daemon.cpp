@@ -232,8 +232,7 @@ void Daemon::accept_echo(handoff::UniqueFd fd, Listener& from) {
 bool Daemon::adopt_connection(const handoff::ConnectionEntry& entry, handoff::UniqueFd fd) {
   // Not counted against --max-connections: these clients are already served,
   // refusing one would only leave it with the old generation.
-  const auto kind = entry.kind == handoff::ConnectionKind::Unix ? EchoConnection::Kind::Unix : EchoConnection::Kind::Tcp;
-  if (!EchoConnection::start(&loop_, std::move(fd), kind, registry_, *read_buffer_, drain_counts_, WaterMarks{}))
+  if (!EchoConnection::start(&loop_, std::move(fd), entry.kind, registry_, *read_buffer_, drain_counts_, WaterMarks{}))
     return false;
   registry_.count_accept();
   ++adopted_connections_;

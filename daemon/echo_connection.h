@@ -13,6 +13,7 @@
 #include <cstdint>
 
 #include "backpressure.h"
+#include "baton/handoff/protocol.h"
 #include "baton/handoff/unique_fd.h"
 #include "connection_registry.h"
 
@@ -40,7 +41,8 @@ class HandoverObserver {
 
 class EchoConnection {
  public:
-  enum class Kind { Tcp, Unix };
+  // The hand-off's own kind: a connection travels to the next generation as it is.
+  using Kind = handoff::ConnectionKind;
   enum class EndReason { Client, Deadline, Forced, HandedOver };
 
   // Adopts an accepted socket into the loop and starts echoing. Returns false
