@@ -31,10 +31,18 @@ cmake --build build-asan -j"$(nproc)"
 reports=$(mktemp -d "${TMPDIR:-/tmp}/baton-sanitizer-XXXXXX")
 ASAN_OPTIONS="detect_leaks=1:log_path=$reports/asan" UBSAN_OPTIONS="print_stacktrace=1:log_path=$reports/ubsan" \
   ctest --test-dir build-asan --output-on-failure -j"$(nproc)" --timeout 600
+# A report is an error the sanitizers found. LeakSanitizer's own notes (such as
+# "Unable to get registers from thread N" when it cannot stop a process that is
+# exiting) are shown but do not fail the run.
 if compgen -G "$reports/*" >/dev/null; then
-  echo "test.sh: sanitizer reports:" >&2
-  cat "$reports"/* >&2
-  exit 1
+  if grep -l -E "ERROR: (AddressSanitizer|LeakSanitizer: detected)|runtime error:|SUMMARY: (Address|UndefinedBehavior|Leak)Sanitizer" \
+      "$reports"/* >/dev/null; then
+    echo "test.sh: sanitizer reports:" >&2
+    cat "$reports"/* >&2
+    exit 1
+  fi
+  echo "test.sh: sanitizer notes (not errors):"
+  cat "$reports"/*
 fi
 rm -rf "$reports"
 
