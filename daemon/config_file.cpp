@@ -74,9 +74,11 @@ class Loader {
       else if (*v) s.drain_timeout = std::chrono::milliseconds(static_cast<long long>(**v * 1000));
     }
     if (auto* u = root["upgrade"].as_table()) {
-      if (auto st = check_keys(*u, "upgrade.", {"timeout", "binary"}); !st) return st.error();
+      if (auto st = check_keys(*u, "upgrade.", {"timeout", "probation", "binary"}); !st) return st.error();
       if (auto v = number_at(*u, "timeout", 0.001, 3600, "upgrade."); !v) return v.error();
       else if (*v) s.upgrade_timeout = std::chrono::milliseconds(static_cast<long long>(**v * 1000));
+      if (auto v = number_at(*u, "probation", 0, 3600, "upgrade."); !v) return v.error();
+      else if (*v) s.upgrade_probation = std::chrono::milliseconds(static_cast<long long>(**v * 1000));
       if (auto v = string_at(*u, "binary", "upgrade."); !v) return v.error();
       else if (*v) s.binary = **v;
     }

@@ -1,6 +1,5 @@
 #include "connection_handover.h"
 
-
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -13,25 +12,34 @@ ConnectionHandover::ConnectionHandover(uv_loop_t* loop, ConnectionRegistry& regi
 
 ConnectionHandover::~ConnectionHandover() {
   // Whatever is still undecided stays here, served as before.
-  for (auto& [id, c] : flushing_) c->cancel_handover();
-  for (auto* c : ready_) c->cancel_handover();
-  for (auto& [id, c] : in_flight_)
-    if (c) c->cancel_handover();
+  size_t served_again = 0;
+  for (auto& [id, e] : entries_) {
+    if (!e.connection) continue;
+    e.connection->cancel_handover();
+    ++served_again;
+  }
+  if (!reported_)
+    spdlog::info("handoff: ended: {} connection(s) handed over, {} kept here, {} served here again (the successor is gone)",
+                 handed_over_, kept_, served_again);
 }
 
 void ConnectionHandover::start() {
   started_ = std::chrono::steady_clock::now();
-  predecessor_.on_link([this](const std::vector<handoff::ConnectionAck>& acks) { on_acks(acks); },
-                       [this](const std::string& why) { keep_all("link to the successor lost: " + why); });
+  subscription_ = predecessor_.subscribe_link({
+      [this](const std::vector<handoff::ConnectionAck>& acks) { on_acks(acks); },
+      [this](const std::string& why) { on_link_lost(why); },
+      [this] { send_ready(); },
+  });
   send_tick_.init(uv_timer_init, loop_, this);
+  stall_.init(uv_timer_init, loop_, this);
   flush_deadline_.init(uv_timer_init, loop_, this);
   uv_timer_start(flush_deadline_.get(), &ConnectionHandover::on_flush_deadline,
                  static_cast<uint64_t>(flush_bound_.count()), 0);
   registry_.for_each([this](EchoConnection& c) {
-    flushing_[c.id()] = &c;
+    entries_[c.id()] = {&c, Stage::Flushing};
     ++offered_;
     if (!c.begin_handover(this)) {
-      flushing_.erase(c.id());
+      entries_.erase(c.id());
       --offered_;  // already closing: the drain sees it out
     }
   });
@@ -39,86 +47,160 @@ void ConnectionHandover::start() {
   log_if_settled();
 }
 
+size_t ConnectionHandover::count(Stage stage) const {
+  return static_cast<size_t>(
+      std::count_if(entries_.begin(), entries_.end(), [stage](const auto& kv) { return kv.second.stage == stage; }));
+}
+
 void ConnectionHandover::flushed(EchoConnection& c) {
-  if (!flushing_.erase(c.id())) return;
-  if (link_lost_) return keep(c);
-  ready_.push_back(&c);
+  auto it = entries_.find(c.id());
+  if (it == entries_.end() || it->second.stage != Stage::Flushing) return;
+  if (!sending_) return keep(c.id());
+  it->second.stage = Stage::Ready;
+  ready_.push_back(c.id());
+  schedule_send();
+}
+
+void ConnectionHandover::schedule_send() {
   // Connections flushed in the same loop turn travel in one batch.
-  if (ready_.size() == 1) uv_timer_start(send_tick_.get(), &ConnectionHandover::on_send_tick, 0, 0);
+  if (!uv_is_active(reinterpret_cast<uv_handle_t*>(send_tick_.get())))
+    uv_timer_start(send_tick_.get(), &ConnectionHandover::on_send_tick, 0, 0);
 }
 
 void ConnectionHandover::gone(EchoConnection& c) {
-  flushing_.erase(c.id());
-  std::erase(ready_, &c);
-  if (auto it = in_flight_.find(c.id()); it != in_flight_.end()) it->second = nullptr;
+  auto it = entries_.find(c.id());
+  if (it == entries_.end()) return;
+  if (it->second.stage == Stage::InFlight) {
+    it->second.connection = nullptr;  // its ACK still counts
+  } else {
+    entries_.erase(it);
+    std::erase(ready_, c.id());
+  }
   log_if_settled();
 }
 
 void ConnectionHandover::on_send_tick(uv_timer_t* t) { static_cast<ConnectionHandover*>(t->data)->send_ready(); }
 
 void ConnectionHandover::send_ready() {
-  std::vector<handoff::ConnectionOffer> offers;
-  for (auto* c : ready_) {
-    offers.push_back({c->id(), c->kind(), c->fd()});
-    in_flight_[c->id()] = c;
+  while (sending_ && !ready_.empty() && batches_in_flight_ < kBatchesInFlight) {
+    std::vector<handoff::ConnectionOffer> batch;
+    for (auto id : ready_) {
+      if (batch.size() == handoff::kMaxFdsPerMessage) break;
+      EchoConnection* c = entries_.at(id).connection;
+      batch.push_back({id, c->kind(), c->fd()});
+    }
+    auto sent = predecessor_.send_connections(batch);
+    if (!sent) return;  // the link is gone: on_link_lost has settled everything
+    if (!sent.value()) break;  // channel full: `writable` calls us again
+    for (const auto& o : batch) {
+      entries_.at(o.id).stage = Stage::InFlight;
+      ready_.pop_front();
+    }
+    ++batches_in_flight_;
+    progress();
   }
-  ready_.clear();
-  if (offers.empty()) return log_if_settled();
-  if (auto st = predecessor_.send_connections(offers); !st) keep_all("sending connections: " + st.error().message);
+  // Work left that cannot go now: the successor has kStallBound to make room.
+  if (sending_ && !ready_.empty() && !uv_is_active(reinterpret_cast<uv_handle_t*>(stall_.get())))
+    uv_timer_start(stall_.get(), &ConnectionHandover::on_stall, static_cast<uint64_t>(kStallBound.count()), 0);
+  log_if_settled();
+}
+
+void ConnectionHandover::progress() { uv_timer_stop(stall_.get()); }
+
+void ConnectionHandover::on_stall(uv_timer_t* t) {
+  auto* self = static_cast<ConnectionHandover*>(t->data);
+  self->keep_unsent("the successor made no progress for " + std::to_string(kStallBound.count()) + " ms");
 }
 
 void ConnectionHandover::on_acks(const std::vector<handoff::ConnectionAck>& acks) {
+  if (batches_in_flight_ > 0) --batches_in_flight_;
+  progress();
   for (const auto& a : acks) {
-    auto it = in_flight_.find(a.id);
-    if (it == in_flight_.end()) continue;
-    EchoConnection* c = it->second;
-    in_flight_.erase(it);
-    if (!c) {
-      handed_over_ += a.adopted;
-      continue;
-    }
+    auto it = entries_.find(a.id);
+    if (it == entries_.end() || it->second.stage != Stage::InFlight) continue;
+    EchoConnection* c = it->second.connection;
     if (a.adopted) {
       ++handed_over_;
-      c->close_now(EchoConnection::EndReason::HandedOver);
+      entries_.erase(it);
+      // Our copy only: uv_close never shuts the socket down, the successor serves it.
+      if (c) c->close_now(EchoConnection::EndReason::HandedOver);
+    } else if (c) {
+      keep(a.id);
     } else {
-      keep(*c);
+      entries_.erase(it);
     }
   }
+  send_ready();
+}
+
+void ConnectionHandover::on_link_lost(const std::string& why) {
+  sending_ = false;
+  // Sent and unanswered: the successor may have read the message before the
+  // link broke, and serve them. Not ours to read until its exit says so.
+  size_t unknown = 0;
+  for (auto& [id, e] : entries_) {
+    if (e.stage != Stage::InFlight) continue;
+    e.stage = Stage::Unknown;
+    ++unknown;
+  }
+  batches_in_flight_ = 0;
+  if (unknown)
+    spdlog::warn("handoff: link to the successor lost ({}); {} connection(s) sent but unanswered stay untouched until "
+                 "the successor exits",
+                 why, unknown);
+  keep_unsent("link to the successor lost: " + why);
+}
+
+void ConnectionHandover::keep_unsent(const std::string& why) {
+  sending_ = false;
+  progress();
+  std::vector<uint64_t> unsent;
+  for (auto& [id, e] : entries_)
+    if (e.stage == Stage::Flushing || e.stage == Stage::Ready) unsent.push_back(id);
+  if (!unsent.empty()) spdlog::warn("handoff: {}; keeping {} connection(s) not yet sent and draining them here", why,
+                                    unsent.size());
+  for (auto id : unsent) keep(id);
+  ready_.clear();
+  log_if_settled();
+}
+
+void ConnectionHandover::keep(uint64_t id) {
+  auto it = entries_.find(id);
+  if (it == entries_.end()) return;
+  EchoConnection* c = it->second.connection;
+  entries_.erase(it);
+  std::erase(ready_, id);
+  ++kept_;
+  if (c) c->cancel_handover();
+}
+
+void ConnectionHandover::abandon_unknown() {
+  std::vector<EchoConnection*> copies;
+  for (auto it = entries_.begin(); it != entries_.end();) {
+    const bool unknown = it->second.stage == Stage::InFlight || it->second.stage == Stage::Unknown;
+    if (unknown && it->second.connection) copies.push_back(it->second.connection);
+    it = unknown ? entries_.erase(it) : std::next(it);
+  }
+  if (!copies.empty())
+    spdlog::info("handoff: closing our copy of {} connection(s) the successor may have passed on", copies.size());
+  for (auto* c : copies) c->close_now(EchoConnection::EndReason::HandedOver);
   log_if_settled();
 }
 
 void ConnectionHandover::on_flush_deadline(uv_timer_t* t) {
   auto* self = static_cast<ConnectionHandover*>(t->data);
-  if (self->flushing_.empty()) return;
+  std::vector<uint64_t> stuck;
+  for (auto& [id, e] : self->entries_)
+    if (e.stage == Stage::Flushing) stuck.push_back(id);
+  if (stuck.empty()) return;
   spdlog::info("handoff: {} connection(s) did not flush within {} ms (the client is not reading); draining them here",
-               self->flushing_.size(), self->flush_bound_.count());
-  auto stuck = std::move(self->flushing_);
-  self->flushing_.clear();
-  for (auto& [id, c] : stuck) self->keep(*c);
+               stuck.size(), self->flush_bound_.count());
+  for (auto id : stuck) self->keep(id);
   self->log_if_settled();
 }
 
-void ConnectionHandover::keep_all(const std::string& why) {
-  link_lost_ = true;
-  const size_t n = in_flight_.size() + ready_.size() + flushing_.size();
-  if (n) spdlog::warn("handoff: {}; keeping {} connection(s) and draining them here", why, n);
-  for (auto& [id, c] : in_flight_)
-    if (c) keep(*c);
-  in_flight_.clear();
-  for (auto* c : ready_) keep(*c);
-  ready_.clear();
-  for (auto& [id, c] : flushing_) keep(*c);
-  flushing_.clear();
-  log_if_settled();
-}
-
-void ConnectionHandover::keep(EchoConnection& c) {
-  ++kept_;
-  c.cancel_handover();
-}
-
 void ConnectionHandover::log_if_settled() {
-  if (reported_ || !flushing_.empty() || !ready_.empty() || !in_flight_.empty()) return;
+  if (reported_ || !entries_.empty()) return;
   reported_ = true;
   const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started_).count();
   spdlog::info("handoff: done in {:.1f} ms: {} connection(s) handed over, {} kept here to drain", ms, handed_over_,

@@ -72,14 +72,13 @@ int Daemon::run() {
   loop_ready_ = true;
   drain_ = std::make_unique<Drain>(&loop_, registry_, drain_counts_, [this] { on_drained(); });
   predecessor_ = std::make_unique<handoff::Predecessor>(
-      &loop_, [this](const handoff::UpgradeOutcome& o) { on_upgrade_outcome(o); },
-      [this](pid_t pid, bool clean, bool superseded, const std::string& how) {
-        on_successor_exit(pid, clean, superseded, how);
-      });
-  predecessor_->on_superseded([this] {
-    // A newer generation serves now; ours will never be needed again.
-    close_listeners();
-  });
+      &loop_, handoff::PredecessorEvents{
+                  .before_commit = [this](pid_t pid) { return before_commit(pid); },
+                  .committed = [this](pid_t pid) { on_committed(pid); },
+                  .outcome = [this](const handoff::UpgradeOutcome& o) { on_upgrade_outcome(o); },
+                  .successor_exit = [this](pid_t pid, bool clean, bool superseded,
+                                           const std::string& how) { on_successor_exit(pid, clean, superseded, how); },
+              });
 
   // Signals first: a new generation must not die of a SIGTERM or SIGUSR2
   // that arrives while it is still taking over.
@@ -89,7 +88,7 @@ int Daemon::run() {
   }
   if (auto st = open_listeners(); !st) {
     spdlog::critical("start-up failed: {}", st.error().message);
-    return 1;
+    return startup_exit_code_;
   }
   if (auto st = start_accepting(); !st) {
     spdlog::critical("start-up failed: {}", st.error().message);
@@ -119,6 +118,19 @@ handoff::Status Daemon::open_listeners() {
 
   std::vector<handoff::ListenerRequest> requests;
   for (const auto& spec : options_.listeners) requests.push_back({spec.name, spec.address});
+  if (requests.empty() && !successor.value()) {
+    // Nothing configured: what systemd passed, or the default.
+    if (context_.activated.empty()) {
+      requests.push_back({kDefaultListen, *handoff::ListenAddress::parse(kDefaultListen)});
+    } else {
+      auto activated = requests_for_activated(context_.activated);
+      if (!activated) {
+        startup_exit_code_ = 2;
+        return activated.error();
+      }
+      requests = std::move(activated).value();
+    }
+  }
   // The control socket is a listener like the others: handed over, so its
   // path never disappears. Owner-only; peers are checked again at accept.
   if (auto st = ensure_private_dir(options_.control_path); !st) return handoff::with_context("control socket", st.error());
@@ -126,7 +138,12 @@ handoff::Status Daemon::open_listeners() {
 
   std::vector<handoff::InheritedListener> inherited;
   if (!successor.value()) {
-    inherited = match_activated(std::move(context_.activated), requests);
+    auto matched = match_activated(std::move(context_.activated), requests);
+    if (!matched) {
+      startup_exit_code_ = 2;  // a configuration error, like a bad --listen
+      return matched.error();
+    }
+    inherited = std::move(matched).value();
     // systemd owns these sockets (and their files) across restarts of the
     // service; every later generation learns their names from the environment.
     std::string names;
@@ -140,6 +157,13 @@ handoff::Status Daemon::open_listeners() {
     inherited = std::move(got).value();
     spdlog::info("hand-off: received {} listener(s), all valid, after {:.1f} ms", inherited.size(),
                  ms_since(context_.started));
+    // Nothing configured: serve every listener the predecessor served, as it was configured.
+    if (options_.listeners.empty()) {
+      std::vector<handoff::ListenerRequest> handed;
+      for (const auto& l : inherited)
+        if (l.name != kControlListenerName) handed.push_back({l.name, l.configured});
+      requests.insert(requests.begin(), handed.begin(), handed.end());
+    }
   }
 
   auto opened = handoff::open_listeners(requests, std::move(inherited), options_.backlog);
@@ -155,6 +179,8 @@ handoff::Status Daemon::open_listeners() {
           else accept_echo(std::move(fd), from);
         },
         [this](const std::string& reason) { fatal(reason); }));
+    // Before READY: what can fail must fail while the old generation still serves.
+    if (auto st = listeners_.back()->prepare(); !st) return st;
   }
 
   if (successor.value()) {
@@ -164,7 +190,7 @@ handoff::Status Daemon::open_listeners() {
     if (auto st = successor.value()->confirm_ready(options_.upgrade_timeout); !st)
       return handoff::with_context("hand-off", st.error());
     predecessor_link_ = std::make_unique<handoff::PredecessorLink>(
-        &loop_, successor.value()->take_channel(),
+        &loop_, successor.value()->take_channel(), successor.value()->version(),
         [this](const std::vector<handoff::GenerationReport>& reports) { older_generations_ = reports; },
         [this](const handoff::ConnectionEntry& e, handoff::UniqueFd fd) { return adopt_connection(e, std::move(fd)); },
         [this](const std::string& why) {
@@ -185,11 +211,19 @@ handoff::Status Daemon::start_accepting() {
   committed_ = true;
   // Past COMMIT (or on a fresh start) this process is the one serving. Its
   // predecessor writes the same pid to its own path; writing here too covers
-  // a pid_file the configuration moved since.
-  if (auto st = pid_file_.write(::getpid()); !st) return st;
+  // a pid_file the configuration moved since. Past COMMIT nothing may stop
+  // us serving, least of all a full or read-only /run.
+  if (auto st = pid_file_.write(::getpid()); !st)
+    spdlog::error("pid file NOT written, serving anyway (it may name an older pid or be missing): {}",
+                  st.error().message);
   spdlog::info("serving: generation {} ready {:.1f} ms after start; {} listener(s), max {} connections",
                context_.generation, ms_since(context_.started), listeners_.size(), options_.max_connections);
   notifier_.ready("serving: generation " + std::to_string(context_.generation) + ", pid " + std::to_string(::getpid()));
+  // The loop has not run yet, so nothing is accepted before the predecessor
+  // hears this: until then it may kill us without losing a client.
+  if (predecessor_link_) {
+    if (auto st = predecessor_link_->notify_serving(); !st) spdlog::warn("telling the previous generation: {}", st.error().message);
+  }
   return {};
 }
 
@@ -230,6 +264,10 @@ void Daemon::accept_echo(handoff::UniqueFd fd, Listener& from) {
 }
 
 bool Daemon::adopt_connection(const handoff::ConnectionEntry& entry, handoff::UniqueFd fd) {
+  // Only a generation that serves takes connections: one that committed to a
+  // newer generation, or that is stopping, leaves them with the predecessor,
+  // which drains them.
+  if (handed_over() || drain_->active()) return false;
   // Not counted against --max-connections: these clients are already served,
   // refusing one would only leave it with the old generation.
   if (!EchoConnection::start(&loop_, std::move(fd), entry.kind, registry_, *read_buffer_, drain_counts_, WaterMarks{}))
@@ -249,14 +287,10 @@ void Daemon::stop_accepting_and_drain(const std::string& cause,
     for (auto& l : listeners_) l->stop();
   } else {
     notifier_.stopping("stopping: " + cause);
-    close_listeners();
+    close_listeners(SocketFiles::RemoveIfLast);
   }
   spdlog::info("stopped accepting on {} listener(s) ({})", listeners_.size(), cause);
   drain_->start(cause, deadline.value_or(options_.drain_timeout));
-  if (handed_over() && options_.drain_mode == DaemonOptions::DrainMode::Handoff && !registry_.empty()) {
-    handover_ = std::make_unique<ConnectionHandover>(&loop_, registry_, *predecessor_, kHandoverFlushBound);
-    handover_->start();
-  }
 }
 
 bool Daemon::owned_by_systemd(const std::string& listener) {
@@ -266,14 +300,17 @@ bool Daemon::owned_by_systemd(const std::string& listener) {
   return list.find("," + listener + ",") != std::string::npos;
 }
 
-void Daemon::close_listeners() {
-  for (auto& l : listeners_) {
-    // A Unix socket's file belongs to whoever serves it: not to a generation
-    // that handed over, nor to a new one that never got COMMIT (the old one
-    // still serves on those paths).
-    const bool ours = !handed_over() && (committed_ || !l->inherited()) && !owned_by_systemd(l->name());
-    l->close(/*unlink_path=*/ours);
-  }
+// A Unix socket's file belongs to the last generation standing: not to one
+// that handed over to a living successor (the caller says Keep), not to one
+// whose predecessor lives and could resume on the path, not to a new one that
+// never got COMMIT (the old one still serves there), and never to a file
+// systemd made.
+bool Daemon::may_remove_socket_files(const Listener& l) const {
+  return (committed_ || !l.inherited()) && !predecessor_alive() && !owned_by_systemd(l.name());
+}
+
+void Daemon::close_listeners(SocketFiles files) {
+  for (auto& l : listeners_) l->close(files == SocketFiles::RemoveIfLast && may_remove_socket_files(*l));
 }
 
 void Daemon::on_drained() {
@@ -281,7 +318,7 @@ void Daemon::on_drained() {
   // the new process is reaped and its outcome logged before we exit.
   const auto state = predecessor_->state();
   if (state == handoff::UpgradeState::Spawning || state == handoff::UpgradeState::AwaitingReady ||
-      state == handoff::UpgradeState::RollingBack) {
+      state == handoff::UpgradeState::Probation || state == handoff::UpgradeState::RollingBack) {
     exit_after_upgrade_ = true;
     return;
   }
@@ -293,7 +330,7 @@ void Daemon::fatal(const std::string& reason) {
   spdlog::critical("fatal: {}; stopping every service", reason);
   exit_code_ = 1;
   predecessor_->cancel("fatal error");
-  close_listeners();
+  close_listeners(handed_over() ? SocketFiles::Keep : SocketFiles::RemoveIfLast);
   registry_.for_each([](EchoConnection& c) { c.close_now(EchoConnection::EndReason::Forced); });
   close_everything();
 }
@@ -302,7 +339,7 @@ void Daemon::close_everything() {
   if (finished_) return;
   finished_ = true;
   if (!handed_over()) pid_file_.remove_if_names(::getpid());
-  close_listeners();
+  close_listeners(handed_over() ? SocketFiles::Keep : SocketFiles::RemoveIfLast);
   signals_.clear();
   exit_timer_.close();
   handover_.reset();  // before the connections close: it settles their state

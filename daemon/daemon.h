@@ -76,7 +76,13 @@ class Daemon {
   // `binary` and `timeout` override the start-up defaults when given.
   handoff::Status request_upgrade(const std::string& trigger, const std::string& binary = {},
                                   std::optional<std::chrono::milliseconds> timeout = {});
+  // COMMIT is sent: the successor accepts now, this generation stops and
+  // keeps its listeners idle through the probation.
+  void on_committed(pid_t pid);
   void on_upgrade_outcome(const handoff::UpgradeOutcome& outcome);
+  // Before COMMIT to our own successor: our predecessor must learn first
+  // that it may no longer resume (SUCCEEDED), or not at all.
+  handoff::Status before_commit(pid_t pid);
   // Re-reads --config: what can change live changes now, listener changes
   // wait for the next upgrade (whose new generation reads the same file).
   handoff::Result<nlohmann::json> reload(const std::string& trigger);
@@ -84,6 +90,11 @@ class Daemon {
   // this generation serves again: its listeners never closed, and whatever
   // connected meanwhile waits in their backlog.
   void on_successor_exit(pid_t pid, bool clean, bool superseded, const std::string& how);
+  // Back to serving after a successor failed (in probation or later): the
+  // listeners never closed, whatever connected meanwhile waits in their backlog.
+  void resume_serving(const std::string& why);
+  // on_drained came while the upgrade was in flight: exit now it is over.
+  void exit_after_drained_upgrade();
   handoff::SpawnSpec spawn_spec(const std::string& binary) const;
 
   // Stop accepting, then drain: for a stop and after a hand-over alike.
@@ -91,11 +102,18 @@ class Daemon {
   void stop_accepting_and_drain(const std::string& cause,
                                 std::optional<std::chrono::milliseconds> deadline = {});
   void on_drained();
-  void close_listeners();
-  // The new generation serves; this one only drains (the upgrade state says so).
+  // Who may remove the Unix socket files when the listeners close: only the
+  // last generation standing, on its way out (see may_remove_socket_files).
+  enum class SocketFiles { Keep, RemoveIfLast };
+  void close_listeners(SocketFiles files);
+  bool may_remove_socket_files(const Listener& l) const;
+  // A successor took over (in probation or past it); this one only drains.
   bool handed_over() const {
-    return predecessor_ && predecessor_->state() == handoff::UpgradeState::HandedOver;
+    return predecessor_ && (predecessor_->state() == handoff::UpgradeState::HandedOver ||
+                            predecessor_->state() == handoff::UpgradeState::Probation);
   }
+  // An older generation lives and could resume should we die.
+  bool predecessor_alive() const { return predecessor_link_ && predecessor_link_->open(); }
   static bool owned_by_systemd(const std::string& listener);
   // After a hand-over: tell the successor what still drains here and before.
   static void on_report_timer(uv_timer_t* timer);
@@ -133,9 +151,10 @@ class Daemon {
   uint64_t adopted_connections_ = 0;  // handed to us by the previous generation
   int stop_signals_ = 0;
   bool committed_ = false;           // serving: fresh start, or COMMIT received
-  bool exit_after_upgrade_ = false;  // drained, waiting for a cancelled upgrade to be reaped
+  bool exit_after_upgrade_ = false;  // drained, waiting for the upgrade in flight to end
   bool finished_ = false;
   int exit_code_ = 0;
+  int startup_exit_code_ = 1;  // 2 when the listeners given contradict the sockets systemd passed
 };
 
 }  // namespace baton::daemon

@@ -37,6 +37,7 @@ handoff::Result<nlohmann::json> Daemon::reload(const std::string& trigger) {
   if (next.max_connections != options_.max_connections) applied.push_back("max_connections=" + std::to_string(next.max_connections));
   if (next.drain_timeout != options_.drain_timeout) applied.push_back("drain.timeout");
   if (next.upgrade_timeout != options_.upgrade_timeout) applied.push_back("upgrade.timeout");
+  if (next.upgrade_probation != options_.upgrade_probation) applied.push_back("upgrade.probation");
   if (next.drain_mode != options_.drain_mode)
     applied.push_back(std::string("drain.mode=") + (next.drain_mode == DaemonOptions::DrainMode::Handoff ? "handoff" : "wait"));
   auto names = [](const DaemonOptions& o) {
@@ -124,7 +125,9 @@ void Daemon::handle_control(ControlSession& session, const control::Request& req
       }
       auto spawned = control::event("spawned");
       spawned["pid"] = predecessor_->successor_pid();
-      spawned["timeout_ms"] = timeout().value_or(options_.upgrade_timeout).count();
+      // The longest it can take: READY, then SERVING, each within the
+      // timeout, then the probation.
+      spawned["timeout_ms"] = 2 * timeout().value_or(options_.upgrade_timeout).count() + options_.upgrade_probation.count();
       session.send(spawned);
       upgrade_waiters_.push_back(session.id());
       return;
@@ -159,11 +162,19 @@ nlohmann::json Daemon::status() const {
                       {"adopted", adopted_connections_},
                       {"handed_over", drain_counts_.handed_over}};
   j["upgrade"] = {{"state", handoff::to_string(predecessor_->state())},
+                  {"probation_ms", options_.upgrade_probation.count()},
                   {"last", last_upgrade_.is_null() ? nlohmann::json(nullptr) : last_upgrade_}};
+  if (predecessor_->state() == handoff::UpgradeState::Probation) {
+    j["upgrade"]["successor_pid"] = predecessor_->successor_pid();
+    // null while the successor has not reported SERVING yet: the window has not started.
+    const auto left = predecessor_->probation_left();
+    j["upgrade"]["probation_left_ms"] = left ? nlohmann::json(left->count()) : nlohmann::json(nullptr);
+  }
   if (drain_->active()) j["drain"] = {{"cause", drain_->cause()}, {"connections_at_start", drain_->started_with()}};
   nlohmann::json older = nlohmann::json::array();
   for (const auto& g : older_generations_)
-    older.push_back({{"pid", g.pid}, {"generation", g.generation}, {"connections", g.connections}});
+    older.push_back({{"pid", g.pid}, {"generation", g.generation}, {"connections", g.connections},
+                     {"probation_left_ms", g.probation_left_ms ? nlohmann::json(g.probation_left_ms) : nlohmann::json(nullptr)}});
   j["draining_generations"] = older;
   return j;
 }

@@ -4,6 +4,8 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+
 #include <spdlog/spdlog.h>
 
 #include "daemon.h"
@@ -46,7 +48,8 @@ handoff::Status Daemon::request_upgrade(const std::string& trigger, const std::s
   spdlog::info("upgrade ({}): starting {} as generation {}", trigger, spec.binary, context_.generation + 1);
   upgrade_requested_ = std::chrono::steady_clock::now();
   upgrade_trigger_ = trigger;
-  if (auto st = predecessor_->start(spec, std::move(offers), timeout.value_or(options_.upgrade_timeout)); !st) {
+  const handoff::UpgradeTimeouts timeouts{timeout.value_or(options_.upgrade_timeout), options_.upgrade_probation};
+  if (auto st = predecessor_->start(spec, std::move(offers), timeouts); !st) {
     spdlog::error("upgrade failed ({}), nothing started, still serving: {}", trigger, st.error().message);
     last_upgrade_ = {{"ok", false}, {"trigger", trigger}, {"error", st.error().message}};
     return st;
@@ -54,19 +57,38 @@ handoff::Status Daemon::request_upgrade(const std::string& trigger, const std::s
   return {};
 }
 
+handoff::Status Daemon::before_commit(pid_t pid) {
+  // Told before COMMIT, not after: should we die between the two, our
+  // predecessor must not resume beside a generation that may be serving.
+  // The message sits in its socket even if we die right after sending it.
+  if (!predecessor_alive()) return {};
+  return predecessor_link_->notify_succeeded(pid);
+}
+
+void Daemon::on_committed(pid_t pid) {
+  // The pid file first: whoever reads the outcome may read the file next.
+  if (auto st = pid_file_.write(pid); !st) spdlog::error("pid file: {}", st.error().message);
+  spdlog::info("upgrade: committed; successor={} accepts as generation {}; probation for {} ms once it reports serving", pid,
+               context_.generation + 1, options_.upgrade_probation.count());
+  // Before this process exits: systemd must follow the main pid to the new one.
+  notifier_.main_pid(pid, "handed over to pid " + std::to_string(pid) + "; draining " +
+                              std::to_string(registry_.size()) + " connection(s)");
+  report_timer_.init(uv_timer_init, &loop_, this);
+  uv_timer_start(report_timer_.get(), &Daemon::on_report_timer, 0, kDrainReportIntervalMs);
+  // Connections stay ours through the probation: in `handoff` mode they go
+  // only to a successor that passed it.
+  stop_accepting_and_drain("handed over to pid " + std::to_string(pid));
+}
+
 void Daemon::on_upgrade_outcome(const handoff::UpgradeOutcome& outcome) {
   const double ms = ms_since(upgrade_requested_);
-  if (drain_->active() && !handed_over()) {
+  if (!outcome.committed && drain_->active()) {
     // A stop came during the upgrade and cancelled it.
     spdlog::info("upgrade abandoned after {:.1f} ms because this generation is stopping: {}", ms, outcome.reason);
     for (uint64_t id : upgrade_waiters_)
       if (auto* s = control_sessions_.find(id)) s->send(control::error_reply("abandoned: batond is stopping"));
     upgrade_waiters_.clear();
-    if (exit_after_upgrade_) {
-      // Not from inside the Predecessor's callback: on the next loop turn.
-      exit_timer_.init(uv_timer_init, &loop_, this);
-      uv_timer_start(exit_timer_.get(), [](uv_timer_t* t) { static_cast<Daemon*>(t->data)->on_drained(); }, 0, 0);
-    }
+    exit_after_drained_upgrade();
     return;
   }
   std::vector<ControlSession*> waiters;
@@ -75,25 +97,18 @@ void Daemon::on_upgrade_outcome(const handoff::UpgradeOutcome& outcome) {
   upgrade_waiters_.clear();
 
   if (!outcome.ok) {
-    spdlog::error("upgrade failed after {:.1f} ms, rolled back, still serving: {}", ms, outcome.reason);
+    const std::string what = outcome.committed ? "failed in probation" : "failed";
+    spdlog::error("upgrade {} after {:.1f} ms, rolled back, still serving: {}", what, ms, outcome.reason);
     last_upgrade_ = {{"ok", false}, {"trigger", upgrade_trigger_}, {"pid", outcome.pid}, {"ms", ms},
-                     {"error", outcome.reason}};
+                     {"error", outcome.reason}, {"committed", outcome.committed}};
+    if (outcome.committed) resume_serving(outcome.reason);
     for (auto* s : waiters) s->send(control::error_reply("rolled back: " + outcome.reason));
     return;
   }
-  // The pid file first: whoever reads the outcome line may read the file next.
-  if (auto st = pid_file_.write(outcome.pid); !st) spdlog::error("pid file: {}", st.error().message);
-  spdlog::info("upgrade: pid {} is serving as generation {}; READY {:.1f} ms after the request",
+  spdlog::info("upgrade: pid {} is serving as generation {}; probation passed {:.1f} ms after the request",
                outcome.pid, context_.generation + 1, ms);
   last_upgrade_ = {{"ok", true}, {"trigger", upgrade_trigger_}, {"pid", outcome.pid}, {"ms", ms}};
-  // Before this process exits: systemd must follow the main pid to the new one.
-  notifier_.main_pid(outcome.pid, "handed over to pid " + std::to_string(outcome.pid) + "; draining " +
-                                      std::to_string(registry_.size()) + " connection(s)");
-  // Our own predecessor, if it still drains, must not take over again should we exit now.
-  if (predecessor_link_ && predecessor_link_->open()) (void)predecessor_link_->notify_succeeded();
   const size_t open = registry_.size();
-  report_timer_.init(uv_timer_init, &loop_, this);
-  uv_timer_start(report_timer_.get(), &Daemon::on_report_timer, 0, kDrainReportIntervalMs);
   for (auto* s : waiters) {
     auto ready = control::event("ready");
     ready["pid"] = outcome.pid;
@@ -112,37 +127,68 @@ void Daemon::on_upgrade_outcome(const handoff::UpgradeOutcome& outcome) {
     done["old_connections"] = open;
     s->send(done);
   }
-  stop_accepting_and_drain("handed over to pid " + std::to_string(outcome.pid));
+  if (options_.drain_mode == DaemonOptions::DrainMode::Handoff && !registry_.empty()) {
+    handover_ = std::make_unique<ConnectionHandover>(&loop_, registry_, *predecessor_, kHandoverFlushBound);
+    handover_->start();
+  }
+  exit_after_drained_upgrade();
+}
+
+void Daemon::exit_after_drained_upgrade() {
+  if (!exit_after_upgrade_) return;
+  exit_after_upgrade_ = false;
+  // Not from inside the Predecessor's callback: on the next loop turn.
+  exit_timer_.init(uv_timer_init, &loop_, this);
+  uv_timer_start(exit_timer_.get(), [](uv_timer_t* t) { static_cast<Daemon*>(t->data)->on_drained(); }, 0, 0);
 }
 
 void Daemon::on_successor_exit(pid_t pid, bool clean, bool superseded, const std::string& how) {
   if (finished_) return;
-  if (clean || superseded) {
-    spdlog::info("successor pid {} exited with {}{}", pid, how, superseded ? " after handing over in turn" : "");
-    close_listeners();  // still handed over: the files are the successor's
+  if (superseded) {
+    spdlog::info("successor pid {} exited with {} after handing over in turn", pid, how);
+    // What it adopted from us it may have passed on: close our copies only.
+    if (handover_) handover_->abandon_unknown();
+    close_listeners(SocketFiles::Keep);  // the newer generation serves on them
+    return;
+  }
+  if (clean) {
+    // It stopped (and drained) as asked: the service is being stopped. What
+    // it never answered for, it cannot be serving now: drained here.
+    spdlog::info("successor pid {} exited with {}", pid, how);
+    handover_.reset();
+    close_listeners(SocketFiles::RemoveIfLast);
     return;
   }
   spdlog::critical("successor pid {} died with {} after taking over; resuming", pid, how);
   if (auto st = predecessor_->resume(); !st) spdlog::error("resume: {}", st.error().message);
-  handover_.reset();  // connections still here stay here
+  resume_serving("successor pid " + std::to_string(pid) + " died");
+}
+
+void Daemon::resume_serving(const std::string& why) {
+  // The successor is dead: every connection we still hold, those whose
+  // hand-off was unanswered included, can be served by us alone.
+  handover_.reset();
   report_timer_.close();
   last_report_sent_.clear();
   drain_->cancel();
+  exit_after_upgrade_ = false;
   stop_signals_ = 0;
   for (auto& l : listeners_) {
     if (auto st = l->start(); !st) return fatal("resuming: " + st.error().message);
     spdlog::info("listening name={} addr={} resumed=yes", l->name(), l->bound().endpoint());
   }
   if (auto st = pid_file_.write(::getpid()); !st) spdlog::error("pid file: {}", st.error().message);
-  notifier_.main_pid(::getpid(), "successor pid " + std::to_string(pid) + " died; serving again");
-  spdlog::critical("generation {} (pid {}) resumes serving: its successor died", context_.generation, ::getpid());
+  notifier_.main_pid(::getpid(), why + "; serving again");
+  spdlog::critical("generation {} (pid {}) resumes serving: {}", context_.generation, ::getpid(), why);
 }
 
 void Daemon::on_report_timer(uv_timer_t* timer) { static_cast<Daemon*>(timer->data)->report_draining(); }
 
 void Daemon::report_draining() {
-  std::vector<handoff::GenerationReport> reports{
-      {static_cast<uint32_t>(::getpid()), context_.generation, static_cast<uint32_t>(registry_.size())}};
+  const auto left = predecessor_->probation_left();
+  std::vector<handoff::GenerationReport> reports{{static_cast<uint32_t>(::getpid()), context_.generation,
+                                                  static_cast<uint32_t>(registry_.size()),
+                                                  left ? static_cast<uint32_t>(std::max<int64_t>(1, left->count())) : 0}};
   reports.insert(reports.end(), older_generations_.begin(), older_generations_.end());
   if (reports == last_report_sent_) return;
   if (auto st = predecessor_->report_draining(reports); !st) {

@@ -22,11 +22,15 @@ constexpr uint64_t kFdBackoffMs = 100;
 Listener::Listener(uv_loop_t* loop, handoff::OpenListener open, AcceptHandler on_accept, FatalHandler on_fatal)
     : loop_(loop), open_(std::move(open)), on_accept_(std::move(on_accept)), on_fatal_(std::move(on_fatal)) {}
 
+handoff::Status Listener::prepare() {
+  if (poll_) return {};
+  if (int rc = poll_.init(uv_poll_init, loop_, this, open_.fd.get()); rc != 0)
+    return handoff::Error{"listener '" + name() + "': uv_poll_init: " + uv_strerror(rc)};
+  return {};
+}
+
 handoff::Status Listener::start() {
-  if (!poll_) {
-    if (int rc = poll_.init(uv_poll_init, loop_, this, open_.fd.get()); rc != 0)
-      return handoff::Error{"listener '" + name() + "': uv_poll_init: " + uv_strerror(rc)};
-  }
+  if (auto st = prepare(); !st) return st;
   if (int rc = uv_poll_start(poll_.get(), UV_READABLE, &Listener::on_poll); rc != 0)
     return handoff::Error{"listener '" + name() + "': uv_poll_start: " + uv_strerror(rc)};
   accepting_ = true;
@@ -56,6 +60,37 @@ void Listener::on_poll(uv_poll_t* poll, int status, int) {
   self->accept_pending();
 }
 
+AcceptError classify_accept_error(int err) {
+  switch (err) {
+    case EAGAIN:
+#if EWOULDBLOCK != EAGAIN
+    case EWOULDBLOCK:
+#endif
+      return AcceptError::Drained;
+    case EINTR:
+    case EPERM:  // a firewall rule refused it
+    // accept(2): Linux passes already-pending network errors on the new
+    // socket to accept; "treat them like EAGAIN by retrying".
+    case ECONNABORTED:
+    case EPROTO:
+    case ENETDOWN:
+    case ENOPROTOOPT:
+    case EHOSTDOWN:
+    case ENONET:
+    case EHOSTUNREACH:
+    case EOPNOTSUPP:
+    case ENETUNREACH:
+      return AcceptError::Retry;
+    case EMFILE:
+    case ENFILE:
+    case ENOBUFS:
+    case ENOMEM:
+      return AcceptError::PauseFds;
+    default:
+      return AcceptError::Fatal;
+  }
+}
+
 void Listener::accept_pending() {
   for (int i = 0; i < kAcceptBatch && accepting_; ++i) {
     int fd = ::accept4(open_.fd.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -63,22 +98,22 @@ void Listener::accept_pending() {
       on_accept_(handoff::UniqueFd(fd), *this);
       continue;
     }
-    switch (errno) {
-      case EAGAIN:
+    const int err = errno;
+    switch (classify_accept_error(err)) {
+      case AcceptError::Drained:
         return;
-      case EINTR:
-      case ECONNABORTED:
-      case EPROTO:
-      case EPERM:  // a firewall rule refused it
+      case AcceptError::Retry:
+        if (err != EINTR && err != ECONNABORTED) {
+          if (auto n = retry_log_.allow())
+            spdlog::warn("accept name={} addr={}: {}; skipped that connection ({} times since last report)", name(),
+                         bound().endpoint(), std::strerror(err), *n);
+        }
         continue;
-      case EMFILE:
-      case ENFILE:
-      case ENOBUFS:
-      case ENOMEM:
-        pause_for_fds(errno);
+      case AcceptError::PauseFds:
+        pause_for_fds(err);
         return;
-      default:
-        on_fatal_("listener '" + name() + "' (" + bound().endpoint() + "): accept: " + std::strerror(errno));
+      case AcceptError::Fatal:
+        on_fatal_("listener '" + name() + "' (" + bound().endpoint() + "): accept: " + std::strerror(err));
         return;
     }
   }

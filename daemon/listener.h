@@ -17,6 +17,15 @@
 
 namespace baton::daemon {
 
+// What accept4 failing with `err` means for the listener.
+enum class AcceptError {
+  Drained,   // EAGAIN: nothing more queued
+  Retry,     // this connection failed (it was aborted, or its network is down): try the next
+  PauseFds,  // out of fds or memory: leave the backlog queued for a while
+  Fatal,     // the listening socket itself is broken
+};
+AcceptError classify_accept_error(int err);
+
 class Listener {
  public:
   using AcceptHandler = std::function<void(handoff::UniqueFd fd, Listener& from)>;
@@ -26,6 +35,9 @@ class Listener {
   Listener(const Listener&) = delete;
   Listener& operator=(const Listener&) = delete;
 
+  // Registers the socket with the loop without accepting yet: the part of
+  // start() that can fail, done before a new generation says READY.
+  handoff::Status prepare();
   handoff::Status start();  // begin accepting
   void stop();              // stop accepting; the socket stays open
   // Closes the socket. `unlink_path`: remove a Unix socket's file too, which
@@ -52,6 +64,7 @@ class Listener {
   handoff::UvHandle<uv_poll_t> poll_;
   handoff::UvHandle<uv_timer_t> backoff_;
   RateLimiter fd_limit_log_;
+  RateLimiter retry_log_;
   bool accepting_ = false;
 };
 

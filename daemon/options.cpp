@@ -30,7 +30,7 @@ ParseOutcome parse_options(int argc, char** argv) {
   app.set_version_flag("--version", std::string("batond ") + kVersion);
 
   std::vector<std::string> listen;
-  double drain_timeout = 30, upgrade_timeout = 10;
+  double drain_timeout = 30, upgrade_timeout = 10, upgrade_probation = 1;
   size_t max_connections = 10000;
   int backlog = 1024;
   std::string pid_file, log_level = "info", binary, drain_mode = "wait", config, check_config;
@@ -53,6 +53,11 @@ ParseOutcome parse_options(int argc, char** argv) {
                                            "seconds the new binary has to report READY")
                                 ->capture_default_str()
                                 ->check(CLI::Range(0.001, 3600.0));
+  auto* o_upgrade_probation =
+      app.add_option("--upgrade-probation", upgrade_probation,
+                     "seconds the old generation stays ready to resume after the new one reports serving")
+          ->capture_default_str()
+          ->check(CLI::Range(0.0, 3600.0));
   auto* o_pid = app.add_option("--pid-file", pid_file, "write the serving process's pid here (atomically)");
   auto* o_log = app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
                     ->capture_default_str()
@@ -105,6 +110,7 @@ ParseOutcome parse_options(int argc, char** argv) {
   if (o_max->count()) cli->max_connections = max_connections;
   if (o_drain_timeout->count()) cli->drain_timeout = seconds_to_ms(drain_timeout);
   if (o_upgrade_timeout->count()) cli->upgrade_timeout = seconds_to_ms(upgrade_timeout);
+  if (o_upgrade_probation->count()) cli->upgrade_probation = seconds_to_ms(upgrade_probation);
   if (o_pid->count()) cli->pid_file = pid_file;
   if (o_log->count()) cli->log_level = log_level;
   if (o_binary->count()) cli->binary = binary;

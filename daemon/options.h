@@ -13,10 +13,15 @@
 namespace baton::daemon {
 
 struct DaemonOptions {
+  // Empty: none configured. A fresh start then serves every socket systemd
+  // passed (under its FileDescriptorName), or kDefaultListen if none; a new
+  // generation serves every listener its predecessor handed over.
   std::vector<handoff::ListenSpec> listeners;
   size_t max_connections = 10000;
   std::chrono::milliseconds drain_timeout{30000};
   std::chrono::milliseconds upgrade_timeout{10000};
+  // After COMMIT and SERVING, how long the old generation stays ready to resume.
+  std::chrono::milliseconds upgrade_probation{1000};
   std::string pid_file;
   std::string log_level = "info";
   std::string binary;  // as given; resolved to an absolute path at start-up

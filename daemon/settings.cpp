@@ -16,6 +16,7 @@ DaemonOptions merge(const SettingsLayer& file, const SettingsLayer& cli) {
   pick(&SettingsLayer::max_connections, o.max_connections);
   pick(&SettingsLayer::drain_timeout, o.drain_timeout);
   pick(&SettingsLayer::upgrade_timeout, o.upgrade_timeout);
+  pick(&SettingsLayer::upgrade_probation, o.upgrade_probation);
   pick(&SettingsLayer::drain_mode, o.drain_mode);
   pick(&SettingsLayer::pid_file, o.pid_file);
   pick(&SettingsLayer::log_level, o.log_level);
@@ -23,7 +24,6 @@ DaemonOptions merge(const SettingsLayer& file, const SettingsLayer& cli) {
   pick(&SettingsLayer::backlog, o.backlog);
   o.control_path = control::default_control_path();
   pick(&SettingsLayer::control_path, o.control_path);
-  if (o.listeners.empty()) o.listeners.push_back(*handoff::ListenSpec::parse(kDefaultListen));
   return o;
 }
 

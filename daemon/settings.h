@@ -20,6 +20,7 @@ struct SettingsLayer {
   std::optional<size_t> max_connections;
   std::optional<std::chrono::milliseconds> drain_timeout;
   std::optional<std::chrono::milliseconds> upgrade_timeout;
+  std::optional<std::chrono::milliseconds> upgrade_probation;
   std::optional<DaemonOptions::DrainMode> drain_mode;
   std::optional<std::string> pid_file;
   std::optional<std::string> log_level;

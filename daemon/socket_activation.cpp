@@ -4,6 +4,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <set>
 
 #include <spdlog/spdlog.h>
 
@@ -33,25 +34,40 @@ std::vector<ActivatedFd> take_activated_fds() {
   return out;
 }
 
-std::vector<handoff::InheritedListener> match_activated(std::vector<ActivatedFd> fds,
-                                                        const std::vector<handoff::ListenerRequest>& requests) {
+handoff::Result<std::vector<handoff::ListenerRequest>> requests_for_activated(const std::vector<ActivatedFd>& fds) {
+  std::vector<handoff::ListenerRequest> out;
+  std::set<std::string> names;
+  for (const auto& [name, fd] : fds) {
+    const std::string who = "socket activation: fd " + std::to_string(fd.get()) + " named '" + name + "'";
+    if (auto st = handoff::validate_listener_name(name); !st) return handoff::with_context(who, st.error());
+    if (!names.insert(name).second)
+      return handoff::Error{who + ": another fd has the same name; give each socket a FileDescriptorName="};
+    auto bound = handoff::local_address(fd.get());
+    if (!bound) return handoff::with_context(who, bound.error());
+    out.push_back({name, bound.value()});
+  }
+  return out;
+}
+
+handoff::Result<std::vector<handoff::InheritedListener>> match_activated(
+    std::vector<ActivatedFd> fds, const std::vector<handoff::ListenerRequest>& requests) {
   std::vector<handoff::InheritedListener> out;
   if (fds.empty()) return out;
   spdlog::info("socket activation: {} fd(s) from systemd", fds.size());
   for (auto& [name, fd] : fds) {
+    const std::string who = "socket activation: fd " + std::to_string(fd.get()) + " named '" + name + "'";
     auto bound = handoff::local_address(fd.get());
+    if (!bound) return handoff::with_context(who, bound.error());
     const handoff::ListenerRequest* match = nullptr;
     for (const auto& r : requests)
       if (r.name == name) match = &r;
-    if (!bound || !match || !fits(match->address, bound.value())) {
-      spdlog::warn("socket activation: fd {} named '{}' ({}) matches no configured listener; closed", fd.get(), name,
-                   bound ? bound->to_string() : bound.error().message);
-      continue;
-    }
-    if (auto st = handoff::validate_listener(fd.get(), bound.value()); !st) {
-      spdlog::warn("socket activation: fd {} named '{}': {}; closed", fd.get(), name, st.error().message);
-      continue;
-    }
+    if (!match)
+      return handoff::Error{who + " (" + bound->to_string() +
+                            ") matches no configured listener; add --listen " + name + "=" + bound->to_string()};
+    if (!fits(match->address, bound.value()))
+      return handoff::Error{who + " is bound to " + bound->to_string() + ", but listener '" + name + "' is configured as " +
+                            match->address.to_string()};
+    if (auto st = handoff::validate_listener(fd.get(), bound.value()); !st) return handoff::with_context(who, st.error());
     spdlog::info("socket activation: listener '{}' on {} from systemd", name, bound->to_string());
     out.push_back({name, match->address, std::move(bound).value(), std::move(fd)});
   }

@@ -20,10 +20,15 @@ struct ActivatedFd {
 // anything opened before (an event loop) could be mistaken for one.
 std::vector<ActivatedFd> take_activated_fds();
 
-// Each activated fd whose name matches a request, checked to be a listening
-// stream socket on an address that fits the request. Others are closed and
-// logged.
-std::vector<handoff::InheritedListener> match_activated(std::vector<ActivatedFd> fds,
-                                                        const std::vector<handoff::ListenerRequest>& requests);
+// With no listener configured: one request per activated fd, under its
+// name, on the address it is bound to. Two fds of one name are an error.
+handoff::Result<std::vector<handoff::ListenerRequest>> requests_for_activated(const std::vector<ActivatedFd>& fds);
+
+// Each activated fd matched by name to a request, checked to be a listening
+// stream socket on an address that fits the request. An fd that matches no
+// request is an error naming it: systemd would keep it open and queue clients
+// on it that nobody ever accepts.
+handoff::Result<std::vector<handoff::InheritedListener>> match_activated(
+    std::vector<ActivatedFd> fds, const std::vector<handoff::ListenerRequest>& requests);
 
 }  // namespace baton::daemon

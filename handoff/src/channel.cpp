@@ -46,24 +46,48 @@ Result<HandoffChannel> HandoffChannel::adopt(UniqueFd fd) {
   return HandoffChannel(std::move(fd));
 }
 
-Status HandoffChannel::send(MessageType type, std::span<const uint8_t> payload, std::span<const int> fds) {
+namespace {
+
+// What both sends check before anything reaches the wire.
+Status check_limits(MessageType type, std::span<const uint8_t> payload, std::span<const int> fds) {
   if (fds.size() > kMaxFdsPerMessage)
     return Error{"send " + std::string(to_string(type)) + ": " + std::to_string(fds.size()) +
                  " fds, more than the " + std::to_string(kMaxFdsPerMessage) + " one message can carry"};
   if (payload.size() > kMaxPayload)
     return Error{"send " + std::string(to_string(type)) + ": payload of " + std::to_string(payload.size()) +
                  " bytes exceeds " + std::to_string(kMaxPayload)};
+  return {};
+}
+
+}  // namespace
+
+Status HandoffChannel::send(MessageType type, std::span<const uint8_t> payload, std::span<const int> fds) {
+  auto sent = try_send_flags(type, payload, fds, 0);
+  if (!sent) return sent.error();
+  if (!sent.value()) return Error{std::string("sendmsg ") + to_string(type) + ": timed out (the peer is not reading)"};
+  return {};
+}
+
+Result<bool> HandoffChannel::try_send(MessageType type, std::span<const uint8_t> payload, std::span<const int> fds) {
+  return try_send_flags(type, payload, fds, MSG_DONTWAIT);
+}
+
+Result<bool> HandoffChannel::try_send_flags(MessageType type, std::span<const uint8_t> payload,
+                                            std::span<const int> fds, int flags) {
+  if (auto st = check_limits(type, payload, fds); !st) return st.error();
   auto frame = encode_frame(type, payload);
   for (;;) {
-    ssize_t n = send_datagram(fd_.get(), frame, fds);
-    if (n == static_cast<ssize_t>(frame.size())) return {};
+    ssize_t n = send_datagram(fd_.get(), frame, fds, flags);
+    if (n == static_cast<ssize_t>(frame.size())) return true;
     if (n < 0 && errno == EINTR) continue;
+    // A SEQPACKET datagram goes whole or not at all: EAGAIN sent nothing.
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return false;
     if (n < 0) return errno_error(std::string("sendmsg ") + to_string(type));
     return Error{std::string("sendmsg ") + to_string(type) + ": short write"};
   }
 }
 
-ssize_t send_datagram(int fd, std::span<const uint8_t> bytes, std::span<const int> fds) {
+ssize_t send_datagram(int fd, std::span<const uint8_t> bytes, std::span<const int> fds, int flags) {
   iovec iov{const_cast<uint8_t*>(bytes.data()), bytes.size()};
   msghdr msg{};
   msg.msg_iov = &iov;
@@ -79,7 +103,7 @@ ssize_t send_datagram(int fd, std::span<const uint8_t> bytes, std::span<const in
     c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
     std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
   }
-  return ::sendmsg(fd, &msg, MSG_NOSIGNAL);
+  return ::sendmsg(fd, &msg, MSG_NOSIGNAL | flags);
 }
 
 Result<std::optional<Message>> HandoffChannel::try_receive(size_t max_fds) {

@@ -29,6 +29,7 @@ const char* to_string(MessageType type) {
     case MessageType::Connections: return "CONNECTIONS";
     case MessageType::ConnectionsAck: return "CONNECTIONS_ACK";
     case MessageType::Succeeded: return "SUCCEEDED";
+    case MessageType::Serving: return "SERVING";
   }
   return "UNKNOWN";
 }
@@ -36,7 +37,7 @@ const char* to_string(MessageType type) {
 std::vector<uint8_t> encode_frame(MessageType type, std::span<const uint8_t> payload) {
   PayloadWriter w;
   w.u32(kMagic);
-  w.u16(kProtocolVersion);
+  w.u16(kFrameVersion);
   w.u16(static_cast<uint16_t>(type));
   w.u32(static_cast<uint32_t>(payload.size()));
   std::vector<uint8_t> out = w.bytes();
@@ -51,11 +52,11 @@ Result<Frame> decode_frame(std::span<const uint8_t> d) {
   uint32_t magic = load_u32(d.data());
   if (magic != kMagic) return Error{"bad magic " + hex32(magic) + ", expected " + hex32(kMagic)};
   uint16_t version = load_u16(d.data() + 4);
-  if (version != kProtocolVersion)
-    return Error{"unsupported protocol version " + std::to_string(version) + ", expected " +
-                 std::to_string(kProtocolVersion)};
+  if (version != kFrameVersion)
+    return Error{"unsupported frame version " + std::to_string(version) + ", expected " +
+                 std::to_string(kFrameVersion)};
   uint16_t type = load_u16(d.data() + 6);
-  if (type < static_cast<uint16_t>(MessageType::Hello) || type > static_cast<uint16_t>(MessageType::Succeeded))
+  if (type < static_cast<uint16_t>(MessageType::Hello) || type > static_cast<uint16_t>(kLastMessageType))
     return Error{"unknown message type " + std::to_string(type)};
   uint32_t length = load_u32(d.data() + 8);
   if (length > kMaxPayload)

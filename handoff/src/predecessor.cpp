@@ -1,6 +1,10 @@
 #include "baton/handoff/predecessor.h"
 
+#include <poll.h>
 #include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -10,6 +14,8 @@
 
 namespace baton::handoff {
 namespace {
+
+using Clock = std::chrono::steady_clock;
 
 // The fd number the new process finds its end of the channel at.
 constexpr int kChildChannelFd = 3;
@@ -23,6 +29,8 @@ std::vector<char*> c_strings(std::vector<std::string>& v) {
   return out;
 }
 
+std::string pid_text(pid_t pid) { return "pid " + std::to_string(pid); }
+
 }  // namespace
 
 std::string describe_exit(int64_t exit_status, int term_signal) {
@@ -30,28 +38,43 @@ std::string describe_exit(int64_t exit_status, int term_signal) {
   return "exit status " + std::to_string(exit_status);
 }
 
-Predecessor::Predecessor(uv_loop_t* loop, OutcomeCallback on_outcome, SuccessorExitCallback on_successor_exit)
-    : loop_(loop), on_outcome_(std::move(on_outcome)), on_successor_exit_(std::move(on_successor_exit)) {}
+Predecessor::LinkSubscription& Predecessor::LinkSubscription::operator=(LinkSubscription&& o) noexcept {
+  if (this != &o) {
+    if (p_) p_->link_handlers_ = {};
+    p_ = std::exchange(o.p_, nullptr);
+  }
+  return *this;
+}
+
+Predecessor::LinkSubscription::~LinkSubscription() {
+  if (p_) p_->link_handlers_ = {};
+}
+
+Predecessor::Predecessor(uv_loop_t* loop, PredecessorEvents events)
+    : loop_(loop),
+      events_(std::move(events)),
+      link_(
+          loop, [this](Message& m) { handle_message(m); }, [this](const std::string& why) { on_link_closed(why); }) {
+  link_.on_writable([this] {
+    if (link_handlers_.writable) link_handlers_.writable();
+  });
+}
 
 Predecessor::~Predecessor() { close(); }
 
 void Predecessor::close() {
-  // A new process that has not taken over must not outlive the attempt; one
-  // that has taken over is the service now and is left alone.
-  if (process_ && !exited_ && state() != UpgradeState::HandedOver) uv_process_kill(process_.get(), SIGKILL);
-  on_outcome_ = [](const UpgradeOutcome&) {};
-  on_successor_exit_ = {};
-  on_acks_ = {};
-  on_superseded_ = {};
-  on_lost_ = {};
-  poll_.close();
+  // A new process that has not committed must not outlive the attempt; one
+  // that has is the service now (or about to be) and is left alone.
+  const bool committed = state() == UpgradeState::Probation || state() == UpgradeState::HandedOver;
+  if (process_ && !exited_ && !committed) uv_process_kill(process_.get(), SIGKILL);
+  events_ = {};
+  link_handlers_ = {};
+  link_.close();
   deadline_.close();
   process_.close();
-  channel_.close();
 }
 
-Status Predecessor::start(const SpawnSpec& spec, std::vector<ListenerOffer> listeners,
-                          std::chrono::milliseconds timeout) {
+Status Predecessor::start(const SpawnSpec& spec, std::vector<ListenerOffer> listeners, UpgradeTimeouts timeouts) {
   if (state() != UpgradeState::Idle) {
     if (state() == UpgradeState::HandedOver)
       return Error{"busy: this generation already handed over to pid " + std::to_string(pid_)};
@@ -64,9 +87,11 @@ Status Predecessor::start(const SpawnSpec& spec, std::vector<ListenerOffer> list
   std::vector<std::string> argv{spec.binary};
   argv.insert(argv.end(), spec.args.begin(), spec.args.end());
   std::vector<std::string> env;
+  const std::string version_prefix = std::string(kVersionVariable) + "=";
   for (const auto& kv : spec.env)
-    if (!kv.starts_with(spec.channel_variable + "=")) env.push_back(kv);
+    if (!kv.starts_with(spec.channel_variable + "=") && !kv.starts_with(version_prefix)) env.push_back(kv);
   env.push_back(spec.channel_variable + "=" + std::to_string(kChildChannelFd));
+  env.push_back(version_prefix + std::to_string(kProtocolVersion));
   auto c_argv = c_strings(argv);
   auto c_env = c_strings(env);
 
@@ -89,8 +114,13 @@ Status Predecessor::start(const SpawnSpec& spec, std::vector<ListenerOffer> list
   machine_.transition(UpgradeState::Spawning, "spawning " + spec.binary);
   exited_ = false;
   killed_ = false;
+  failed_after_commit_ = false;
   failure_.clear();
   pid_ = 0;
+  version_ = 0;
+  probation_ends_ = {};
+  newer_pid_ = 0;
+  newer_pidfd_.reset();
   if (int rc = process_.spawn(loop_, this, &options); rc != 0) {
     process_.close();
     std::string reason = "spawn " + spec.binary + ": " + uv_strerror(rc);
@@ -102,73 +132,72 @@ Status Predecessor::start(const SpawnSpec& spec, std::vector<ListenerOffer> list
   // `theirs` closes here: the child holds its own copy now, and keeping ours
   // would hide the child's death (no EOF while we hold the other end).
   theirs.reset();
-  channel_ = std::move(ours);
   offers_ = std::move(listeners);
-  timeout_ = timeout;
-
-  if (int rc = poll_.init(uv_poll_init, loop_, this, channel_.fd()); rc != 0) {
-    fail(std::string("uv_poll_init on the hand-off channel: ") + uv_strerror(rc));
-    return {};
-  }
-  uv_poll_start(poll_.get(), UV_READABLE | UV_DISCONNECT, &Predecessor::on_readable);
-  deadline_.init(uv_timer_init, loop_, this);
-  uv_timer_start(deadline_.get(), &Predecessor::on_deadline, static_cast<uint64_t>(timeout.count()), 0);
+  timeouts_ = timeouts;
+  arm_deadline(timeouts.ready);
   spdlog::info("upgrade: spawned {} as pid {}", spec.binary, pid_);
+  if (auto st = link_.open(std::move(ours)); !st) fail(st.error().message);
   return {};
+}
+
+void Predecessor::arm_deadline(std::chrono::milliseconds after) {
+  if (!deadline_) deadline_.init(uv_timer_init, loop_, this);
+  uv_timer_start(deadline_.get(), &Predecessor::on_deadline, static_cast<uint64_t>(after.count()), 0);
 }
 
 void Predecessor::cancel(const std::string& reason) {
   if (state() == UpgradeState::Spawning || state() == UpgradeState::AwaitingReady) fail(reason);
 }
 
-void Predecessor::on_readable(uv_poll_t* poll, int status, int) {
-  auto* self = static_cast<Predecessor*>(poll->data);
-  if (self->state() == UpgradeState::HandedOver) {
-    if (status < 0) return self->lose_link(std::string("poll: ") + uv_strerror(status));
-    while (self->channel_.open()) {
-      auto got = self->channel_.try_receive();
-      if (!got) return self->lose_link(got.error().message);
-      if (!got.value()) return;
-      self->handle_link_message(*got.value());
-    }
-    return;
-  }
-  if (status < 0) {
-    // libuv reports POLLERR as UV_EBADF: the peer is usually dying; let its
-    // exit status name the fault if it comes in time.
-    self->fail(std::string("hand-off channel: poll error (") + uv_strerror(status) + ")", /*let_it_exit=*/true);
-    return;
-  }
-  // Drain every queued message: a READY may sit behind a HELLO.
-  while (self->channel_.open()) {
-    auto got = self->channel_.try_receive();
-    if (!got) {
+void Predecessor::on_link_closed(const std::string& why) {
+  const std::string what = "hand-off channel: " + why;
+  switch (state()) {
+    case UpgradeState::Spawning:
+    case UpgradeState::AwaitingReady:
       // A closed channel usually means the new process is exiting: give it a
       // moment, so the outcome can name its exit status rather than the EOF.
-      self->fail("hand-off channel: " + got.error().message, /*let_it_exit=*/true);
+      return fail(what, /*let_it_exit=*/true);
+    case UpgradeState::Probation:
+      // Before SERVING it has accepted nothing and may be killed; after, it
+      // serves: the probation runs its course and its exit decides.
+      if (probation_ends_ == Clock::time_point{}) return fail(what, /*let_it_exit=*/true);
+      spdlog::warn("upgrade: link to successor pid {} closed during probation ({})", pid_, why);
       return;
-    }
-    if (!got.value()) return;
-    self->handle_message(*got.value());
+    case UpgradeState::HandedOver:
+      spdlog::info("upgrade: link to successor pid {} closed ({})", pid_, why);
+      if (link_handlers_.lost) link_handlers_.lost(why);
+      return;
+    case UpgradeState::Idle:
+    case UpgradeState::RollingBack:
+      return;
   }
 }
 
 void Predecessor::handle_message(Message& m) {
   if (!m.fds.empty()) {
-    fail(std::string(to_string(m.type)) + " from the new process carries unexpected fds");
-    return;
+    const std::string what = std::string(to_string(m.type)) + " from the new process carries unexpected fds";
+    if (state() == UpgradeState::HandedOver || state() == UpgradeState::Probation) {
+      link_.close();
+      return on_link_closed(what);
+    }
+    return fail(what);
   }
+  if (state() == UpgradeState::Probation || state() == UpgradeState::HandedOver) return handle_link_message(m);
   if (state() == UpgradeState::Spawning && m.type == MessageType::Hello) {
     auto hello = decode_hello(m.payload);
     if (!hello) return fail("bad HELLO: " + hello.error().message);
-    if (hello->version != kProtocolVersion)
+    if (hello->version < kMinProtocolVersion || hello->version > kProtocolVersion)
       return fail("HELLO speaks protocol version " + std::to_string(hello->version) + ", this one speaks " +
-                  std::to_string(kProtocolVersion));
+                  std::to_string(kMinProtocolVersion) + " to " + std::to_string(kProtocolVersion));
     if (static_cast<pid_t>(hello->pid) != pid_)
       return fail("HELLO names pid " + std::to_string(hello->pid) + ", spawned pid " + std::to_string(pid_));
-    if (auto st = handoff::send_listeners(channel_, offers_); !st) return fail(st.error().message, /*let_it_exit=*/true);
-    machine_.transition(UpgradeState::AwaitingReady,
-                        "HELLO from pid " + std::to_string(pid_) + ", sent " + std::to_string(offers_.size()) + " listeners");
+    version_ = hello->version;
+    // A handful of datagrams into an empty socket buffer: if even these do
+    // not fit, the new process is not reading and the attempt is over.
+    if (auto st = send_listeners_now(); !st) return fail(st.error().message, /*let_it_exit=*/true);
+    machine_.transition(UpgradeState::AwaitingReady, "HELLO from pid " + std::to_string(pid_) + " (protocol " +
+                                                         std::to_string(version_) + "), sent " +
+                                                         std::to_string(offers_.size()) + " listeners");
     return;
   }
   if (state() == UpgradeState::AwaitingReady && m.type == MessageType::Ready) {
@@ -176,32 +205,120 @@ void Predecessor::handle_message(Message& m) {
     if (!ready) return fail("bad READY: " + ready.error().message);
     if (static_cast<pid_t>(ready->pid) != pid_)
       return fail("READY names pid " + std::to_string(ready->pid) + ", spawned pid " + std::to_string(pid_));
-    if (auto st = channel_.send(MessageType::Commit, {}); !st)
-      return fail("sending COMMIT: " + st.error().message, /*let_it_exit=*/true);
-    auto elapsed = machine_.since_start();
-    // The channel stays open: DRAINING reports and, with `drain = handoff`,
-    // client connections go over it until this process exits.
-    deadline_.close();
-    machine_.transition(UpgradeState::HandedOver, "READY from pid " + std::to_string(pid_));
-    on_outcome_(UpgradeOutcome{true, pid_, {}, elapsed});
-    return;
+    return commit();
   }
   fail(std::string("unexpected ") + to_string(m.type) + " in state " + to_string(state()));
 }
 
-void Predecessor::on_deadline(uv_timer_t* timer) {
-  auto* self = static_cast<Predecessor*>(timer->data);
-  if (self->state() == UpgradeState::RollingBack) {
-    self->kill_successor();
+Status Predecessor::send_listeners_now() {
+  auto messages = listener_messages(offers_);
+  if (!messages) return messages.error();
+  for (const auto& batch : messages.value()) {
+    auto sent = link_.send_now(batch.type, batch.payload, batch.fds);
+    if (!sent) return sent.error();
+    if (!sent.value()) return Error{std::string("sendmsg ") + to_string(batch.type) + ": the new process is not reading"};
+  }
+  return {};
+}
+
+void Predecessor::commit() {
+  if (events_.before_commit) {
+    if (auto st = events_.before_commit(pid_); !st) return fail("not committing: " + st.error().message);
+  }
+  auto sent = link_.send_now(MessageType::Commit, {});
+  if (!sent || !sent.value())
+    return fail("sending COMMIT: " + (sent ? std::string("the new process is not reading") : sent.error().message),
+                /*let_it_exit=*/true);
+  // The channel stays open: SERVING, DRAINING reports and, with `drain =
+  // handoff`, client connections go over it until this process exits.
+  machine_.transition(UpgradeState::Probation, "READY from pid " + std::to_string(pid_) + ", COMMIT sent");
+  if (events_.committed) events_.committed(pid_);
+  if (state() != UpgradeState::Probation) return;  // the callback closed us
+  // A version 1 successor never says SERVING: it serves from COMMIT on.
+  if (version_ < 2) return start_probation_window();
+  arm_deadline(timeouts_.ready);
+}
+
+void Predecessor::start_probation_window() {
+  probation_ends_ = Clock::now() + timeouts_.probation;
+  spdlog::info("upgrade: successor pid {} serves; probation for {} ms", pid_, timeouts_.probation.count());
+  arm_deadline(timeouts_.probation);
+}
+
+std::optional<std::chrono::milliseconds> Predecessor::probation_left() const {
+  if (state() != UpgradeState::Probation || probation_ends_ == Clock::time_point{}) return std::nullopt;
+  return std::max(std::chrono::milliseconds(0),
+                  std::chrono::duration_cast<std::chrono::milliseconds>(probation_ends_ - Clock::now()));
+}
+
+void Predecessor::hand_over() {
+  deadline_.close();
+  auto elapsed = machine_.since_start();
+  machine_.transition(UpgradeState::HandedOver, "successor pid " + std::to_string(pid_) + " passed probation");
+  report(UpgradeOutcome{true, pid_, {}, elapsed, true});
+}
+
+void Predecessor::handle_link_message(Message& m) {
+  if (m.type == MessageType::Serving && version_ >= 2 && m.payload.empty()) {
+    if (state() == UpgradeState::Probation && probation_ends_ == Clock::time_point{}) start_probation_window();
     return;
   }
-  self->fail("no READY within " + std::to_string(self->timeout_.count()) + " ms");
+  if (m.type == MessageType::Succeeded) {
+    auto s = decode_succeeded(m.payload);
+    if (!s) {
+      link_.close();
+      return on_link_closed("bad SUCCEEDED: " + s.error().message);
+    }
+    newer_pid_ = s->pid ? static_cast<pid_t>(s->pid) : -1;
+    // Taken now, while the newer process certainly lives (it just sent
+    // READY to our successor): a pidfd cannot be fooled by pid reuse.
+    if (s->pid) newer_pidfd_ = UniqueFd(static_cast<int>(::syscall(SYS_pidfd_open, newer_pid_, 0)));
+    spdlog::info("upgrade: successor pid {} commits to a newer generation{}", pid_,
+                 s->pid ? " (pid " + std::to_string(s->pid) + ")" : std::string());
+    return;
+  }
+  if (m.type == MessageType::ConnectionsAck && state() == UpgradeState::HandedOver) {
+    auto acks = decode_connections_ack(m.payload);
+    if (!acks) {
+      link_.close();
+      return on_link_closed("bad CONNECTIONS_ACK: " + acks.error().message);
+    }
+    if (link_handlers_.acks) link_handlers_.acks(acks.value());
+    return;
+  }
+  link_.close();
+  on_link_closed(std::string("unexpected ") + to_string(m.type) + " from the successor in state " + to_string(state()));
+}
+
+bool Predecessor::newer_generation_alive() const {
+  if (newer_pid_ == -1) return true;  // a version 1 SUCCEEDED: assume so, as that version did
+  if (!newer_pidfd_) return false;    // pidfd_open failed: it was gone already
+  pollfd p{newer_pidfd_.get(), POLLIN, 0};
+  return ::poll(&p, 1, 0) == 0;  // readable once the process has exited
+}
+
+void Predecessor::on_deadline(uv_timer_t* timer) {
+  auto* self = static_cast<Predecessor*>(timer->data);
+  switch (self->state()) {
+    case UpgradeState::RollingBack:
+      return self->kill_successor();
+    case UpgradeState::Probation:
+      if (self->probation_ends_ != Clock::time_point{}) return self->hand_over();
+      // It has accepted nothing yet (SERVING comes first): killing it loses nothing.
+      return self->fail("pid " + std::to_string(self->pid_) + " took the listeners but did not report SERVING within " +
+                        std::to_string(self->timeouts_.ready.count()) + " ms");
+    default:
+      return self->fail("no READY within " + std::to_string(self->timeouts_.ready.count()) + " ms");
+  }
 }
 
 void Predecessor::fail(const std::string& reason, bool let_it_exit) {
-  if (state() != UpgradeState::Spawning && state() != UpgradeState::AwaitingReady) return;
+  const auto s = state();
+  if (s != UpgradeState::Spawning && s != UpgradeState::AwaitingReady && s != UpgradeState::Probation) return;
   failure_ = reason;
-  stop_channel();
+  failed_after_commit_ = s == UpgradeState::Probation;
+  link_.close();
+  deadline_.close();
   machine_.transition(UpgradeState::RollingBack, reason);
   if (exited_) {
     finish_rollback("already exited");
@@ -211,12 +328,11 @@ void Predecessor::fail(const std::string& reason, bool let_it_exit) {
     kill_successor();
     return;
   }
-  deadline_.init(uv_timer_init, loop_, this);
-  uv_timer_start(deadline_.get(), &Predecessor::on_deadline, static_cast<uint64_t>(kExitGrace.count()), 0);
+  arm_deadline(kExitGrace);
 }
 
 void Predecessor::kill_successor() {
-  // It never received COMMIT, so it has accepted no client: killing it loses nothing.
+  // Before SERVING it has accepted no client: killing it loses nothing.
   killed_ = true;
   if (process_ && !exited_) uv_process_kill(process_.get(), SIGKILL);
 }
@@ -235,14 +351,31 @@ void Predecessor::on_exit(uv_process_t* process, int64_t exit_status, int term_s
     case UpgradeState::RollingBack:
       // It died on its own while we waited: its exit status says more than
       // the closed channel did.
-      if (!self->killed_) self->failure_ = "new process pid " + std::to_string(pid) + " exited before READY with " + how;
+      if (!self->killed_)
+        self->failure_ = "new process " + pid_text(pid) + " exited " +
+                         (self->failed_after_commit_ ? "during probation" : "before READY") + " with " + how;
       self->finish_rollback(how);
       break;
-    case UpgradeState::HandedOver:
-      spdlog::info("upgrade: successor pid {} exited with {}", pid, how);
-      if (self->on_successor_exit_)
-        self->on_successor_exit_(pid, exit_status == 0 && term_signal == 0, self->superseded_, how);
+    case UpgradeState::Probation: {
+      // Dead inside the window: whatever it accepted is gone with it, and the
+      // listeners it shared with us never closed. We serve again.
+      self->link_.close();
+      self->deadline_.close();
+      auto elapsed = self->machine_.since_start();
+      const std::string reason = "new process " + pid_text(pid) + " exited during probation with " + how;
+      self->machine_.transition(UpgradeState::Idle, reason + "; serving again");
+      self->report(UpgradeOutcome{false, pid, reason, elapsed, true});
       break;
+    }
+    case UpgradeState::HandedOver: {
+      const bool superseded = self->newer_pid_ != 0 && self->newer_generation_alive();
+      spdlog::info("upgrade: successor pid {} exited with {}", pid, how);
+      if (self->newer_pid_ != 0 && !superseded)
+        spdlog::warn("upgrade: the generation pid {} committed to is gone too", self->newer_pid_);
+      if (self->events_.successor_exit)
+        self->events_.successor_exit(pid, exit_status == 0 && term_signal == 0, superseded, how);
+      break;
+    }
     case UpgradeState::Idle:
       break;
   }
@@ -251,69 +384,43 @@ void Predecessor::on_exit(uv_process_t* process, int64_t exit_status, int term_s
 void Predecessor::finish_rollback(const std::string& how_it_ended) {
   auto elapsed = machine_.since_start();
   machine_.transition(UpgradeState::Idle, "new process pid " + std::to_string(pid_) + " reaped (" + how_it_ended + ")");
-  UpgradeOutcome outcome{false, pid_, failure_, elapsed};
   offers_.clear();
-  on_outcome_(outcome);
+  report(UpgradeOutcome{false, pid_, failure_, elapsed, failed_after_commit_});
 }
 
-void Predecessor::on_link(AckCallback on_acks, LostCallback on_lost) {
-  on_acks_ = std::move(on_acks);
-  on_lost_ = std::move(on_lost);
+void Predecessor::report(UpgradeOutcome outcome) {
+  if (events_.outcome) events_.outcome(outcome);
 }
 
-Status Predecessor::send_connections(const std::vector<ConnectionOffer>& offers) {
-  if (state() != UpgradeState::HandedOver || !channel_.open()) return Error{"no successor to hand connections to"};
-  if (auto st = handoff::send_connections(channel_, offers); !st) {
-    lose_link(st.error().message);
-    return st;
+Predecessor::LinkSubscription Predecessor::subscribe_link(LinkHandlers handlers) {
+  link_handlers_ = std::move(handlers);
+  return LinkSubscription(this);
+}
+
+Result<bool> Predecessor::send_connections(const std::vector<ConnectionOffer>& batch) {
+  if (state() != UpgradeState::HandedOver || !link_.is_open()) return Error{"no successor to hand connections to"};
+  std::vector<ConnectionEntry> entries;
+  std::vector<int> fds;
+  for (const auto& o : batch) {
+    entries.push_back({o.id, o.kind});
+    fds.push_back(o.fd);
   }
-  return {};
-}
-
-void Predecessor::handle_link_message(Message& m) {
-  if (m.type == MessageType::Succeeded && m.fds.empty() && m.payload.empty()) {
-    superseded_ = true;
-    spdlog::info("upgrade: successor pid {} has handed over to a newer generation", pid_);
-    if (on_superseded_) on_superseded_();
-    return;
-  }
-  if (m.type != MessageType::ConnectionsAck || !m.fds.empty())
-    return lose_link(std::string("unexpected ") + to_string(m.type) + " from the successor");
-  auto acks = decode_connections_ack(m.payload);
-  if (!acks) return lose_link("bad CONNECTIONS_ACK: " + acks.error().message);
-  if (on_acks_) on_acks_(acks.value());
-}
-
-void Predecessor::lose_link(const std::string& why) {
-  if (!channel_.open()) return;
-  poll_.close();
-  channel_.close();
-  spdlog::info("upgrade: link to successor pid {} closed ({})", pid_, why);
-  if (on_lost_) on_lost_(why);
+  return link_.send_now(MessageType::Connections, encode(entries), fds);
 }
 
 Status Predecessor::resume() {
   if (state() != UpgradeState::HandedOver || !exited_) return Error{"no dead successor to resume from"};
-  poll_.close();
-  channel_.close();
+  link_.close();
   machine_.transition(UpgradeState::Idle, "successor pid " + std::to_string(pid_) + " died; serving again");
-  superseded_ = false;
+  newer_pid_ = 0;
+  newer_pidfd_.reset();
   return {};
 }
 
 Status Predecessor::report_draining(const std::vector<GenerationReport>& reports) {
-  if (state() != UpgradeState::HandedOver || !channel_.open()) return Error{"no successor to report to"};
-  if (auto st = channel_.send(MessageType::Draining, encode(reports)); !st) {
-    lose_link(st.error().message);  // the successor is gone; nobody to tell any more
-    return st;
-  }
-  return {};
-}
-
-void Predecessor::stop_channel() {
-  poll_.close();
-  deadline_.close();
-  channel_.close();
+  if ((state() != UpgradeState::HandedOver && state() != UpgradeState::Probation) || !link_.is_open())
+    return Error{"no successor to report to"};
+  return link_.send(MessageType::Draining, encode(reports, version_));
 }
 
 }  // namespace baton::handoff

@@ -6,38 +6,35 @@
 
 namespace baton::handoff {
 
-PredecessorLink::PredecessorLink(uv_loop_t* loop, HandoffChannel channel, ReportCallback on_report,
+PredecessorLink::PredecessorLink(uv_loop_t* loop, HandoffChannel channel, uint16_t version, ReportCallback on_report,
                                  ConnectionCallback on_connection, ClosedCallback on_closed)
-    : channel_(std::move(channel)),
+    : version_(version),
       on_report_(std::move(on_report)),
       on_connection_(std::move(on_connection)),
-      on_closed_(std::move(on_closed)) {
-  if (!channel_.open()) return;
-  if (poll_.init(uv_poll_init, loop, this, channel_.fd()) != 0) {
-    channel_.close();
-    return;
-  }
-  uv_poll_start(poll_.get(), UV_READABLE | UV_DISCONNECT, &PredecessorLink::on_readable);
+      on_closed_(std::move(on_closed)),
+      link_(loop, [this](Message& m) { handle(m); }, [this](const std::string& why) { lost(why); }) {
+  if (!channel.open()) return;
+  if (auto st = link_.open(std::move(channel)); !st) spdlog::warn("previous generation: {}", st.error().message);
 }
 
-void PredecessorLink::on_readable(uv_poll_t* poll, int status, int) {
-  auto* self = static_cast<PredecessorLink*>(poll->data);
-  if (status < 0) return self->close(std::string("poll: ") + uv_strerror(status));
-  while (self->channel_.open()) {
-    auto got = self->channel_.try_receive();
-    if (!got) return self->close(got.error().message == kPeerClosed ? "closed" : got.error().message);
-    if (!got.value()) return;
-    Message& m = *got.value();
-    if (m.type == MessageType::Connections) {
-      if (auto st = self->take_connections(m); !st) return self->close(st.error().message);
-      continue;
+void PredecessorLink::handle(Message& m) {
+  if (m.type == MessageType::Connections) {
+    if (auto st = take_connections(m); !st) {
+      link_.close();
+      lost(st.error().message);
     }
-    if (m.type != MessageType::Draining || !m.fds.empty())
-      return self->close(std::string("unexpected ") + to_string(m.type) + " after COMMIT");
-    auto reports = decode_draining(m.payload);
-    if (!reports) return self->close("bad DRAINING: " + reports.error().message);
-    self->on_report_(reports.value());
+    return;
   }
+  std::string error;
+  if (m.type != MessageType::Draining || !m.fds.empty()) {
+    error = std::string("unexpected ") + to_string(m.type) + " after COMMIT";
+  } else if (auto reports = decode_draining(m.payload, version_); !reports) {
+    error = "bad DRAINING: " + reports.error().message;
+  } else {
+    return on_report_(reports.value());
+  }
+  link_.close();
+  lost(error);
 }
 
 // Every connection gets an answer: adopted, or refused (invalid, or the
@@ -59,18 +56,24 @@ Status PredecessorLink::take_connections(Message& m) {
     }
     acks.push_back({e.id, adopted});
   }
-  return channel_.send(MessageType::ConnectionsAck, encode(acks));
+  return link_.send(MessageType::ConnectionsAck, encode(acks));
 }
 
-Status PredecessorLink::notify_succeeded() {
-  if (!channel_.open()) return Error{"no predecessor to tell"};
-  return channel_.send(MessageType::Succeeded, {});
+Status PredecessorLink::notify_serving() {
+  if (version_ < 2 || !link_.is_open()) return {};  // version 1 knows no SERVING; nobody to tell
+  return link_.send(MessageType::Serving, {});
 }
 
-void PredecessorLink::close(const std::string& why) {
-  poll_.close();
-  channel_.close();
-  on_closed_(why);
+Status PredecessorLink::notify_succeeded(pid_t pid) {
+  if (!link_.is_open()) return {};  // the predecessor is gone: nobody can resume
+  // Version 1 predecessors of baton 0.1.0 took an empty SUCCEEDED; older ones none.
+  auto payload = version_ >= 2 ? encode(Succeeded{static_cast<uint32_t>(pid)}) : std::vector<uint8_t>{};
+  auto sent = link_.send_now(MessageType::Succeeded, payload);
+  if (!sent) return {};  // the link broke on the way: the predecessor is gone or deaf
+  if (!sent.value()) return Error{"the previous generation's hand-off channel is full (it is not reading)"};
+  return {};
 }
+
+void PredecessorLink::lost(const std::string& why) { on_closed_(why == kPeerClosed ? "closed" : why); }
 
 }  // namespace baton::handoff

@@ -1,6 +1,7 @@
 #include "baton/handoff/protocol.h"
 
 #include <algorithm>
+#include <charconv>
 
 
 #include "baton/handoff/channel.h"
@@ -42,18 +43,43 @@ std::vector<uint8_t> encode(const Ready& m) {
   return w.bytes();
 }
 
-std::vector<uint8_t> encode(const std::vector<GenerationReport>& reports) {
+std::vector<uint8_t> encode(const Succeeded& m) {
+  PayloadWriter w;
+  w.u32(m.pid);
+  return w.bytes();
+}
+
+Result<Succeeded> decode_succeeded(std::span<const uint8_t> payload) {
+  if (payload.empty()) return Succeeded{};
+  PayloadReader r(payload);
+  BATON_TRY_ASSIGN(pid, r.u32("pid"));
+  if (auto st = r.finish("SUCCEEDED"); !st) return st.error();
+  return Succeeded{pid};
+}
+
+Result<uint16_t> agreed_version(const char* advertised) {
+  if (!advertised) return kMinProtocolVersion;
+  const std::string text(advertised);
+  unsigned v = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec != std::errc() || end != text.data() + text.size() || v < kMinProtocolVersion)
+    return Error{std::string(kVersionVariable) + "='" + text + "' is not a protocol version"};
+  return static_cast<uint16_t>(std::min<unsigned>(v, kProtocolVersion));
+}
+
+std::vector<uint8_t> encode(const std::vector<GenerationReport>& reports, uint16_t version) {
   PayloadWriter w;
   w.u16(static_cast<uint16_t>(reports.size()));
   for (const auto& r : reports) {
     w.u32(r.pid);
     w.u32(r.generation);
     w.u32(r.connections);
+    if (version >= 2) w.u32(r.probation_left_ms);
   }
   return w.bytes();
 }
 
-Result<std::vector<GenerationReport>> decode_draining(std::span<const uint8_t> payload) {
+Result<std::vector<GenerationReport>> decode_draining(std::span<const uint8_t> payload, uint16_t version) {
   PayloadReader r(payload);
   BATON_TRY_ASSIGN(count, r.u16("count"));
   std::vector<GenerationReport> out;
@@ -61,7 +87,12 @@ Result<std::vector<GenerationReport>> decode_draining(std::span<const uint8_t> p
     BATON_TRY_ASSIGN(pid, r.u32("pid"));
     BATON_TRY_ASSIGN(generation, r.u32("generation"));
     BATON_TRY_ASSIGN(connections, r.u32("connections"));
-    out.push_back({pid, generation, connections});
+    uint32_t probation_left_ms = 0;
+    if (version >= 2) {
+      BATON_TRY_ASSIGN(left, r.u32("probation_left_ms"));
+      probation_left_ms = left;
+    }
+    out.push_back({pid, generation, connections, probation_left_ms});
   }
   if (auto st = r.finish("DRAINING"); !st) return st.error();
   return out;
@@ -178,45 +209,38 @@ size_t entry_size(const ListenerOffer& o) { return 6 + o.name.size() + o.configu
 
 }  // namespace
 
-Status send_connections(HandoffChannel& channel, const std::vector<ConnectionOffer>& offers) {
-  for (size_t begin = 0; begin < offers.size(); begin += kMaxFdsPerMessage) {
-    const size_t end = std::min(offers.size(), begin + kMaxFdsPerMessage);
-    std::vector<ConnectionEntry> entries;
-    std::vector<int> fds;
-    for (size_t i = begin; i < end; ++i) {
-      entries.push_back({offers[i].id, offers[i].kind});
-      fds.push_back(offers[i].fd);
-    }
-    if (auto st = channel.send(MessageType::Connections, encode(entries), fds); !st) return st;
-  }
-  return {};
-}
-
-Status send_listeners(HandoffChannel& channel, const std::vector<ListenerOffer>& offers) {
+Result<std::vector<OutgoingMessage>> listener_messages(const std::vector<ListenerOffer>& offers) {
   // A batch ends at kMaxFdsPerMessage fds or when the next entry would not
   // fit in one payload, whichever comes first.
+  std::vector<OutgoingMessage> out;
   std::vector<ListenerEntry> entries;
   std::vector<int> fds;
   size_t payload = 2;  // the entry count
-  auto flush = [&]() -> Status {
-    if (entries.empty()) return {};
-    auto st = channel.send(MessageType::Listeners, encode(entries), fds);
+  auto flush = [&] {
+    if (entries.empty()) return;
+    out.push_back({MessageType::Listeners, encode(entries), std::move(fds)});
     entries.clear();
     fds.clear();
     payload = 2;
-    return st;
   };
   for (const auto& o : offers) {
     if (entry_size(o) + 2 > kMaxPayload) return Error{"listener '" + o.name + "' is too long to announce"};
-    if (fds.size() == kMaxFdsPerMessage || payload + entry_size(o) > kMaxPayload) {
-      if (auto st = flush(); !st) return st;
-    }
+    if (fds.size() == kMaxFdsPerMessage || payload + entry_size(o) > kMaxPayload) flush();
     entries.push_back({o.name, o.configured, o.bound});
     fds.push_back(o.fd);
     payload += entry_size(o);
   }
-  if (auto st = flush(); !st) return st;
-  return channel.send(MessageType::ListenersEnd, encode(ListenersEnd{static_cast<uint32_t>(offers.size())}));
+  flush();
+  out.push_back({MessageType::ListenersEnd, encode(ListenersEnd{static_cast<uint32_t>(offers.size())}), {}});
+  return out;
+}
+
+Status send_listeners(HandoffChannel& channel, const std::vector<ListenerOffer>& offers) {
+  auto messages = listener_messages(offers);
+  if (!messages) return messages.error();
+  for (const auto& m : messages.value())
+    if (auto st = channel.send(m.type, m.payload, m.fds); !st) return st;
+  return {};
 }
 
 }  // namespace baton::handoff

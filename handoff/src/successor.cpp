@@ -50,6 +50,9 @@ Result<std::optional<Successor>> Successor::from_environment(const char* variabl
   if (!value) return std::optional<Successor>{};
   std::string text(value);
   ::unsetenv(variable);
+  auto version = agreed_version(std::getenv(kVersionVariable));
+  ::unsetenv(kVersionVariable);
+  if (!version) return version.error();
   int fd = -1;
   auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), fd);
   if (ec != std::errc() || end != text.data() + text.size() || fd < 0)
@@ -62,12 +65,12 @@ Result<std::optional<Successor>> Successor::from_environment(const char* variabl
     return Error{std::string(variable) + "=" + text + " does not name a SOCK_SEQPACKET socket"};
   auto channel = HandoffChannel::adopt(UniqueFd(fd));
   if (!channel) return channel.error();
-  return std::optional<Successor>(Successor(std::move(channel).value()));
+  return std::optional<Successor>(Successor(std::move(channel).value(), version.value()));
 }
 
 Result<std::vector<InheritedListener>> Successor::take_listeners(std::chrono::milliseconds timeout) {
   const auto deadline = Clock::now() + timeout;
-  auto hello = encode(Hello{static_cast<uint32_t>(::getpid()), kProtocolVersion});
+  auto hello = encode(Hello{static_cast<uint32_t>(::getpid()), version_});
   if (auto st = channel_.send(MessageType::Hello, hello); !st) return st.error();
 
   std::vector<InheritedListener> listeners;

@@ -10,7 +10,9 @@ bool allowed(UpgradeState from, UpgradeState to) {
   switch (from) {
     case S::Idle: return to == S::Spawning;
     case S::Spawning: return to == S::AwaitingReady || to == S::RollingBack;
-    case S::AwaitingReady: return to == S::HandedOver || to == S::RollingBack;
+    case S::AwaitingReady: return to == S::Probation || to == S::RollingBack;
+    // Idle: the successor died during probation, this generation serves again.
+    case S::Probation: return to == S::HandedOver || to == S::RollingBack || to == S::Idle;
     case S::RollingBack: return to == S::Idle;
     case S::HandedOver: return to == S::Idle;  // only when the successor died and we serve again
   }
@@ -24,6 +26,7 @@ const char* to_string(UpgradeState state) {
     case UpgradeState::Idle: return "idle";
     case UpgradeState::Spawning: return "spawning";
     case UpgradeState::AwaitingReady: return "awaiting-ready";
+    case UpgradeState::Probation: return "probation";
     case UpgradeState::HandedOver: return "handed-over";
     case UpgradeState::RollingBack: return "rolling-back";
   }

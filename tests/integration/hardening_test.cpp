@@ -525,7 +525,8 @@ struct FakePredecessor {
     handoff::UniqueFd theirs = std::move(pair->second);
     ProcessOptions opts;
     opts.fd3 = theirs.get();
-    opts.extra_env = {"BATON_HANDOFF_FD=3", "BATON_GENERATION=2"};
+    opts.extra_env = {"BATON_HANDOFF_FD=3", "BATON_GENERATION=2",
+                      std::string(handoff::kVersionVariable) + "=" + std::to_string(handoff::kProtocolVersion)};
     batond.emplace(BatondProcess::launch(std::move(args), opts));
     // `theirs` closes here: batond holds the only copy, so closing ours is an EOF for it.
   }

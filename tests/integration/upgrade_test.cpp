@@ -79,7 +79,8 @@ TEST(Upgrade, BothLogsShowTheWholeSequenceWithTimings) {
   auto r = d.upgrade();
   ASSERT_TRUE(r.ok) << d.log();
   for (const char* step : {"upgrade (SIGUSR2): starting", "upgrade: idle -> spawning", "spawning -> awaiting-ready",
-                           "awaiting-ready -> handed-over", "READY", "ms after the request", "stopped accepting",
+                           "awaiting-ready -> probation", "READY", "COMMIT sent",
+                           "probation -> handed-over", "passed probation", "ms after the request", "stopped accepting",
                            "drain: started (handed over to pid", "exiting with status 0"})
     EXPECT_TRUE(d.wait_for_line(old_pid, step)) << "old generation never logged '" << step << "'\n" << d.log();
   for (const char* step : {"hand-off: taking over as generation 2", "hand-off: received 2 listener(s), all valid",
@@ -300,7 +301,7 @@ TEST(Upgrade, OldGenerationDoesNotResumeWhenTheNewOneDiesAfterHandingOverInTurn)
   ASSERT_TRUE(echo_roundtrip(held2.get(), "pins generation 2"));
   auto r3 = d.upgrade();
   ASSERT_TRUE(r3.ok);
-  ASSERT_TRUE(d.wait_for_line(gen1, "has handed over to a newer generation")) << d.log();
+  ASSERT_TRUE(d.wait_for_line(gen1, "commits to a newer generation (pid " + std::to_string(r3.new_pid) + ")")) << d.log();
   ::kill(r2.new_pid, SIGKILL);
   ASSERT_TRUE(d.wait_for_line(gen1, "after handing over in turn")) << d.log();
   EXPECT_EQ(d.count_lines(gen1, "resumes serving"), 0);

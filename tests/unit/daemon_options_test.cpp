@@ -33,14 +33,12 @@ TEST(Options, Defaults) {
   ASSERT_TRUE(r.options.has_value());
   EXPECT_EQ(r.exit_code, 0);
   const auto& o = *r.options;
-  ASSERT_EQ(o.listeners.size(), 1u);
+  // None configured: batond serves what systemd passes, else kDefaultListen (decided at start-up).
+  EXPECT_TRUE(o.listeners.empty());
   EXPECT_EQ(std::string(kDefaultListen), "tcp://127.0.0.1:7000");
-  EXPECT_EQ(o.listeners[0].name, "tcp://127.0.0.1:7000");
-  EXPECT_EQ(o.listeners[0].address.family, handoff::ListenAddress::Family::Tcp4);
-  EXPECT_EQ(o.listeners[0].address.host, "127.0.0.1");
-  EXPECT_EQ(o.listeners[0].address.port, 7000);
   EXPECT_EQ(o.drain_timeout, 30s);
   EXPECT_EQ(o.upgrade_timeout, 10s);
+  EXPECT_EQ(o.upgrade_probation, 1s);
   EXPECT_EQ(o.max_connections, 10000u);
   EXPECT_EQ(o.backlog, 1024);
   EXPECT_EQ(o.log_level, "info");

@@ -274,34 +274,34 @@ void expect_refused_without_leak(const Bytes& datagram, int fd_copies, const std
 }
 
 TEST(ChannelMalformed, BadMagicWithAnFd) {
-  expect_refused_without_leak(header(0xdeadbeef, kProtocolVersion, 2, 0), 1,
+  expect_refused_without_leak(header(0xdeadbeef, kFrameVersion, 2, 0), 1,
                               "bad magic 0xdeadbeef, expected 0x4241544e");
 }
 
 TEST(ChannelMalformed, BadMagicWithSeveralFds) {
-  expect_refused_without_leak(header(0x00000000, kProtocolVersion, 2, 0), 5, "bad magic 0x00000000");
+  expect_refused_without_leak(header(0x00000000, kFrameVersion, 2, 0), 5, "bad magic 0x00000000");
 }
 
 TEST(ChannelMalformed, WrongVersion) {
-  expect_refused_without_leak(header(kMagic, 7, 2, 0), 1, "unsupported protocol version 7, expected 1");
+  expect_refused_without_leak(header(kMagic, 7, 2, 0), 1, "unsupported frame version 7, expected 1");
 }
 
 TEST(ChannelMalformed, UnknownTypeZero) {
-  expect_refused_without_leak(header(kMagic, kProtocolVersion, 0, 0), 1, "unknown message type 0");
+  expect_refused_without_leak(header(kMagic, kFrameVersion, 0, 0), 1, "unknown message type 0");
 }
 
 TEST(ChannelMalformed, UnknownType99) {
-  expect_refused_without_leak(header(kMagic, kProtocolVersion, 99, 0), 2, "unknown message type 99");
+  expect_refused_without_leak(header(kMagic, kFrameVersion, 99, 0), 2, "unknown message type 99");
 }
 
 TEST(ChannelMalformed, LengthLongerThanDatagram) {
-  Bytes d = header(kMagic, kProtocolVersion, 2, 100);
+  Bytes d = header(kMagic, kFrameVersion, 2, 100);
   d.resize(d.size() + 10, 0);
   expect_refused_without_leak(d, 1, "length field says 100 payload bytes, datagram carries 10");
 }
 
 TEST(ChannelMalformed, LengthShorterThanDatagram) {
-  Bytes d = header(kMagic, kProtocolVersion, 2, 1);
+  Bytes d = header(kMagic, kFrameVersion, 2, 1);
   d.resize(d.size() + 10, 0);
   expect_refused_without_leak(d, 1, "length field says 1 payload bytes, datagram carries 10");
 }
@@ -312,7 +312,7 @@ TEST(ChannelMalformed, TruncatedHeader) {
 
 TEST(ChannelMalformed, OversizedDatagramIsTruncated) {
   // Larger than the receive buffer (kHeaderSize + kMaxPayload + 1): the kernel cuts it.
-  Bytes d = header(kMagic, kProtocolVersion, 2, static_cast<uint32_t>(kMaxPayload + 100));
+  Bytes d = header(kMagic, kFrameVersion, 2, static_cast<uint32_t>(kMaxPayload + 100));
   d.resize(kHeaderSize + kMaxPayload + 100, 0);
   expect_refused_without_leak(d, 1, "MSG_TRUNC");
 }
@@ -365,7 +365,7 @@ TEST(ChannelMalformed, ReceiveReportsTheSameErrorsAsTryReceive) {
 // kMaxPayload) accepts a payload one byte over the limit. Enable once fixed.
 TEST(ChannelMalformed, PayloadOneByteOverTheLimitIsRefused) {
   Pair c = make_pair();
-  Bytes d = header(kMagic, kProtocolVersion, 2, static_cast<uint32_t>(kMaxPayload + 1));
+  Bytes d = header(kMagic, kFrameVersion, 2, static_cast<uint32_t>(kMaxPayload + 1));
   d.resize(kHeaderSize + kMaxPayload + 1, 0);
   ASSERT_EQ(raw_send(c.peer.fd(), d), static_cast<ssize_t>(d.size()));
   auto r = c.ours.try_receive();

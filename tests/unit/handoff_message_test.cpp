@@ -70,34 +70,34 @@ TEST(FrameErrors, TruncatedHeader) {
 }
 
 TEST(FrameErrors, BadMagic) {
-  EXPECT_EQ(frame_error(header(0x58585858, kProtocolVersion, 1, 0)), "bad magic 0x58585858, expected 0x4241544e");
+  EXPECT_EQ(frame_error(header(0x58585858, kFrameVersion, 1, 0)), "bad magic 0x58585858, expected 0x4241544e");
   // Byte-swapped magic (a little-endian writer) is not accepted either.
-  EXPECT_EQ(frame_error(header(0x4e544142, kProtocolVersion, 1, 0)), "bad magic 0x4e544142, expected 0x4241544e");
+  EXPECT_EQ(frame_error(header(0x4e544142, kFrameVersion, 1, 0)), "bad magic 0x4e544142, expected 0x4241544e");
 }
 
 TEST(FrameErrors, WrongVersion) {
-  EXPECT_EQ(frame_error(header(kMagic, 2, 1, 0)), "unsupported protocol version 2, expected 1");
-  EXPECT_EQ(frame_error(header(kMagic, 0, 1, 0)), "unsupported protocol version 0, expected 1");
-  EXPECT_EQ(frame_error(header(kMagic, 0x0100, 1, 0)), "unsupported protocol version 256, expected 1");
+  EXPECT_EQ(frame_error(header(kMagic, 2, 1, 0)), "unsupported frame version 2, expected 1");
+  EXPECT_EQ(frame_error(header(kMagic, 0, 1, 0)), "unsupported frame version 0, expected 1");
+  EXPECT_EQ(frame_error(header(kMagic, 0x0100, 1, 0)), "unsupported frame version 256, expected 1");
 }
 
 TEST(FrameErrors, UnknownType) {
-  EXPECT_EQ(frame_error(header(kMagic, kProtocolVersion, 0, 0)), "unknown message type 0");
-  EXPECT_EQ(frame_error(header(kMagic, kProtocolVersion, 10, 0)), "unknown message type 10");
-  EXPECT_EQ(frame_error(header(kMagic, kProtocolVersion, 99, 0)), "unknown message type 99");
-  EXPECT_EQ(frame_error(header(kMagic, kProtocolVersion, 0xffff, 0)), "unknown message type 65535");
+  EXPECT_EQ(frame_error(header(kMagic, kFrameVersion, 0, 0)), "unknown message type 0");
+  EXPECT_EQ(frame_error(header(kMagic, kFrameVersion, 11, 0)), "unknown message type 11");
+  EXPECT_EQ(frame_error(header(kMagic, kFrameVersion, 99, 0)), "unknown message type 99");
+  EXPECT_EQ(frame_error(header(kMagic, kFrameVersion, 0xffff, 0)), "unknown message type 65535");
 }
 
 TEST(FrameErrors, LengthFieldMismatch) {
   // Says more than the datagram carries.
-  EXPECT_EQ(frame_error(concat(header(kMagic, kProtocolVersion, 1, 10), Bytes{1, 2, 3, 4})),
+  EXPECT_EQ(frame_error(concat(header(kMagic, kFrameVersion, 1, 10), Bytes{1, 2, 3, 4})),
             "length field says 10 payload bytes, datagram carries 4");
   // Says less than the datagram carries.
-  EXPECT_EQ(frame_error(concat(header(kMagic, kProtocolVersion, 1, 2), Bytes{1, 2, 3, 4})),
+  EXPECT_EQ(frame_error(concat(header(kMagic, kFrameVersion, 1, 2), Bytes{1, 2, 3, 4})),
             "length field says 2 payload bytes, datagram carries 4");
-  EXPECT_EQ(frame_error(concat(header(kMagic, kProtocolVersion, 5, 0), Bytes{0})),
+  EXPECT_EQ(frame_error(concat(header(kMagic, kFrameVersion, 5, 0), Bytes{0})),
             "length field says 0 payload bytes, datagram carries 1");
-  EXPECT_EQ(frame_error(header(kMagic, kProtocolVersion, 5, 0xffffffff)),
+  EXPECT_EQ(frame_error(header(kMagic, kFrameVersion, 5, 0xffffffff)),
             "length field says 4294967295 payload bytes, more than the 61440 a message may carry");
 }
 
@@ -105,7 +105,7 @@ TEST(FrameErrors, ChecksAreInHeaderOrder) {
   // Bad magic and bad version: the magic is reported, it is checked first.
   EXPECT_EQ(frame_error(header(0, 9, 0, 5)), "bad magic 0x00000000, expected 0x4241544e");
   // Good magic, bad version and type: the version.
-  EXPECT_EQ(frame_error(header(kMagic, 9, 0, 5)), "unsupported protocol version 9, expected 1");
+  EXPECT_EQ(frame_error(header(kMagic, 9, 0, 5)), "unsupported frame version 9, expected 1");
 }
 
 // ---- payload primitives -----------------------------------------------------------

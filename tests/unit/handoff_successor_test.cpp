@@ -57,7 +57,7 @@ Handoff make_handoff() {
 }
 
 // The HELLO the successor sent first.
-void expect_hello(HandoffChannel& peer) {
+void expect_hello(HandoffChannel& peer, uint16_t version = kProtocolVersion) {
   auto m = peer.receive(1s);
   ASSERT_TRUE(m.ok()) << m.error().message;
   ASSERT_EQ(m->type, MessageType::Hello);
@@ -65,7 +65,7 @@ void expect_hello(HandoffChannel& peer) {
   auto hello = decode_hello(m->payload);
   ASSERT_TRUE(hello.ok()) << hello.error().message;
   EXPECT_EQ(hello->pid, static_cast<uint32_t>(::getpid()));
-  EXPECT_EQ(hello->version, kProtocolVersion);
+  EXPECT_EQ(hello->version, version);
 }
 
 struct TestListener {
@@ -473,7 +473,7 @@ TEST(SuccessorRefuses, AMalformedFrame) {
   int fd = a.fd.get();
   std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
   ASSERT_EQ(::sendmsg(h.peer.fd(), &msg, 0), static_cast<ssize_t>(frame.size()));
-  expect_take_fails(h, "waiting for listeners: unsupported protocol version 2, expected 1");
+  expect_take_fails(h, "waiting for listeners: unsupported frame version 2, expected 1");
 }
 
 TEST(SuccessorRefuses, APeerClosingMidExchange) {
@@ -657,18 +657,47 @@ TEST(SuccessorFromEnvironment, ASeqpacketSocketBecomesTheChannel) {
   auto [a, b] = unit::raw_socketpair(SOCK_SEQPACKET);
   const int fd = a.release();
   unit::ScopedEnv env(kVar, std::to_string(fd));
+  unit::ScopedEnv version(kVersionVariable, std::nullopt);
   auto r = Successor::from_environment(kVar);
   ASSERT_TRUE(r.ok()) << r.error().message;
   ASSERT_TRUE(r.value().has_value());
   EXPECT_EQ(std::getenv(kVar), nullptr) << "our own children must not see the variable";
 
-  // It talks over exactly that fd: a hand-off of zero listeners goes through.
+  // It talks over exactly that fd: a hand-off of zero listeners goes through,
+  // in version 1, as a predecessor that advertises no version speaks only that.
   HandoffChannel peer(std::move(b));
   send_end(peer, 0);
   auto got = r.value()->take_listeners(1s);
   ASSERT_TRUE(got.ok()) << got.error().message;
   EXPECT_TRUE(got->empty());
-  expect_hello(peer);
+  expect_hello(peer, 1);
+}
+
+// The version spoken is the lower of what the predecessor advertises and ours.
+TEST(SuccessorFromEnvironment, SpeaksTheLowerOfTheTwoVersions) {
+  const std::vector<std::pair<std::string, uint16_t>> cases{{"1", 1}, {"2", 2}, {"99", kProtocolVersion}};
+  for (const auto& [advertised, expected] : cases) {
+    SCOPED_TRACE(advertised);
+    auto [a, b] = unit::raw_socketpair(SOCK_SEQPACKET);
+    unit::ScopedEnv env(kVar, std::to_string(a.release()));
+    unit::ScopedEnv version(kVersionVariable, advertised);
+    auto r = Successor::from_environment(kVar);
+    ASSERT_TRUE(r.ok()) << r.error().message;
+    EXPECT_EQ(r.value()->version(), expected);
+    EXPECT_EQ(std::getenv(kVersionVariable), nullptr) << "our own children must not see the variable";
+  }
+}
+
+TEST(SuccessorFromEnvironment, AVersionThatIsNotOneIsRefused) {
+  for (const char* text : {"0", "abc", "", "-1"}) {
+    SCOPED_TRACE(text);
+    auto [a, b] = unit::raw_socketpair(SOCK_SEQPACKET);
+    unit::ScopedEnv env(kVar, std::to_string(a.get()));  // refused before it is adopted: `a` still owns it
+    unit::ScopedEnv version(kVersionVariable, std::string(text));
+    auto r = Successor::from_environment(kVar);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().message, std::string(kVersionVariable) + "='" + text + "' is not a protocol version");
+  }
 }
 
 }  // namespace

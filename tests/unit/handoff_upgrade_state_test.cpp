@@ -17,7 +17,7 @@ namespace {
 using S = UpgradeState;
 using namespace std::chrono_literals;
 
-const std::vector<S> kAll{S::Idle, S::Spawning, S::AwaitingReady, S::HandedOver, S::RollingBack};
+const std::vector<S> kAll{S::Idle, S::Spawning, S::AwaitingReady, S::Probation, S::HandedOver, S::RollingBack};
 
 // A machine brought to `target` through legal moves only.
 UpgradeStateMachine machine_in(S target) {
@@ -29,7 +29,8 @@ UpgradeStateMachine machine_in(S target) {
     case S::Idle: break;
     case S::Spawning: go(S::Spawning); break;
     case S::AwaitingReady: go(S::Spawning); go(S::AwaitingReady); break;
-    case S::HandedOver: go(S::Spawning); go(S::AwaitingReady); go(S::HandedOver); break;
+    case S::Probation: go(S::Spawning); go(S::AwaitingReady); go(S::Probation); break;
+    case S::HandedOver: go(S::Spawning); go(S::AwaitingReady); go(S::Probation); go(S::HandedOver); break;
     case S::RollingBack: go(S::Spawning); go(S::RollingBack); break;
   }
   return m;
@@ -38,7 +39,9 @@ UpgradeStateMachine machine_in(S target) {
 bool legal(S from, S to) {
   return (from == S::Idle && to == S::Spawning) ||
          (from == S::Spawning && (to == S::AwaitingReady || to == S::RollingBack)) ||
-         (from == S::AwaitingReady && (to == S::HandedOver || to == S::RollingBack)) ||
+         (from == S::AwaitingReady && (to == S::Probation || to == S::RollingBack)) ||
+         // Past COMMIT: probation passed, or failed (killed: rolling back; died: serving again).
+         (from == S::Probation && (to == S::HandedOver || to == S::RollingBack || to == S::Idle)) ||
          (from == S::RollingBack && to == S::Idle) ||
          (from == S::HandedOver && to == S::Idle);  // the successor died: serving again
 }
@@ -55,7 +58,9 @@ TEST(UpgradeState, HappyPath) {
   EXPECT_EQ(m.state(), S::Spawning);
   ASSERT_TRUE(m.transition(S::AwaitingReady, "HELLO"));
   EXPECT_EQ(m.state(), S::AwaitingReady);
-  ASSERT_TRUE(m.transition(S::HandedOver, "READY"));
+  ASSERT_TRUE(m.transition(S::Probation, "READY"));
+  EXPECT_EQ(m.state(), S::Probation);
+  ASSERT_TRUE(m.transition(S::HandedOver, "SERVING, probation over"));
   EXPECT_EQ(m.state(), S::HandedOver);
 }
 
@@ -118,6 +123,7 @@ TEST(UpgradeState, Names) {
   EXPECT_STREQ(to_string(S::Idle), "idle");
   EXPECT_STREQ(to_string(S::Spawning), "spawning");
   EXPECT_STREQ(to_string(S::AwaitingReady), "awaiting-ready");
+  EXPECT_STREQ(to_string(S::Probation), "probation");
   EXPECT_STREQ(to_string(S::HandedOver), "handed-over");
   EXPECT_STREQ(to_string(S::RollingBack), "rolling-back");
 }

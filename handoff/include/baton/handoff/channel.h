@@ -41,7 +41,11 @@ class HandoffChannel {
   void close() { fd_.reset(); }
 
   // At most kMaxFdsPerMessage fds and kMaxPayload bytes; the fds stay owned by the caller.
+  // Blocks for at most the channel's send timeout (2 s): for the synchronous start-up only.
   Status send(MessageType type, std::span<const uint8_t> payload, std::span<const int> fds = {});
+  // The same without ever blocking: true if the kernel took the whole
+  // message, false if the socket buffer is full (nothing was sent).
+  Result<bool> try_send(MessageType type, std::span<const uint8_t> payload, std::span<const int> fds = {});
   // A message if one is queued, nullopt if none is (never blocks).
   // `max_fds` sizes the control buffer; only tests lower it, to provoke MSG_CTRUNC.
   Result<std::optional<Message>> try_receive(size_t max_fds = kMaxFdsPerMessage);
@@ -49,13 +53,15 @@ class HandoffChannel {
   Result<Message> receive(std::chrono::milliseconds timeout);
 
  private:
+  Result<bool> try_send_flags(MessageType type, std::span<const uint8_t> payload, std::span<const int> fds, int flags);
+
   UniqueFd fd_;
 };
 
 // One datagram with `fds` as SCM_RIGHTS, exactly as given (no framing, no
 // limits checked): what HandoffChannel::send puts on the wire, and what tests
 // and fuzzers use to put anything else there. Returns sendmsg's result.
-ssize_t send_datagram(int fd, std::span<const uint8_t> bytes, std::span<const int> fds);
+ssize_t send_datagram(int fd, std::span<const uint8_t> bytes, std::span<const int> fds, int flags = 0);
 
 // Receives one message of the expected type within `timeout`; anything else is
 // an error naming what came instead.

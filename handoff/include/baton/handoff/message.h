@@ -2,13 +2,22 @@
 // The hand-off wire format. One message per SOCK_SEQPACKET datagram:
 //
 //   offset 0  u32 magic    "BATN" (0x4241544e)
-//          4  u16 version  kProtocolVersion
+//          4  u16 version  kFrameVersion (the layout of this header)
 //          6  u16 type     MessageType
 //          8  u32 length   payload bytes that follow, exactly
 //         12  payload
 //
 // All integers big-endian. File descriptors travel beside a message as
 // SCM_RIGHTS, at most kMaxFdsPerMessage each. docs/protocol.md is the prose.
+//
+// Versions: the header's version is the framing version, which changes only
+// with the header's layout. What messages exist is the protocol version,
+// agreed per hand-off: the predecessor advertises the newest it speaks in
+// the environment of the process it starts (kVersionVariable), the
+// successor answers in HELLO with the lower of that and its own, and both
+// speak exactly that version from then on. A message type (or a field) is
+// only ever added with a new protocol version and is sent only to a peer
+// that agreed to it.
 
 #include <cstdint>
 #include <span>
@@ -20,7 +29,14 @@
 namespace baton::handoff {
 
 inline constexpr uint32_t kMagic = 0x4241544e;
-inline constexpr uint16_t kProtocolVersion = 1;
+inline constexpr uint16_t kFrameVersion = 1;
+// 1: HELLO .. COMMIT, DRAINING, CONNECTIONS, CONNECTIONS_ACK.
+// 2: SERVING (probation), SUCCEEDED {pid}.
+inline constexpr uint16_t kProtocolVersion = 2;
+inline constexpr uint16_t kMinProtocolVersion = 1;
+// Set by the predecessor in the new process's environment: the newest
+// protocol version it speaks. Absent: a predecessor that predates it (1).
+inline constexpr const char* kVersionVariable = "BATON_HANDOFF_VERSION";
 inline constexpr size_t kHeaderSize = 12;
 inline constexpr size_t kMaxPayload = 60 * 1024;  // one datagram, well under the socket buffer
 // The kernel caps SCM_RIGHTS at SCM_MAX_FD (253) fds per message.
@@ -35,8 +51,11 @@ enum class MessageType : uint16_t {
   Draining = 6,      // predecessor -> successor, after COMMIT: the older generations still draining
   Connections = 7,   // predecessor -> successor, after COMMIT: open client connections + their fds
   ConnectionsAck = 8,  // successor -> predecessor: which of them it adopted
-  Succeeded = 9,     // successor -> predecessor: {}: it handed over to a newer generation itself
+  // Version 2:
+  Succeeded = 9,     // successor -> predecessor: {pid}: it is committing to a newer generation, that pid
+  Serving = 10,      // successor -> predecessor, after COMMIT: {}: it accepts; its probation starts
 };
+inline constexpr MessageType kLastMessageType = MessageType::Serving;
 
 const char* to_string(MessageType type);
 

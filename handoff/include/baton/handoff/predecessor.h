@@ -6,13 +6,20 @@
 //        <- HELLO {pid, version}
 //   LISTENERS + fds (batches of <= 253), LISTENERS_END ->
 //        <- READY {pid}
-//   COMMIT ->                      outcome: ok
+//   COMMIT ->                      committed: the new process accepts, the caller stops
+//        <- SERVING                (protocol 2; a version 1 successor is taken as serving at COMMIT)
+//   probation window passes        outcome: ok
 //
-// Every failure (spawn error, exit, crash, closed channel, malformed or
-// unexpected message, no READY within the timeout) kills the new process if it
-// still runs, reaps it, and reports one outcome naming the first fault. After
-// the outcome the caller's listeners are untouched: rolling back is simply
-// carrying on.
+// Every failure before COMMIT (spawn error, exit, crash, closed channel,
+// malformed or unexpected message, no READY within the timeout) kills the new
+// process if it still runs, reaps it, and reports one outcome naming the
+// first fault; the caller's listeners were never touched. A failure after
+// COMMIT (no SERVING within the timeout, or the new process dies inside the
+// probation window) reports an outcome with `committed` set: the caller
+// resumes accepting on the listeners it kept.
+//
+// Every send is non-blocking (ChannelLink): a new process that stops reading
+// never stalls the loop.
 
 #include <sys/types.h>
 #include <uv.h>
@@ -20,10 +27,11 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
-#include "baton/handoff/channel.h"
+#include "baton/handoff/channel_link.h"
 #include "baton/handoff/protocol.h"
 #include "baton/handoff/result.h"
 #include "baton/handoff/upgrade_state.h"
@@ -38,21 +46,39 @@ struct SpawnSpec {
   std::string channel_variable = "BATON_HANDOFF_FD";
 };
 
+struct UpgradeTimeouts {
+  std::chrono::milliseconds ready{10000};    // spawn -> READY, and COMMIT -> SERVING
+  std::chrono::milliseconds probation{1000};  // SERVING -> handed over
+};
+
 struct UpgradeOutcome {
   bool ok = false;
   pid_t pid = 0;       // the new process (0 if it never started)
   std::string reason;  // why it failed
   std::chrono::microseconds elapsed{0};
+  // COMMIT was sent. A failure with this set came in the probation: the
+  // caller had stopped accepting and must resume.
+  bool committed = false;
+};
+
+// What the caller hears. Every callback is optional but `outcome`.
+struct PredecessorEvents {
+  // READY arrived; an error here rolls the upgrade back instead of committing.
+  std::function<Status(pid_t pid)> before_commit;
+  // COMMIT is sent: the new process accepts from now on. Stop accepting
+  // (keep the listeners open: a failed probation resumes on them).
+  std::function<void(pid_t pid)> committed;
+  // Once per started upgrade: ok after the probation, or why it failed.
+  std::function<void(const UpgradeOutcome&)> outcome;
+  // The new process exited after probation; `how` is "exit status 0",
+  // "signal 9 (Killed)", ... `superseded`: it had committed to a newer
+  // generation that is still alive, which therefore serves.
+  std::function<void(pid_t pid, bool clean, bool superseded, const std::string& how)> successor_exit;
 };
 
 class Predecessor {
  public:
-  using OutcomeCallback = std::function<void(const UpgradeOutcome&)>;
-  // The new process exited after it took over; `how` is "exit status 0", "signal 9 (Killed)", ...
-  // `superseded`: it had itself handed over to a newer generation before.
-  using SuccessorExitCallback = std::function<void(pid_t pid, bool clean, bool superseded, const std::string& how)>;
-
-  Predecessor(uv_loop_t* loop, OutcomeCallback on_outcome, SuccessorExitCallback on_successor_exit = {});
+  Predecessor(uv_loop_t* loop, PredecessorEvents events);
   ~Predecessor();  // close()
   // Kills a new process that has not taken over yet, and lets go of every
   // handle; no callback runs after this. Safe to call from a callback.
@@ -62,64 +88,96 @@ class Predecessor {
 
   // Starts an upgrade. Fails at once ("busy", spawn errors) without calling
   // the outcome callback; otherwise the callback runs exactly once, later.
-  Status start(const SpawnSpec& spec, std::vector<ListenerOffer> listeners, std::chrono::milliseconds timeout);
-  // Abandons an upgrade in flight (the outcome reports `reason`). No-op otherwise.
+  Status start(const SpawnSpec& spec, std::vector<ListenerOffer> listeners, UpgradeTimeouts timeouts);
+  // Abandons an upgrade before COMMIT (the outcome reports `reason`). No-op otherwise.
   void cancel(const std::string& reason);
 
-  // After the hand-over: tells the successor which generations still drain
+  // After COMMIT: tells the successor which generations still drain
   // (this one first, then the older ones it knows of).
   Status report_draining(const std::vector<GenerationReport>& reports);
 
-  // After the hand-over, with `drain = handoff`: passes client connections to
-  // the successor. Its answers arrive through on_acks; if the link breaks
-  // first, on_lost runs once and no more answers will come.
-  using AckCallback = std::function<void(const std::vector<ConnectionAck>& acks)>;
-  using LostCallback = std::function<void(const std::string& why)>;
-  void on_link(AckCallback on_acks, LostCallback on_lost);
-  Status send_connections(const std::vector<ConnectionOffer>& offers);
+  // After the probation, with `drain = handoff`: client connections go to
+  // the successor in batches of at most kMaxFdsPerMessage.
+  struct LinkHandlers {
+    std::function<void(const std::vector<ConnectionAck>& acks)> acks;
+    // The link broke (the successor may live on and may serve what it got).
+    std::function<void(const std::string& why)> lost;
+    // The channel can take another batch after send_connections said full.
+    std::function<void()> writable;
+  };
+  // Registers `handlers` until the returned object is destroyed: a handler
+  // never outlives its owner.
+  class LinkSubscription {
+   public:
+    LinkSubscription() = default;
+    explicit LinkSubscription(Predecessor* p) : p_(p) {}
+    LinkSubscription(LinkSubscription&& o) noexcept : p_(std::exchange(o.p_, nullptr)) {}
+    LinkSubscription& operator=(LinkSubscription&& o) noexcept;
+    ~LinkSubscription();
+
+   private:
+    Predecessor* p_ = nullptr;
+  };
+  [[nodiscard]] LinkSubscription subscribe_link(LinkHandlers handlers);
+  // One batch: true once the kernel took it (the fds may close now, the
+  // message holds its own references), false if the channel is full
+  // (nothing sent: wait for `writable`), an error if the link is gone.
+  Result<bool> send_connections(const std::vector<ConnectionOffer>& batch);
+  bool link_open() const { return link_.is_open(); }
 
   // The successor died after taking over: this process serves again, and
   // may start a new upgrade later. Only in HandedOver once it has exited.
   Status resume();
-  // The successor said it handed over to a newer generation in turn.
-  bool successor_superseded() const { return superseded_; }
-  using SupersededCallback = std::function<void()>;
-  void on_superseded(SupersededCallback cb) { on_superseded_ = std::move(cb); }
+  // The successor committed to a newer generation.
+  bool successor_superseded() const { return newer_pid_ != 0; }
 
   UpgradeState state() const { return machine_.state(); }
   pid_t successor_pid() const { return pid_; }
+  // The protocol version agreed with the current successor (0 before HELLO).
+  uint16_t protocol_version() const { return version_; }
+  // Time left in the probation window; nullopt outside it (not in
+  // probation, or the successor has not reported SERVING yet).
+  std::optional<std::chrono::milliseconds> probation_left() const;
 
  private:
-  static void on_readable(uv_poll_t* poll, int status, int events);
   static void on_deadline(uv_timer_t* timer);
   static void on_exit(uv_process_t* process, int64_t exit_status, int term_signal);
 
   void handle_message(Message& m);
+  void handle_link_message(Message& m);
+  void on_link_closed(const std::string& why);
+  Status send_listeners_now();
+  void commit();
+  void start_probation_window();
+  void hand_over();
   void fail(const std::string& reason, bool let_it_exit = false);
   void kill_successor();
   void finish_rollback(const std::string& how_it_ended);
-  void stop_channel();
-  void handle_link_message(Message& m);
-  void lose_link(const std::string& why);
+  void report(UpgradeOutcome outcome);
+  void arm_deadline(std::chrono::milliseconds after);
+  bool newer_generation_alive() const;
 
   uv_loop_t* loop_;
-  OutcomeCallback on_outcome_;
-  SuccessorExitCallback on_successor_exit_;
-  AckCallback on_acks_;
-  SupersededCallback on_superseded_;
-  bool superseded_ = false;
-  LostCallback on_lost_;
+  PredecessorEvents events_;
+  LinkHandlers link_handlers_;
   UpgradeStateMachine machine_;
-  HandoffChannel channel_{UniqueFd()};
-  UvHandle<uv_poll_t> poll_;
+  ChannelLink link_;
   UvHandle<uv_timer_t> deadline_;
   UvHandle<uv_process_t> process_;
   std::vector<ListenerOffer> offers_;
-  std::chrono::milliseconds timeout_{0};
+  UpgradeTimeouts timeouts_;
+  std::chrono::steady_clock::time_point probation_ends_{};  // set once SERVING arrived
   pid_t pid_ = 0;
+  uint16_t version_ = 0;
   bool exited_ = false;
   bool killed_ = false;
+  bool failed_after_commit_ = false;
   std::string failure_;
+  // The newer generation our successor committed to (SUCCEEDED), and a
+  // pidfd that tells whether it still lives; -1 for a version 1 SUCCEEDED
+  // that names none.
+  pid_t newer_pid_ = 0;
+  UniqueFd newer_pidfd_;
 };
 
 // "exit status 1", "signal 11 (Segmentation fault)".

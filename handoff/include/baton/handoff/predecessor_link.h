@@ -1,20 +1,22 @@
 #pragma once
-// PredecessorLink: the successor's end of the channel after COMMIT. The
-// predecessor, now draining, reports which generations still drain
-// (DRAINING) and, with `drain = handoff`, hands over its client connections
-// (CONNECTIONS), each validated here and offered to the caller, whose answer
-// goes back as CONNECTIONS_ACK. The channel closing means the predecessor
-// has exited. Runs in the successor's loop.
+// PredecessorLink: the successor's end of the channel after COMMIT. It tells
+// the predecessor when this process serves (SERVING: the predecessor's
+// probation starts) and when it commits to a newer generation in turn
+// (SUCCEEDED). The predecessor, now draining, reports which generations
+// still drain (DRAINING) and, with `drain = handoff`, hands over its client
+// connections (CONNECTIONS), each validated here and offered to the caller,
+// whose answer goes back as CONNECTIONS_ACK. The channel closing means the
+// predecessor has exited. Runs in the successor's loop; no send blocks it.
 
+#include <sys/types.h>
 #include <uv.h>
 
 #include <functional>
 #include <string>
 #include <vector>
 
-#include "baton/handoff/channel.h"
+#include "baton/handoff/channel_link.h"
 #include "baton/handoff/protocol.h"
-#include "baton/handoff/uv_handle.h"
 
 namespace baton::handoff {
 
@@ -27,25 +29,32 @@ class PredecessorLink {
   // `why` is "closed" when the predecessor exited, else what went wrong.
   using ClosedCallback = std::function<void(const std::string& why)>;
 
-  PredecessorLink(uv_loop_t* loop, HandoffChannel channel, ReportCallback on_report, ConnectionCallback on_connection,
-                  ClosedCallback on_closed);
+  // `version`: the protocol version agreed in HELLO (Successor::version()).
+  PredecessorLink(uv_loop_t* loop, HandoffChannel channel, uint16_t version, ReportCallback on_report,
+                  ConnectionCallback on_connection, ClosedCallback on_closed);
   PredecessorLink(const PredecessorLink&) = delete;
   PredecessorLink& operator=(const PredecessorLink&) = delete;
-  bool open() const { return channel_.open(); }
-  // Tells the predecessor that we handed over in turn: it must not resume
-  // serving should we exit now.
-  Status notify_succeeded();
+  bool open() const { return link_.is_open(); }
+
+  // This process accepts now. Call before the first accept: until then the
+  // predecessor may still kill it without losing a client.
+  Status notify_serving();
+  // We are about to COMMIT to the newer generation `pid`: the predecessor
+  // must not resume serving should we exit from now on. Succeeds only once
+  // the message is in the predecessor's socket (where it stays readable even
+  // if we die); an error means the predecessor cannot be told now.
+  Status notify_succeeded(pid_t pid);
 
  private:
-  static void on_readable(uv_poll_t* poll, int status, int events);
+  void handle(Message& m);
   Status take_connections(Message& m);
-  void close(const std::string& why);
+  void lost(const std::string& why);
 
-  HandoffChannel channel_;
+  uint16_t version_;
   ReportCallback on_report_;
   ConnectionCallback on_connection_;
   ClosedCallback on_closed_;
-  UvHandle<uv_poll_t> poll_;
+  ChannelLink link_;
 };
 
 }  // namespace baton::handoff

@@ -33,12 +33,21 @@ struct Ready {
   uint32_t pid = 0;
 };
 
+// Protocol 2: the successor is about to commit to a newer generation, `pid`.
+// (baton 0.1.0 sent it empty, after its COMMIT: pid 0, "some newer one".)
+struct Succeeded {
+  uint32_t pid = 0;
+};
+
 // A generation that handed over and is still draining, as its successor
 // learns it over the channel kept open after COMMIT.
 struct GenerationReport {
   uint32_t pid = 0;
   uint32_t generation = 0;
   uint32_t connections = 0;  // still open
+  // Protocol 2: > 0 while it stands by, in probation, to resume should its
+  // successor die (ms left of the window).
+  uint32_t probation_left_ms = 0;
   bool operator==(const GenerationReport&) const = default;
 };
 
@@ -70,7 +79,9 @@ std::vector<uint8_t> encode(const Hello&);
 std::vector<uint8_t> encode(const std::vector<ListenerEntry>&);
 std::vector<uint8_t> encode(const ListenersEnd&);
 std::vector<uint8_t> encode(const Ready&);
-std::vector<uint8_t> encode(const std::vector<GenerationReport>&);
+std::vector<uint8_t> encode(const Succeeded&);
+// DRAINING: its entries carry probation_left_ms from protocol version 2 on.
+std::vector<uint8_t> encode(const std::vector<GenerationReport>&, uint16_t version = kProtocolVersion);
 std::vector<uint8_t> encode(const std::vector<ConnectionEntry>&);
 std::vector<uint8_t> encode(const std::vector<ConnectionAck>&);
 
@@ -86,18 +97,30 @@ struct ListenerOffer {
 };
 
 
+// A message ready for the wire; its fds stay owned by whoever gave them.
+struct OutgoingMessage {
+  MessageType type;
+  std::vector<uint8_t> payload;
+  std::vector<int> fds;
+};
+
 // LISTENERS in batches of at most kMaxFdsPerMessage, then LISTENERS_END.
+Result<std::vector<OutgoingMessage>> listener_messages(const std::vector<ListenerOffer>& offers);
+// The same, sent with HandoffChannel::send (blocking, for tests and tools).
 Status send_listeners(HandoffChannel& channel, const std::vector<ListenerOffer>& offers);
 
 Result<Hello> decode_hello(std::span<const uint8_t> payload);
 Result<std::vector<ListenerEntry>> decode_listeners(std::span<const uint8_t> payload);
 Result<ListenersEnd> decode_listeners_end(std::span<const uint8_t> payload);
 Result<Ready> decode_ready(std::span<const uint8_t> payload);
-Result<std::vector<GenerationReport>> decode_draining(std::span<const uint8_t> payload);
+Result<Succeeded> decode_succeeded(std::span<const uint8_t> payload);
+Result<std::vector<GenerationReport>> decode_draining(std::span<const uint8_t> payload,
+                                                     uint16_t version = kProtocolVersion);
 Result<std::vector<ConnectionEntry>> decode_connections(std::span<const uint8_t> payload);
 Result<std::vector<ConnectionAck>> decode_connections_ack(std::span<const uint8_t> payload);
 
-// CONNECTIONS in batches of at most kMaxFdsPerMessage.
-Status send_connections(HandoffChannel& channel, const std::vector<ConnectionOffer>& offers);
+// The protocol version a successor speaks, from what its predecessor
+// advertised in kVersionVariable (nullptr: absent, a version 1 predecessor).
+Result<uint16_t> agreed_version(const char* advertised);
 
 }  // namespace baton::handoff

@@ -15,6 +15,7 @@
 
 #include "baton/handoff/channel.h"
 #include "baton/handoff/listener_set.h"
+#include "baton/handoff/message.h"
 #include "baton/handoff/result.h"
 
 namespace baton::handoff {
@@ -22,11 +23,15 @@ namespace baton::handoff {
 class Successor {
  public:
   // The channel named by the environment variable (an fd number); nullopt when
-  // it is not set, i.e. on a fresh start. The variable is removed so that our
-  // own children never see it.
+  // it is not set, i.e. on a fresh start. The protocol version is the lower of
+  // ours and the one the predecessor advertised (kVersionVariable). Both
+  // variables are removed so that our own children never see them.
   static Result<std::optional<Successor>> from_environment(const char* variable);
 
-  explicit Successor(HandoffChannel channel) : channel_(std::move(channel)) {}
+  explicit Successor(HandoffChannel channel, uint16_t version = kProtocolVersion)
+      : channel_(std::move(channel)), version_(version) {}
+  // The protocol version this hand-off speaks (stated in HELLO).
+  uint16_t version() const { return version_; }
 
   // Sends HELLO and receives every listener, each validated against the
   // address it was announced with, all within `timeout`.
@@ -43,6 +48,7 @@ class Successor {
 
  private:
   HandoffChannel channel_;
+  uint16_t version_;
 };
 
 }  // namespace baton::handoff

@@ -2,9 +2,10 @@
 // The upgrade, as seen by the process that hands over. One enum, one place
 // that changes it (UpgradeStateMachine::transition), one log line per change.
 //
-//   Idle -> Spawning -> AwaitingReady -> HandedOver --(successor died)--> Idle
-//              |             |
-//              +-------------+--> RollingBack -> Idle
+//   Idle -> Spawning -> AwaitingReady -> Probation -> HandedOver --(successor died)--> Idle
+//              |             |              |  |
+//              |             |              |  +--(successor died in probation)--> Idle
+//              +-------------+--------------+--> RollingBack -> Idle
 
 #include <chrono>
 #include <string>
@@ -15,7 +16,8 @@ enum class UpgradeState {
   Idle,           // serving; an upgrade may start
   Spawning,       // new binary started, waiting for its HELLO
   AwaitingReady,  // listeners sent, waiting for READY
-  HandedOver,     // the new generation serves; this one only drains
+  Probation,      // COMMIT sent: the new generation accepts; this one keeps idle listeners to resume on
+  HandedOver,     // the new generation serves and passed probation; this one only drains
   RollingBack,    // the attempt failed; waiting to reap the new process
 };
 
