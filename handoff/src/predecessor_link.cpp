@@ -65,10 +65,10 @@ Status PredecessorLink::notify_serving() {
 }
 
 Status PredecessorLink::notify_succeeded(pid_t pid) {
-  if (!link_.is_open()) return {};  // the predecessor is gone: nobody can resume
-  // Version 1 predecessors of baton 0.1.0 took an empty SUCCEEDED; older ones none.
-  auto payload = version_ >= 2 ? encode(Succeeded{static_cast<uint32_t>(pid)}) : std::vector<uint8_t>{};
-  auto sent = link_.send_now(MessageType::Succeeded, payload);
+  // Nobody to tell: the predecessor is gone, or speaks version 1, which has
+  // no SUCCEEDED (it may resume should we die: the risk version 1 always had).
+  if (!link_.is_open() || version_ < 2) return {};
+  auto sent = link_.send_now(MessageType::Succeeded, encode(Succeeded{static_cast<uint32_t>(pid)}));
   if (!sent) return {};  // the link broke on the way: the predecessor is gone or deaf
   if (!sent.value()) return Error{"the previous generation's hand-off channel is full (it is not reading)"};
   return {};

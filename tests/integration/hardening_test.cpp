@@ -518,29 +518,32 @@ struct FakePredecessor {
   handoff::HandoffChannel ours{handoff::UniqueFd()};
   std::optional<BatondProcess> batond;
 
-  explicit FakePredecessor(std::vector<std::string> args) {
+  // `advertise`: the protocol version put in the environment, as a
+  // predecessor does; nullopt plays a version 1 predecessor, which puts none.
+  explicit FakePredecessor(std::vector<std::string> args,
+                           std::optional<uint16_t> advertise = handoff::kProtocolVersion) {
     auto pair = handoff::HandoffChannel::create_pair();
     if (!pair) throw std::runtime_error(pair.error().message);
     ours = std::move(pair->first);
     handoff::UniqueFd theirs = std::move(pair->second);
     ProcessOptions opts;
     opts.fd3 = theirs.get();
-    opts.extra_env = {"BATON_HANDOFF_FD=3", "BATON_GENERATION=2",
-                      std::string(handoff::kVersionVariable) + "=" + std::to_string(handoff::kProtocolVersion)};
+    opts.extra_env = {"BATON_HANDOFF_FD=3", "BATON_GENERATION=2"};
+    if (advertise) opts.extra_env.push_back(std::string(handoff::kVersionVariable) + "=" + std::to_string(*advertise));
     batond.emplace(BatondProcess::launch(std::move(args), opts));
     // `theirs` closes here: batond holds the only copy, so closing ours is an EOF for it.
   }
 
   pid_t pid() const { return batond->first_pid(); }
 
-  // Its HELLO, naming its own pid and our protocol version.
-  void expect_hello() {
+  // Its HELLO, naming its own pid and the protocol version agreed.
+  void expect_hello(uint16_t version = handoff::kProtocolVersion) {
     auto m = handoff::expect_message(ours, handoff::MessageType::Hello, std::chrono::seconds(10));
     ASSERT_TRUE(m) << m.error().message << "\n" << batond->log();
     auto hello = handoff::decode_hello(m->payload);
     ASSERT_TRUE(hello) << hello.error().message;
     EXPECT_EQ(static_cast<pid_t>(hello->pid), pid());
-    EXPECT_EQ(hello->version, handoff::kProtocolVersion);
+    EXPECT_EQ(hello->version, version);
   }
 
   // Exits with status 1, never having served, and names the fault in the
@@ -661,6 +664,35 @@ TEST(HardeningMalformedHandoff, NoCommitAfterReadyExitsAndLeavesThePredecessorsS
     accepted = handoff::UniqueFd(::accept4(unix_listener->get(), nullptr, nullptr, SOCK_CLOEXEC));
     return accepted.valid();
   })) << "the socket file no longer leads to the predecessor's listener";
+}
+
+// A predecessor of protocol version 1 (it advertises no version) gets a
+// version 1 successor: HELLO says 1, and the successor never sends it a
+// message version 1 lacks (SERVING; SUCCEEDED when it upgrades in turn).
+TEST(HardeningHandoffVersion, AVersionOnePredecessorHearsOnlyVersionOneMessages) {
+  auto tcp = handoff::bind_listener(*handoff::ListenAddress::parse("tcp://127.0.0.1:0"), 16);
+  ASSERT_TRUE(tcp);
+  FakePredecessor fake(kEchoOnly, std::nullopt);
+  ASSERT_NO_FATAL_FAILURE(fake.expect_hello(1));
+  std::vector<handoff::ListenerOffer> offers{
+      {"echo", "tcp://127.0.0.1:0", handoff::local_address(tcp->get())->to_string(), tcp->get()}};
+  ASSERT_TRUE(handoff::send_listeners(fake.ours, offers));
+  ASSERT_TRUE(handoff::expect_message(fake.ours, handoff::MessageType::Ready, std::chrono::seconds(10)));
+  ASSERT_TRUE(fake.ours.send(handoff::MessageType::Commit, {}));
+  ASSERT_TRUE(fake.batond->wait_for_line(fake.pid(), "serving: generation 2")) << fake.batond->log();
+  // It upgrades in turn: a version 2 hand-off of its own, to a real batond.
+  ::kill(fake.pid(), SIGUSR2);
+  auto up = fake.batond->wait_upgrade_outcome(fake.pid(), 0);
+  ASSERT_TRUE(up.ok) << fake.batond->log();
+  EXPECT_TRUE(fake.batond->wait_for_line(fake.pid(), "HELLO from pid " + std::to_string(up.new_pid) + " (protocol 2)"));
+  // Everything it would have said to us was said by now: nothing came
+  // (at most the EOF of its exit, its drain being done).
+  auto got = fake.ours.try_receive();
+  if (!got) {
+    EXPECT_EQ(got.error().message, handoff::kPeerClosed);
+  } else {
+    EXPECT_FALSE(got.value()) << "a version 1 predecessor was sent " << handoff::to_string(got.value()->type);
+  }
 }
 
 }  // namespace

@@ -213,6 +213,55 @@ TEST(Systemd, SocketActivatedListenerIsServedAndSurvivesAnUpgrade) {
   EXPECT_TRUE(after && echo_roundtrip(after.get(), "after the upgrade"));
 }
 
+// Without --listen, every socket systemd passes is served under its
+// FileDescriptorName, and the next generation serves the same ones.
+TEST(Systemd, WithoutListenEverySocketSystemdPassesIsServedUnderItsName) {
+  auto web = handoff::bind_listener(*handoff::ListenAddress::parse("tcp://127.0.0.1:0"), 64);
+  auto api = handoff::bind_listener(*handoff::ListenAddress::parse("tcp://127.0.0.1:0"), 64);
+  ASSERT_TRUE(web && api);
+  const auto web_addr = handoff::local_address(web->get())->endpoint();
+  const auto api_addr = handoff::local_address(api->get())->endpoint();
+  ProcessOptions opts;  // as systemd passes them: fds 3 and 4, named in order
+  opts.fd3 = web->get();
+  opts.fd4 = api->get();
+  opts.listen_pid = true;
+  opts.extra_env = {"LISTEN_FDS=2", "LISTEN_FDNAMES=web:api"};
+  auto d = BatondProcess::start({}, opts);
+  web->reset();
+  api->reset();
+  EXPECT_EQ(d.address("web"), web_addr);
+  EXPECT_EQ(d.address("api"), api_addr);
+  EXPECT_EQ(d.count_lines(d.first_pid(), "name=tcp://127.0.0.1:7000"), 0) << "the default must not be bound";
+  for (const auto& addr : {web_addr, api_addr}) {
+    auto c = connect_to(addr);
+    EXPECT_TRUE(c && echo_roundtrip(c.get(), "activated " + addr));
+  }
+  auto up = d.upgrade();
+  ASSERT_TRUE(up.ok) << d.log();
+  EXPECT_TRUE(d.wait_for_line(up.new_pid, "listening name=web addr=" + web_addr + " inherited=yes")) << d.log();
+  EXPECT_TRUE(d.wait_for_line(up.new_pid, "listening name=api addr=" + api_addr + " inherited=yes")) << d.log();
+  auto after = connect_to(api_addr);
+  EXPECT_TRUE(after && echo_roundtrip(after.get(), "after the upgrade"));
+}
+
+// With --listen, a socket systemd passes that no --listen names would be
+// held open by systemd with clients queued on it that nobody accepts: a
+// start-up error (exit 2) naming it.
+TEST(Systemd, ASocketMatchingNoListenIsAStartupErrorNamingIt) {
+  auto stray = handoff::bind_listener(*handoff::ListenAddress::parse("tcp://127.0.0.1:0"), 64);
+  ASSERT_TRUE(stray);
+  ProcessOptions opts;
+  opts.fd3 = stray->get();
+  opts.listen_pid = true;
+  opts.extra_env = {"LISTEN_FDS=1", "LISTEN_FDNAMES=stray"};
+  auto d = BatondProcess::launch({"--listen", "echo=tcp://127.0.0.1:0"}, opts);
+  auto status = d.process().wait_exit(10s);
+  ASSERT_TRUE(status) << d.log();
+  EXPECT_TRUE(status->exited && status->code == 2) << status->describe() << "\n" << d.log();
+  EXPECT_TRUE(d.process().wait_for_line("fd 3 named 'stray'", 1s)) << d.log();
+  EXPECT_TRUE(d.process().wait_for_line("matches no configured listener", 1s)) << d.log();
+}
+
 }  // namespace
 }  // namespace baton::test
 

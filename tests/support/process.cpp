@@ -114,7 +114,7 @@ ExitStatus decode_status(int status) {
 
 // fork + exec with stdin from /dev/null and stdout/stderr to the given fds.
 pid_t spawn(std::vector<std::string> argv, const std::vector<std::string>& extra_env, int out_fd,
-            int err_fd, int fd3 = -1, bool listen_pid = false) {
+            int err_fd, int fd3 = -1, bool listen_pid = false, int fd4 = -1) {
   auto env = merged_env(extra_env);
   // The child's pid is known only after fork: reserve room, fill it in there.
   if (listen_pid) env.push_back("LISTEN_PID=" + std::string(20, '\0'));
@@ -127,9 +127,12 @@ pid_t spawn(std::vector<std::string> argv, const std::vector<std::string>& extra
     ::dup2(devnull, 0);
     ::dup2(out_fd, 1);
     ::dup2(err_fd, 2);
-    // dup2 clears close-on-exec on the copy; an fd already at 3 needs it cleared by hand.
-    if (fd3 >= 0 && fd3 != 3) ::dup2(fd3, 3);
-    if (fd3 == 3) ::fcntl(3, F_SETFD, 0);
+    // Out of the way first (a source may sit at the other's target), then in
+    // place; dup2 clears close-on-exec on the copy.
+    const int hi3 = fd3 >= 0 ? ::fcntl(fd3, F_DUPFD_CLOEXEC, 100) : -1;
+    const int hi4 = fd4 >= 0 ? ::fcntl(fd4, F_DUPFD_CLOEXEC, 100) : -1;
+    if (hi3 >= 0) ::dup2(hi3, 3);
+    if (hi4 >= 0) ::dup2(hi4, 4);
     if (listen_pid) std::snprintf(c_env[c_env.size() - 2] + 11, 20, "%d", ::getpid());
     // Start the child with default signal dispositions and an empty mask.
     sigset_t none;
@@ -171,7 +174,7 @@ TestProcess TestProcess::start(std::vector<std::string> argv, Options options) {
   int fd = ::open(p.log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (fd < 0) throw std::runtime_error("open " + p.log_path_ + ": " + std::strerror(errno));
   try {
-    p.pid_ = spawn(std::move(argv), options.extra_env, fd, fd, options.fd3, options.listen_pid);
+    p.pid_ = spawn(std::move(argv), options.extra_env, fd, fd, options.fd3, options.listen_pid, options.fd4);
   } catch (...) {
     ::close(fd);
     throw;

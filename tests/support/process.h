@@ -50,6 +50,7 @@ struct ProcessOptions {
   std::vector<std::string> extra_env;  // "NAME=value", added to this process's environment
   std::string log_path;                // default: a file in a private temp dir
   int fd3 = -1;                        // placed at fd 3 in the child (a hand-off channel end)
+  int fd4 = -1;                        // placed at fd 4 (a second socket-activated listener)
   bool listen_pid = false;             // set LISTEN_PID to the child's own pid (socket activation)
 };
 

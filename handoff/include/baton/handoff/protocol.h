@@ -34,7 +34,8 @@ struct Ready {
 };
 
 // Protocol 2: the successor is about to commit to a newer generation, `pid`.
-// (baton 0.1.0 sent it empty, after its COMMIT: pid 0, "some newer one".)
+// (baton 0.1.0 sent it empty inside version 1, after its COMMIT; it is still
+// understood on receipt as "some newer one", pid 0, but never sent so.)
 struct Succeeded {
   uint32_t pid = 0;
 };
