@@ -68,8 +68,9 @@ handoff::Status Daemon::before_commit(pid_t pid) {
 void Daemon::on_committed(pid_t pid) {
   // The pid file first: whoever reads the outcome may read the file next.
   if (auto st = pid_file_.write(pid); !st) spdlog::error("pid file: {}", st.error().message);
-  spdlog::info("upgrade: committed; successor={} accepts as generation {}; probation for {} ms once it reports serving", pid,
-               context_.generation + 1, options_.upgrade_probation.count());
+  spdlog::info("upgrade: committed; successor={} accepts as generation {}, READY {:.1f} ms after the request; probation "
+               "for {} ms once it reports serving",
+               pid, context_.generation + 1, ms_since(upgrade_requested_), options_.upgrade_probation.count());
   // Before this process exits: systemd must follow the main pid to the new one.
   notifier_.main_pid(pid, "handed over to pid " + std::to_string(pid) + "; draining " +
                               std::to_string(registry_.size()) + " connection(s)");

@@ -244,7 +244,8 @@ step_upgrade() {
     fi
     deadline=$((t0 + 20000000))
     while :; do
-      if grep -q "pid=$old gen=[0-9]* upgrade: pid [0-9]* is serving" "$log"; then ok=1; break; fi
+      # COMMIT: the new generation accepts from here on (its probation follows).
+      if grep -q "pid=$old gen=[0-9]* upgrade: committed; successor=[0-9]*" "$log"; then ok=1; break; fi
       (($(log_count "$log" "$fail_pat") > fails_before)) && break
       ((${EPOCHREALTIME/./} < deadline)) || break
       sleep 0.01
@@ -256,8 +257,8 @@ step_upgrade() {
       echo "upgrade $i ($via, pid $old): ${line:-no outcome within 20 s}" >>"$f_fail"
       continue
     fi
-    line=$(first_line "$log" "pid=$old gen=[0-9]* upgrade: pid [0-9]* is serving")
-    new=$(sed 's/.*upgrade: pid \([0-9]*\) is serving.*/\1/' <<<"$line")
+    line=$(first_line "$log" "pid=$old gen=[0-9]* upgrade: committed; successor=[0-9]*")
+    new=$(sed 's/.*upgrade: committed; successor=\([0-9]*\) .*/\1/' <<<"$line")
     calc "$(sed 's/.*READY \([0-9.]*\) ms.*/\1/' <<<"$line") * 1000" %d >>"$f_ready"
     echo >>"$f_ready"
     if wait_line "$log" "pid=$new gen=[0-9]* serving: generation" 5; then
