@@ -92,10 +92,8 @@ TEST(NeverDown, ANewGenerationStoppingInProbationLeavesTheSocketFilesToTheOldOne
   auto held = connect_to(tcp);
   ASSERT_TRUE(echo_roundtrip(held.get(), "pinned to generation 1"));
   ::kill(gen1, SIGUSR2);
-  auto committed = d.wait_for_line(gen1, "upgrade: committed; successor=");
-  ASSERT_TRUE(committed) << d.log();
-  const pid_t gen2 = static_cast<pid_t>(std::stol(field(*committed, "successor")));
-  d.process().track_descendant(gen2);
+  const pid_t gen2 = d.wait_commit(gen1);
+  ASSERT_NE(gen2, 0) << d.log();
   ASSERT_TRUE(d.wait_for_line(gen2, "serving: generation 2")) << d.log();
   ::kill(gen2, SIGTERM);
   ASSERT_TRUE(d.wait_for_line(gen1, "exited during probation with exit status 0")) << d.log();
@@ -150,10 +148,8 @@ TEST(NeverDown, StatusShowsTheOldGenerationStandingByInProbation) {
   auto d = BatondProcess::start(s.args({"--upgrade-probation", "60"}));
   const pid_t gen1 = d.serving_pid();
   ::kill(gen1, SIGUSR2);
-  auto line = d.wait_for_line(gen1, "upgrade: committed; successor=");
-  ASSERT_TRUE(line) << d.log();
-  const pid_t gen2 = static_cast<pid_t>(std::stol(field(*line, "successor")));
-  d.process().track_descendant(gen2);
+  const pid_t gen2 = d.wait_commit(gen1);
+  ASSERT_NE(gen2, 0) << d.log();
   ASSERT_TRUE(d.wait_for_line(gen1, "serves; probation for 60000 ms")) << d.log();
   nlohmann::json older;
   ASSERT_TRUE(eventually([&] {
@@ -232,10 +228,8 @@ TEST(NeverDown, AStalledSuccessorNeverBlocksTheOldLoopAndTheUnsentStayServed) {
   }
   ASSERT_EQ(count_echoing(conns, 20s), conns.size());
   ::kill(gen1, SIGUSR2);
-  auto committed = d.wait_for_line(gen1, "upgrade: committed; successor=");
-  ASSERT_TRUE(committed) << d.log();
-  const pid_t stalled = static_cast<pid_t>(std::stol(field(*committed, "successor")));
-  d.process().track_descendant(stalled);
+  const pid_t stalled = d.wait_commit(gen1);
+  ASSERT_NE(stalled, 0) << d.log();
   auto kept = d.wait_for_line(gen1, "made no progress for 2000 ms; keeping ", 30s);
   ASSERT_TRUE(kept) << d.log();
   const size_t n_kept = std::stoul(kept->substr(kept->find("; keeping ") + 10));
@@ -289,10 +283,8 @@ TEST(NeverDown, CallbacksOfAnEndedHandOffNeverRunAgain) {
   ASSERT_TRUE(d.wait_for_line(gen1, "drain.mode=wait")) << d.log();
   auto up = batonctl(d, {"upgrade", "--binary", batond_path()});
   ASSERT_EQ(up.status.code, 0) << up.out << up.err << d.log();
-  auto line = d.wait_for_line(gen1, "is serving as generation 2", 10s, 1);
-  ASSERT_TRUE(line) << d.log();
-  const pid_t gen2 = static_cast<pid_t>(std::stol(line->substr(line->find("upgrade: pid ") + 13)));
-  d.process().track_descendant(gen2);
+  const pid_t gen2 = d.wait_commit(gen1, 10s, /*skip the fake's*/ 1);
+  ASSERT_NE(gen2, 0) << d.log();
   ::kill(gen2, SIGTERM);  // its link to gen1 closes as it exits
   ASSERT_TRUE(d.wait_for_line(gen1, "successor pid " + std::to_string(gen2) + " exited with exit status 0")) << d.log();
   for (auto& c : conns) EXPECT_TRUE(echo_roundtrip(c.get(), "still served by generation 1 while it drains"));
@@ -315,15 +307,11 @@ TEST(NeverDown, AGenerationThatHandedOverRefusesConnectionsFromAnOlderOne) {
     ASSERT_TRUE(echo_roundtrip(conns.back().get(), "gen 1"));
   }
   ::kill(gen1, SIGUSR2);
-  auto c2 = d.wait_for_line(gen1, "upgrade: committed; successor=");
-  ASSERT_TRUE(c2) << d.log();
-  const pid_t gen2 = static_cast<pid_t>(std::stol(field(*c2, "successor")));
-  d.process().track_descendant(gen2);
+  const pid_t gen2 = d.wait_commit(gen1);
+  ASSERT_NE(gen2, 0) << d.log();
   ASSERT_TRUE(d.wait_for_line(gen2, "serving: generation 2")) << d.log();
   ::kill(gen2, SIGUSR2);
-  auto c3 = d.wait_for_line(gen2, "upgrade: committed; successor=");
-  ASSERT_TRUE(c3) << d.log();
-  d.process().track_descendant(static_cast<pid_t>(std::stol(field(*c3, "successor"))));
+  ASSERT_NE(d.wait_commit(gen2), 0) << d.log();
   // gen 1's probation ends, then its hand-off: every connection refused.
   auto done = d.wait_for_line(gen1, "handoff: done in", 20s);
   ASSERT_TRUE(done) << d.log();

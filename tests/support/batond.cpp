@@ -137,6 +137,14 @@ BatondProcess::UpgradeResult BatondProcess::wait_upgrade_outcome(pid_t from, int
   return r;
 }
 
+pid_t BatondProcess::wait_commit(pid_t from, std::chrono::milliseconds timeout, int skip) {
+  auto line = wait_for_line(from, "upgrade: committed; successor=", timeout, skip);
+  if (!line) return 0;
+  const pid_t pid = static_cast<pid_t>(std::stol(field(*line, "successor")));
+  proc_.track_descendant(pid);
+  return pid;
+}
+
 BatondProcess::UpgradeResult BatondProcess::upgrade(std::chrono::milliseconds timeout) {
   const pid_t from = serving_;
   const int before = upgrade_outcomes(from);

@@ -49,6 +49,9 @@ class BatondProcess {
   // Waits for the outcome of an upgrade some other trigger started.
   UpgradeResult wait_upgrade_outcome(pid_t from, int skip, std::chrono::milliseconds timeout = 20s);
   int upgrade_outcomes(pid_t from) const;
+  // Waits for `from` to commit to its successor (the new process accepts
+  // from then on, in probation); returns that pid, tracked for clean-up, or 0.
+  pid_t wait_commit(pid_t from, std::chrono::milliseconds timeout = 20s, int skip = 0);
 
   void signal_serving(int signo) const;
   // Lines logged by one pid.
