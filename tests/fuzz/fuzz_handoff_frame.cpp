@@ -60,6 +60,16 @@ void check_body(MessageType type, Bytes body) {
       if (auto m = decode_draining(body)) {
         if (!same(encode(*m), body)) fail("encode(decode_draining(p)) != p");
       }
+      // Version 1 entries lack probation_left_ms.
+      if (auto m = decode_draining(body, 1)) {
+        if (!same(encode(*m, 1), body)) fail("encode(decode_draining(p, 1), 1) != p");
+      }
+      break;
+    case MessageType::Succeeded:
+      if (auto m = decode_succeeded(body)) {
+        // Empty is baton 0.1.0's SUCCEEDED: pid 0, never sent so again.
+        if (body.empty() ? m->pid != 0 : !same(encode(*m), body)) fail("encode(decode_succeeded(p)) != p");
+      }
       break;
     case MessageType::Connections:
       if (auto m = decode_connections(body)) {
@@ -73,14 +83,14 @@ void check_body(MessageType type, Bytes body) {
         if (!same(encode(*m), body)) fail("encode(decode_connections_ack(p)) != p");
       }
       break;
-    default:  // COMMIT, SUCCEEDED: no body decoder (the receivers check the payload is empty)
+    default:  // COMMIT, SERVING: no body decoder (the receivers check the payload is empty)
       break;
   }
 }
 
 constexpr MessageType kDecodable[] = {MessageType::Hello,     MessageType::Listeners,   MessageType::ListenersEnd,
                                       MessageType::Ready,     MessageType::Draining,    MessageType::Connections,
-                                      MessageType::ConnectionsAck};
+                                      MessageType::ConnectionsAck, MessageType::Succeeded};
 
 }  // namespace
 
