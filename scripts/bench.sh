@@ -659,6 +659,39 @@ interpretation_section() {
   md "| ≤ 2 KiB of user-space memory per idle connection | ${MEM_PER_CONN:-n/a} KiB | $(verdict "${MEM_PER_CONN:-}" "<=" 2) |"
 }
 
+# The chaos run is too long for this script: scripts/chaos.sh --record keeps
+# its summary in docs/chaos.json, shown here as it was measured.
+chaos_section() {
+  local f=$ROOT/docs/chaos.json
+  md "" "## 5. Chaos: disturbed upgrades under load" ""
+  if [[ ! -f $f ]]; then
+    md "No recorded run: \`./scripts/chaos.sh --record 10\` makes one."
+    return
+  fi
+  python3 - "$f" >>"$REPORT" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+print(f"`{s['command']}` on git {s['git']}, {s['date']}, seed {s['seed']}: {s['minutes']} minutes of")
+print("upgrades under two byte-verifying baton-load runs (TCP: 8 persistent connections, pipeline 2,")
+print("100 messages/s each, 20 new connections/s; Unix: 2 persistent, 5 new/s), each upgrade")
+print("disturbed at random: the new generation stopped (SIGSTOP, 2.5 s: longer than any timeout)")
+print("before READY, in its probation, during the connection hand-off or after it serves; killed")
+print("before READY; storms of SIGUSR2; drain mode flipped by reload every few rounds.")
+print()
+print("| | |")
+print("| --- | --- |")
+print(f"| upgrades requested | {s['upgrades']} ({s['disturbed']} disturbed) |")
+print(f"| new generation serving (passed probation) | {s['succeeded']} |")
+print(f"| rolled back, old generation serving on | {s['rolled_back']} |")
+print(f"| disturbances | {', '.join(f'{k} {v}' for k, v in sorted(s['disturbances'].items()))} |")
+print(f"| echoed messages verified | {s['messages']} |")
+print(f"| **client errors** (refused, reset, wrong or missing byte, stall > 15 s) | **{s['client_errors']}** |")
+print()
+print("At the end one generation serves, the pid file names it, it answers `batonctl`, every")
+print("older generation has exited and none is a zombie (the test fails otherwise).")
+PY
+}
+
 # ---- run -----------------------------------------------------------------------------------
 : >"$REPORT"
 machine_section
@@ -678,6 +711,7 @@ step_throughput || true
 kill_started
 step_memory || true
 kill_started
+chaos_section
 interpretation_section
 md "" "## Run" ""
 md "Took $((SECONDS - BENCH_START)) s; load average (1/5/15 min) at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
