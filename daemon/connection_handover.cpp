@@ -44,6 +44,9 @@ void ConnectionHandover::start() {
     }
   });
   spdlog::info("handoff: handing {} connection(s) to the successor", offered_);
+  // The link may have closed in the probation (the successor serves on, but
+  // can take nothing from us): nothing is sent, everything is served here.
+  if (!predecessor_.link_open()) return keep_unsent("the link to the successor closed before the hand-off");
   log_if_settled();
 }
 
@@ -90,7 +93,12 @@ void ConnectionHandover::send_ready() {
       batch.push_back({id, c->kind(), c->fd()});
     }
     auto sent = predecessor_.send_connections(batch);
-    if (!sent) return;  // the link is gone: on_link_lost has settled everything
+    if (!sent) {
+      // The link is gone. If it broke on this send, on_link_lost has settled
+      // everything already; if it was closed before, nothing was sent.
+      if (sending_) on_link_lost(sent.error().message);
+      return;
+    }
     if (!sent.value()) break;  // channel full: `writable` calls us again
     for (const auto& o : batch) {
       entries_.at(o.id).stage = Stage::InFlight;
@@ -123,7 +131,7 @@ void ConnectionHandover::on_acks(const std::vector<handoff::ConnectionAck>& acks
       ++handed_over_;
       entries_.erase(it);
       // Our copy only: uv_close never shuts the socket down, the successor serves it.
-      if (c) c->close_now(EchoConnection::EndReason::HandedOver);
+      if (c) c->close_handed_over();
     } else if (c) {
       keep(a.id);
     } else {
@@ -183,7 +191,7 @@ void ConnectionHandover::abandon_unknown() {
   }
   if (!copies.empty())
     spdlog::info("handoff: closing our copy of {} connection(s) the successor may have passed on", copies.size());
-  for (auto* c : copies) c->close_now(EchoConnection::EndReason::HandedOver);
+  for (auto* c : copies) c->close_handed_over();
   log_if_settled();
 }
 

@@ -78,6 +78,7 @@ int Daemon::run() {
                   .outcome = [this](const handoff::UpgradeOutcome& o) { on_upgrade_outcome(o); },
                   .successor_exit = [this](pid_t pid, bool clean, bool superseded,
                                            const std::string& how) { on_successor_exit(pid, clean, superseded, how); },
+                  .succeeded = [this](pid_t pid) { relay_succeeded(pid); },
               });
 
   // Signals first: a new generation must not die of a SIGTERM or SIGUSR2
@@ -151,6 +152,8 @@ handoff::Status Daemon::open_listeners() {
     if (!names.empty()) ::setenv(kSystemdSocketsVariable, names.c_str(), 1);
   }
   if (successor.value()) {
+    // Our parent is the predecessor, alive (it is about to answer our HELLO).
+    predecessor_process_ = handoff::ProcessHandle::open(::getppid());
     spdlog::info("hand-off: taking over as generation {}", context_.generation);
     auto got = successor.value()->take_listeners(options_.upgrade_timeout);
     if (!got) return handoff::with_context("hand-off", got.error());
@@ -233,6 +236,7 @@ void Daemon::handle_signal(int signo) {
   switch (signo) {
     case SIGTERM:
     case SIGINT:
+      stop_requested_ = true;
       if (++stop_signals_ == 1 && !drain_->active()) {
         stop_accepting_and_drain(std::string(signal_name(signo)) + ": graceful stop");
       } else if (stop_signals_ == 1) {

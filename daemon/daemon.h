@@ -15,6 +15,7 @@
 
 #include "baton/handoff/predecessor_link.h"
 #include "baton/handoff/predecessor.h"
+#include "baton/handoff/process_handle.h"
 #include "baton/handoff/uv_handle.h"
 #include "connection_handover.h"
 #include "connection_registry.h"
@@ -91,8 +92,13 @@ class Daemon {
   // connected meanwhile waits in their backlog.
   void on_successor_exit(pid_t pid, bool clean, bool superseded, const std::string& how);
   // Back to serving after a successor failed (in probation or later): the
-  // listeners never closed, whatever connected meanwhile waits in their backlog.
+  // listeners never closed, whatever connected meanwhile waits in their
+  // backlog. Unless a stop was asked of this generation meanwhile: then it
+  // stops instead, as asked (and as `systemctl stop`, which signals every
+  // process of the unit, means).
   void resume_serving(const std::string& why);
+  // Our successor told us of a newer generation: our predecessor must know it too.
+  void relay_succeeded(pid_t pid);
   // on_drained came while the upgrade was in flight: exit now it is over.
   void exit_after_drained_upgrade();
   handoff::SpawnSpec spawn_spec(const std::string& binary) const;
@@ -112,8 +118,9 @@ class Daemon {
     return predecessor_ && (predecessor_->state() == handoff::UpgradeState::HandedOver ||
                             predecessor_->state() == handoff::UpgradeState::Probation);
   }
-  // An older generation lives and could resume should we die.
-  bool predecessor_alive() const { return predecessor_link_ && predecessor_link_->open(); }
+  // An older generation lives and could resume should we die. The process,
+  // not the link: a link closed on a bad message leaves it alive.
+  bool predecessor_alive() const { return predecessor_process_.alive(); }
   static bool owned_by_systemd(const std::string& listener);
   // After a hand-over: tell the successor what still drains here and before.
   static void on_report_timer(uv_timer_t* timer);
@@ -136,6 +143,7 @@ class Daemon {
   std::unique_ptr<Drain> drain_;
   std::unique_ptr<handoff::Predecessor> predecessor_;
   std::unique_ptr<handoff::PredecessorLink> predecessor_link_;  // reports and connections from the old generation
+  handoff::ProcessHandle predecessor_process_;                  // that generation's process
   std::unique_ptr<ConnectionHandover> handover_;                // ours, to the new generation
   std::vector<handoff::GenerationReport> older_generations_;  // as last reported
   std::vector<handoff::GenerationReport> last_report_sent_;
@@ -150,6 +158,7 @@ class Daemon {
 
   uint64_t adopted_connections_ = 0;  // handed to us by the previous generation
   int stop_signals_ = 0;
+  bool stop_requested_ = false;      // SIGTERM, SIGINT or batonctl stop: never resume after it
   bool committed_ = false;           // serving: fresh start, or COMMIT received
   bool exit_after_upgrade_ = false;  // drained, waiting for the upgrade in flight to end
   bool finished_ = false;

@@ -61,8 +61,17 @@ handoff::Status Daemon::before_commit(pid_t pid) {
   // Told before COMMIT, not after: should we die between the two, our
   // predecessor must not resume beside a generation that may be serving.
   // The message sits in its socket even if we die right after sending it.
-  if (!predecessor_alive()) return {};
+  if (!predecessor_link_) return {};
   return predecessor_link_->notify_succeeded(pid);
+}
+
+void Daemon::relay_succeeded(pid_t pid) {
+  // Best effort: the newer generation is committed already. Should this
+  // fail, an older generation could resume beside it only if every
+  // generation between them died.
+  if (!predecessor_link_ || pid == 0) return;
+  if (auto st = predecessor_link_->notify_succeeded(pid); !st)
+    spdlog::warn("upgrade: could not tell the previous generation of newer pid {}: {}", pid, st.error().message);
 }
 
 void Daemon::on_committed(pid_t pid) {
@@ -102,8 +111,8 @@ void Daemon::on_upgrade_outcome(const handoff::UpgradeOutcome& outcome) {
     spdlog::error("upgrade {} after {:.1f} ms, rolled back, still serving: {}", what, ms, outcome.reason);
     last_upgrade_ = {{"ok", false}, {"trigger", upgrade_trigger_}, {"pid", outcome.pid}, {"ms", ms},
                      {"error", outcome.reason}, {"committed", outcome.committed}};
-    if (outcome.committed) resume_serving(outcome.reason);
     for (auto* s : waiters) s->send(control::error_reply("rolled back: " + outcome.reason));
+    if (outcome.committed) resume_serving(outcome.reason);
     return;
   }
   spdlog::info("upgrade: pid {} is serving as generation {}; probation passed {:.1f} ms after the request",
@@ -154,10 +163,13 @@ void Daemon::on_successor_exit(pid_t pid, bool clean, bool superseded, const std
   }
   if (clean) {
     // It stopped (and drained) as asked: the service is being stopped. What
-    // it never answered for, it cannot be serving now: drained here.
+    // it never answered for, it cannot be serving now: drained here. The
+    // socket files stay: should a newer generation we were never told of
+    // serve on them, removing them would cut it off for good, while a file
+    // left behind by a stopped service is only replaced at the next start.
     spdlog::info("successor pid {} exited with {}", pid, how);
     handover_.reset();
-    close_listeners(SocketFiles::RemoveIfLast);
+    close_listeners(SocketFiles::Keep);
     return;
   }
   spdlog::critical("successor pid {} died with {} after taking over; resuming", pid, how);
@@ -171,6 +183,16 @@ void Daemon::resume_serving(const std::string& why) {
   handover_.reset();
   report_timer_.close();
   last_report_sent_.clear();
+  if (stop_requested_) {
+    // Told to stop while the successor still had the service: nothing to
+    // resume for. The drain runs on; the service stops, as asked.
+    spdlog::error("{}; not resuming: a stop was asked of this generation", why);
+    notifier_.stopping("stopping: " + why);
+    close_listeners(SocketFiles::RemoveIfLast);
+    exit_after_drained_upgrade();
+    return;
+  }
+  exit_timer_.close();
   drain_->cancel();
   exit_after_upgrade_ = false;
   stop_signals_ = 0;

@@ -155,6 +155,11 @@ void EchoConnection::cancel_handover() {
   read_start();
 }
 
+void EchoConnection::close_handed_over() {
+  handover_ = nullptr;
+  close_now(EndReason::HandedOver);
+}
+
 int EchoConnection::fd() const {
   uv_os_fd_t fd = -1;
   uv_fileno(reinterpret_cast<const uv_handle_t*>(&handle_.stream), &fd);

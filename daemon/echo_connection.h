@@ -62,6 +62,10 @@ class EchoConnection {
   bool begin_handover(HandoverObserver* observer);
   // The hand-off did not happen: serve (and drain) it here after all.
   void cancel_handover();
+  // The successor serves it (or may): close our copy, which never shuts the
+  // socket down, and forget the observer, which may be gone before libuv's
+  // close callback runs.
+  void close_handed_over();
   uint64_t id() const { return id_; }
   Kind kind() const { return kind_; }
   int fd() const;

@@ -9,6 +9,7 @@
 #include <spdlog/spdlog.h>
 
 #include "baton/handoff/listener_socket.h"
+#include "options.h"
 
 namespace baton::daemon {
 namespace {
@@ -42,6 +43,9 @@ handoff::Result<std::vector<handoff::ListenerRequest>> requests_for_activated(co
     if (auto st = handoff::validate_listener_name(name); !st) return handoff::with_context(who, st.error());
     if (!names.insert(name).second)
       return handoff::Error{who + ": another fd has the same name; give each socket a FileDescriptorName="};
+    // A socket named like the control listener is that listener, matched
+    // against --control like any other (see match_activated), not a second one.
+    if (name == kControlListenerName) continue;
     auto bound = handoff::local_address(fd.get());
     if (!bound) return handoff::with_context(who, bound.error());
     out.push_back({name, bound.value()});

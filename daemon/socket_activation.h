@@ -22,6 +22,7 @@ std::vector<ActivatedFd> take_activated_fds();
 
 // With no listener configured: one request per activated fd, under its
 // name, on the address it is bound to. Two fds of one name are an error.
+// One named "control" is left to the control listener's own request.
 handoff::Result<std::vector<handoff::ListenerRequest>> requests_for_activated(const std::vector<ActivatedFd>& fds);
 
 // Each activated fd matched by name to a request, checked to be a listening

@@ -120,7 +120,11 @@ Result<std::optional<Message>> HandoffChannel::try_receive(size_t max_fds) {
   ssize_t n;
   do {
     n = ::recvmsg(fd_.get(), &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-  } while (n < 0 && errno == EINTR);
+    // ECONNRESET: the peer closed with messages of ours unread. The kernel
+    // reports it once (and clears it); what the peer sent before it closed is
+    // still queued here and comes next, then EOF. Those last messages
+    // (SUCCEEDED, an ACK) are the ones that matter most.
+  } while (n < 0 && (errno == EINTR || errno == ECONNRESET));
   if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return std::optional<Message>{};
   if (n < 0) return errno_error("recvmsg");
 

@@ -75,7 +75,12 @@ Status ChannelLink::flush() {
 
 void ChannelLink::on_poll(uv_poll_t* poll, int status, int events) {
   auto* self = static_cast<ChannelLink*>(poll->data);
-  if (status < 0) return self->lose(std::string("poll: ") + uv_strerror(status));
+  if (status < 0) {
+    // POLLERR (libuv says EBADF and stops the handle): typically the peer
+    // closed with our messages unread. What it sent before is still readable.
+    self->read_all();
+    return self->lose(std::string("poll: ") + uv_strerror(status));
+  }
   // Read first: the peer's answers (ACKs) are what frees room on its side.
   if (events & (UV_READABLE | UV_DISCONNECT)) self->read_all();
   if (!self->channel_.open() || !(events & UV_WRITABLE)) return;
@@ -86,6 +91,8 @@ void ChannelLink::on_poll(uv_poll_t* poll, int status, int events) {
   }
   self->watch();
 }
+
+void ChannelLink::read_pending() { read_all(); }
 
 void ChannelLink::read_all() {
   while (channel_.open()) {

@@ -1,8 +1,6 @@
 #include "baton/handoff/predecessor.h"
 
-#include <poll.h>
 #include <signal.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <spdlog/spdlog.h>
@@ -91,7 +89,7 @@ Status Predecessor::start(const SpawnSpec& spec, std::vector<ListenerOffer> list
   for (const auto& kv : spec.env)
     if (!kv.starts_with(spec.channel_variable + "=") && !kv.starts_with(version_prefix)) env.push_back(kv);
   env.push_back(spec.channel_variable + "=" + std::to_string(kChildChannelFd));
-  env.push_back(version_prefix + std::to_string(kProtocolVersion));
+  env.push_back(version_prefix + advertised_version(::getpid()));
   auto c_argv = c_strings(argv);
   auto c_env = c_strings(env);
 
@@ -119,8 +117,8 @@ Status Predecessor::start(const SpawnSpec& spec, std::vector<ListenerOffer> list
   pid_ = 0;
   version_ = 0;
   probation_ends_ = {};
-  newer_pid_ = 0;
-  newer_pidfd_.reset();
+  newer_.clear();
+  newer_unnamed_ = false;
   if (int rc = process_.spawn(loop_, this, &options); rc != 0) {
     process_.close();
     std::string reason = "spawn " + spec.binary + ": " + uv_strerror(rc);
@@ -263,20 +261,7 @@ void Predecessor::handle_link_message(Message& m) {
     if (state() == UpgradeState::Probation && probation_ends_ == Clock::time_point{}) start_probation_window();
     return;
   }
-  if (m.type == MessageType::Succeeded) {
-    auto s = decode_succeeded(m.payload);
-    if (!s) {
-      link_.close();
-      return on_link_closed("bad SUCCEEDED: " + s.error().message);
-    }
-    newer_pid_ = s->pid ? static_cast<pid_t>(s->pid) : -1;
-    // Taken now, while the newer process certainly lives (it just sent
-    // READY to our successor): a pidfd cannot be fooled by pid reuse.
-    if (s->pid) newer_pidfd_ = UniqueFd(static_cast<int>(::syscall(SYS_pidfd_open, newer_pid_, 0)));
-    spdlog::info("upgrade: successor pid {} commits to a newer generation{}", pid_,
-                 s->pid ? " (pid " + std::to_string(s->pid) + ")" : std::string());
-    return;
-  }
+  if (m.type == MessageType::Succeeded) return take_succeeded(m);
   if (m.type == MessageType::ConnectionsAck && state() == UpgradeState::HandedOver) {
     auto acks = decode_connections_ack(m.payload);
     if (!acks) {
@@ -290,11 +275,28 @@ void Predecessor::handle_link_message(Message& m) {
   on_link_closed(std::string("unexpected ") + to_string(m.type) + " from the successor in state " + to_string(state()));
 }
 
+void Predecessor::take_succeeded(Message& m) {
+  auto s = decode_succeeded(m.payload);
+  if (!s) {
+    link_.close();
+    return on_link_closed("bad SUCCEEDED: " + s.error().message);
+  }
+  const auto pid = static_cast<pid_t>(s->pid);
+  if (pid == 0) {
+    newer_unnamed_ = true;
+  } else {
+    // Taken now, while the newer process certainly lives (it just sent READY
+    // to its predecessor, or was relayed while it did): no pid-reuse accident.
+    newer_.push_back(ProcessHandle::open(pid));
+  }
+  spdlog::info("upgrade: successor pid {} commits to a newer generation{}", pid_,
+               pid ? " (pid " + std::to_string(pid) + ")" : std::string());
+  if (events_.succeeded) events_.succeeded(pid);
+}
+
 bool Predecessor::newer_generation_alive() const {
-  if (newer_pid_ == -1) return true;  // a version 1 SUCCEEDED: assume so, as that version did
-  if (!newer_pidfd_) return false;    // pidfd_open failed: it was gone already
-  pollfd p{newer_pidfd_.get(), POLLIN, 0};
-  return ::poll(&p, 1, 0) == 0;  // readable once the process has exited
+  if (newer_unnamed_) return true;  // a version 1 SUCCEEDED: assume so, as that version did
+  return std::any_of(newer_.begin(), newer_.end(), [](const ProcessHandle& h) { return h.alive(); });
 }
 
 void Predecessor::on_deadline(uv_timer_t* timer) {
@@ -304,6 +306,9 @@ void Predecessor::on_deadline(uv_timer_t* timer) {
       return self->kill_successor();
     case UpgradeState::Probation:
       if (self->probation_ends_ != Clock::time_point{}) return self->hand_over();
+      // SERVING may sit unread in the channel, behind this timer in the same loop turn.
+      self->link_.read_pending();
+      if (self->state() != UpgradeState::Probation || self->probation_ends_ != Clock::time_point{}) return;
       // It has accepted nothing yet (SERVING comes first): killing it loses nothing.
       return self->fail("pid " + std::to_string(self->pid_) + " took the listeners but did not report SERVING within " +
                         std::to_string(self->timeouts_.ready.count()) + " ms");
@@ -339,6 +344,13 @@ void Predecessor::kill_successor() {
 
 void Predecessor::on_exit(uv_process_t* process, int64_t exit_status, int term_signal) {
   auto* self = static_cast<Predecessor*>(process->data);
+  // What it said last (SERVING, SUCCEEDED, ACKs) decides what its exit means:
+  // read it before deciding. Before exited_ is set, so that a closed channel
+  // found here waits for this very exit to name the cause.
+  if (self->state() == UpgradeState::Probation || self->state() == UpgradeState::HandedOver) {
+    self->link_.read_pending();
+    if (!self->process_) return;  // a callback closed us
+  }
   self->exited_ = true;
   const std::string how = describe_exit(exit_status, term_signal);
   const pid_t pid = self->pid_;
@@ -357,21 +369,32 @@ void Predecessor::on_exit(uv_process_t* process, int64_t exit_status, int term_s
       self->finish_rollback(how);
       break;
     case UpgradeState::Probation: {
+      self->deadline_.close();
+      auto elapsed = self->machine_.since_start();
+      if (self->newer_generation_alive()) {
+        // It committed to a newer generation inside its own probation, and
+        // that one lives: the service is there now. Ours is over, as if the
+        // probation had passed: no resume beside it.
+        self->machine_.transition(UpgradeState::HandedOver, "successor pid " + std::to_string(pid) +
+                                                                " exited inside its probation, superseded");
+        self->report(UpgradeOutcome{true, pid, {}, elapsed, true});
+        spdlog::info("upgrade: successor pid {} exited with {}, a newer generation serves", pid, how);
+        if (self->events_.successor_exit) self->events_.successor_exit(pid, false, true, how);
+        break;
+      }
       // Dead inside the window: whatever it accepted is gone with it, and the
       // listeners it shared with us never closed. We serve again.
       self->link_.close();
-      self->deadline_.close();
-      auto elapsed = self->machine_.since_start();
       const std::string reason = "new process " + pid_text(pid) + " exited during probation with " + how;
       self->machine_.transition(UpgradeState::Idle, reason + "; serving again");
       self->report(UpgradeOutcome{false, pid, reason, elapsed, true});
       break;
     }
     case UpgradeState::HandedOver: {
-      const bool superseded = self->newer_pid_ != 0 && self->newer_generation_alive();
+      const bool superseded = self->newer_generation_alive();
       spdlog::info("upgrade: successor pid {} exited with {}", pid, how);
-      if (self->newer_pid_ != 0 && !superseded)
-        spdlog::warn("upgrade: the generation pid {} committed to is gone too", self->newer_pid_);
+      if (self->successor_superseded() && !superseded)
+        spdlog::warn("upgrade: every newer generation pid {} committed to is gone too", pid);
       if (self->events_.successor_exit)
         self->events_.successor_exit(pid, exit_status == 0 && term_signal == 0, superseded, how);
       break;
@@ -412,8 +435,8 @@ Status Predecessor::resume() {
   if (state() != UpgradeState::HandedOver || !exited_) return Error{"no dead successor to resume from"};
   link_.close();
   machine_.transition(UpgradeState::Idle, "successor pid " + std::to_string(pid_) + " died; serving again");
-  newer_pid_ = 0;
-  newer_pidfd_.reset();
+  newer_.clear();
+  newer_unnamed_ = false;
   return {};
 }
 

@@ -19,7 +19,8 @@ PredecessorLink::PredecessorLink(uv_loop_t* loop, HandoffChannel channel, uint16
 
 void PredecessorLink::handle(Message& m) {
   if (m.type == MessageType::Connections) {
-    if (auto st = take_connections(m); !st) {
+    // A failed ACK send has already closed the link and said so: once only.
+    if (auto st = take_connections(m); !st && link_.is_open()) {
       link_.close();
       lost(st.error().message);
     }
@@ -65,10 +66,11 @@ Status PredecessorLink::notify_serving() {
 }
 
 Status PredecessorLink::notify_succeeded(pid_t pid) {
-  // Nobody to tell: the predecessor is gone, or speaks version 1, which has
-  // no SUCCEEDED (it may resume should we die: the risk version 1 always had).
-  if (!link_.is_open() || version_ < 2) return {};
-  auto sent = link_.send_now(MessageType::Succeeded, encode(Succeeded{static_cast<uint32_t>(pid)}));
+  if (!link_.is_open()) return {};  // nobody to tell: the predecessor is gone
+  // Version 1 (baton 0.1.0) knows SUCCEEDED only empty, naming no pid: it
+  // then never resumes, whatever becomes of the newer generation.
+  const Succeeded s{version_ >= 2 ? static_cast<uint32_t>(pid) : 0};
+  auto sent = link_.send_now(MessageType::Succeeded, version_ >= 2 ? encode(s) : std::vector<uint8_t>{});
   if (!sent) return {};  // the link broke on the way: the predecessor is gone or deaf
   if (!sent.value()) return Error{"the previous generation's hand-off channel is full (it is not reading)"};
   return {};

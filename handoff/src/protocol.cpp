@@ -57,13 +57,24 @@ Result<Succeeded> decode_succeeded(std::span<const uint8_t> payload) {
   return Succeeded{pid};
 }
 
-Result<uint16_t> agreed_version(const char* advertised) {
+std::string advertised_version(pid_t predecessor) {
+  return std::to_string(kProtocolVersion) + ":" + std::to_string(predecessor);
+}
+
+Result<uint16_t> agreed_version(const char* advertised, pid_t parent) {
   if (!advertised) return kMinProtocolVersion;
   const std::string text(advertised);
+  auto bad = [&] { return Error{std::string(kVersionVariable) + "='" + text + "' is not VERSION:PID"}; };
+  const auto colon = text.find(':');
+  if (colon == std::string::npos) return bad();
   unsigned v = 0;
-  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
-  if (ec != std::errc() || end != text.data() + text.size() || v < kMinProtocolVersion)
-    return Error{std::string(kVersionVariable) + "='" + text + "' is not a protocol version"};
+  long pid = 0;
+  auto [vend, vec] = std::from_chars(text.data(), text.data() + colon, v);
+  auto [pend, pec] = std::from_chars(text.data() + colon + 1, text.data() + text.size(), pid);
+  if (vec != std::errc() || vend != text.data() + colon || v < kMinProtocolVersion || pec != std::errc() ||
+      pend != text.data() + text.size() || pid <= 0)
+    return bad();
+  if (pid != parent) return kMinProtocolVersion;
   return static_cast<uint16_t>(std::min<unsigned>(v, kProtocolVersion));
 }
 

@@ -50,7 +50,7 @@ Result<std::optional<Successor>> Successor::from_environment(const char* variabl
   if (!value) return std::optional<Successor>{};
   std::string text(value);
   ::unsetenv(variable);
-  auto version = agreed_version(std::getenv(kVersionVariable));
+  auto version = agreed_version(std::getenv(kVersionVariable), ::getppid());
   ::unsetenv(kVersionVariable);
   if (!version) return version.error();
   int fd = -1;

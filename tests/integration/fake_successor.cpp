@@ -11,6 +11,8 @@
 //   exit-after-commit   takes over properly, says SERVING, then exits 1
 //   silent-after-commit takes over (READY, COMMIT) but never says SERVING
 //   stall               takes over properly, then never reads the channel again
+//   close-after-serving takes over properly (SERVING), closes the channel at
+//                       once and lives on, accepting nothing
 //   adopt-and-close     takes over properly; echoes the first connections it is
 //                       handed, closes the channel without acknowledging them,
 //                       echoes them for BATON_FAKE_HOLD_MS more, then exits 1
@@ -123,6 +125,12 @@ int main() {
     auto channel = take_over(s, true);
     std::fprintf(stderr, "fake-successor: exiting 1 after COMMIT\n");
     return 1;
+  }
+  if (mode == "close-after-serving") {
+    auto channel = take_over(s, true);
+    channel.close();
+    std::fprintf(stderr, "fake-successor: closed the channel after SERVING; living on\n");
+    for (;;) ::pause();
   }
   if (mode == "silent-after-commit" || mode == "stall") {
     auto channel = take_over(s, mode == "stall");

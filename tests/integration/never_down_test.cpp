@@ -319,5 +319,110 @@ TEST(NeverDown, AGenerationThatHandedOverRefusesConnectionsFromAnOlderOne) {
   for (auto& c : conns) EXPECT_TRUE(echo_roundtrip(c.get(), "still gen 1"));
 }
 
+// Item 4, one level further: gen 2 committed to gen 3 (gen 1 is told),
+// gen 3 to gen 4 (gen 2 is told, and tells gen 1), and gen 3 is gone. When
+// gen 2 dies, gen 1, still draining a client, must see that gen 4 serves:
+// it does not resume beside it.
+TEST(NeverDown, AnOlderGenerationKnowsEveryNewerOneAndNeverResumesBesideIt) {
+  Service s;
+  auto d = BatondProcess::start(s.args({"--upgrade-probation", "0", "--drain-timeout", "120"}));
+  const std::string tcp = d.address();
+  const pid_t gen1 = d.serving_pid();
+  auto on_gen1 = connect_to(tcp);
+  ASSERT_TRUE(echo_roundtrip(on_gen1.get(), "keeps generation 1 draining"));
+  auto up2 = d.upgrade();
+  ASSERT_TRUE(up2.ok) << d.log();
+  const pid_t gen2 = up2.new_pid;
+  auto on_gen2 = connect_to(tcp);
+  ASSERT_TRUE(echo_roundtrip(on_gen2.get(), "keeps generation 2 draining"));
+  auto up3 = d.upgrade();
+  ASSERT_TRUE(up3.ok) << d.log();
+  const pid_t gen3 = up3.new_pid;
+  auto up4 = d.upgrade();
+  ASSERT_TRUE(up4.ok) << d.log();
+  const pid_t gen4 = up4.new_pid;
+  ASSERT_TRUE(d.wait_gone(gen3)) << "generation 3 had nothing to drain\n" << d.log();
+  ASSERT_TRUE(d.wait_for_line(gen1, "commits to a newer generation (pid " + std::to_string(gen4) + ")"))
+      << "generation 2 did not pass generation 4's pid on\n" << d.log();
+
+  ASSERT_EQ(::kill(gen2, SIGKILL), 0);
+  ASSERT_TRUE(d.wait_for_line(gen1, "successor pid " + std::to_string(gen2) + " exited with signal 9")) << d.log();
+  EXPECT_TRUE(d.wait_for_line(gen1, "after handing over in turn", 5s)) << d.log();
+  EXPECT_EQ(d.count_lines(gen1, "resumes serving"), 0) << d.log();
+  expect_everything_served(d, tcp, s.sock, s.pid, gen4);
+  EXPECT_TRUE(echo_roundtrip(on_gen1.get(), "generation 1 still drains its client"));
+  on_gen1.reset();
+  EXPECT_TRUE(d.wait_gone(gen1)) << d.log();
+  EXPECT_EQ(d.count_lines(gen1, "resumes serving"), 0) << d.log();
+}
+
+// H3 of the review: gen 2 upgrades to gen 3 while gen 1 still has it on
+// probation, then dies. Gen 3 serves: gen 1 must not resume beside it.
+TEST(NeverDown, ASuccessorThatHandedOverInsideItsProbationIsNotResumedOver) {
+  Service s;
+  auto d = BatondProcess::start(s.args({"--upgrade-probation", "60"}));
+  const std::string tcp = d.address();
+  const pid_t gen1 = d.serving_pid();
+  ::kill(gen1, SIGUSR2);
+  const pid_t gen2 = d.wait_commit(gen1);
+  ASSERT_NE(gen2, 0) << d.log();
+  ASSERT_TRUE(d.wait_for_line(gen1, "serves; probation for 60000 ms")) << d.log();
+  ::kill(gen2, SIGUSR2);
+  const pid_t gen3 = d.wait_commit(gen2);
+  ASSERT_NE(gen3, 0) << d.log();
+  ASSERT_TRUE(d.wait_for_line(gen1, "commits to a newer generation (pid " + std::to_string(gen3) + ")")) << d.log();
+  ASSERT_TRUE(d.wait_for_line(gen3, "serving: generation 3")) << d.log();
+
+  ASSERT_EQ(::kill(gen2, SIGKILL), 0);
+  EXPECT_TRUE(d.wait_for_line(gen1, "a newer generation serves")) << d.log();
+  EXPECT_TRUE(d.wait_gone(gen1)) << "generation 1 had nothing to drain\n" << d.log();
+  EXPECT_EQ(d.count_lines(gen1, "resumes serving"), 0) << d.log();
+  expect_everything_served(d, tcp, s.sock, s.pid, gen3);
+}
+
+// M3 of the review: a stop asked of the old generation while the new one is
+// on probation is not forgotten when the probation fails: it stops, as
+// asked, instead of resuming.
+TEST(NeverDown, AStopAskedDuringTheProbationIsHonouredWhenItFails) {
+  Service s;
+  auto d = BatondProcess::start(s.args({"--binary", build_path("tests/integration/fake-successor"),
+                                        "--upgrade-timeout", "3"}),
+                                with_env({"BATON_FAKE_MODE=silent-after-commit"}));
+  const pid_t gen1 = d.serving_pid();
+  ::kill(gen1, SIGUSR2);
+  ASSERT_TRUE(d.process().wait_for_line("fake-successor: now deaf")) << d.log();
+  ASSERT_EQ(::kill(gen1, SIGTERM), 0);
+  ASSERT_TRUE(d.wait_for_line(gen1, "upgrade failed in probation", 20s)) << d.log();
+  auto status = d.process().wait_exit(20s);
+  ASSERT_TRUE(status) << "generation 1 resumed instead of stopping\n" << d.log();
+  EXPECT_TRUE(status->success()) << status->describe() << "\n" << d.log();
+  EXPECT_EQ(d.count_lines(gen1, "resumes serving"), 0) << d.log();
+  struct stat st;
+  EXPECT_NE(::lstat(s.sock.c_str(), &st), 0) << "the last generation standing removes its socket files on a stop";
+}
+
+// M1 of the review: the successor closes the channel after SERVING but
+// lives on. When the probation passes, the hand-off has nobody to send to:
+// every connection is served here again, none left hanging unread.
+TEST(NeverDown, AHandOffOverALinkClosedInTheProbationKeepsEveryConnection) {
+  auto d = BatondProcess::start(handoff_args({"--binary", build_path("tests/integration/fake-successor"),
+                                              "--upgrade-probation", "1"}),
+                                with_env({"BATON_FAKE_MODE=close-after-serving"}));
+  const pid_t gen1 = d.serving_pid();
+  std::vector<UniqueFd> conns;
+  for (int i = 0; i < 3; ++i) {
+    conns.push_back(connect_to(d.address()));
+    ASSERT_TRUE(echo_roundtrip(conns.back().get(), "before"));
+  }
+  ::kill(gen1, SIGUSR2);
+  ASSERT_TRUE(d.process().wait_for_line("closed the channel after SERVING")) << d.log();
+  ASSERT_TRUE(d.wait_for_line(gen1, "handoff: handing 3 connection(s)", 20s)) << d.log();
+  for (auto& c : conns) EXPECT_TRUE(echo_roundtrip(c.get(), "served here again")) << d.log();
+  conns.clear();
+  auto status = d.process().wait_exit(20s);
+  ASSERT_TRUE(status) << d.log();
+  EXPECT_TRUE(status->success()) << status->describe() << "\n" << d.log();
+}
+
 }  // namespace
 }  // namespace baton::test

@@ -244,6 +244,31 @@ TEST(Systemd, WithoutListenEverySocketSystemdPassesIsServedUnderItsName) {
   EXPECT_TRUE(after && echo_roundtrip(after.get(), "after the upgrade"));
 }
 
+// A socket named "control" among those systemd passes (a unit that
+// activates the control socket too) is the control listener, matched
+// against --control like any other, not a second listener of that name.
+TEST(Systemd, AnActivatedSocketNamedControlIsTheControlListener) {
+  TempDir dir;
+  const auto ctl = dir.file("ctl.sock");
+  auto web = handoff::bind_listener(*handoff::ListenAddress::parse("tcp://127.0.0.1:0"), 64);
+  auto control = handoff::bind_listener(*handoff::ListenAddress::parse("unix:" + ctl), 16);
+  ASSERT_TRUE(web && control);
+  const auto web_addr = handoff::local_address(web->get())->endpoint();
+  ProcessOptions opts;
+  opts.fd3 = web->get();
+  opts.fd4 = control->get();
+  opts.listen_pid = true;
+  opts.extra_env = {"LISTEN_FDS=2", "LISTEN_FDNAMES=web:control"};
+  auto d = BatondProcess::start({"--control", ctl}, opts);
+  web->reset();
+  control->reset();
+  EXPECT_TRUE(d.wait_for_line(d.first_pid(), "socket activation: listener 'control' on unix:" + ctl)) << d.log();
+  auto c = connect_to(web_addr);
+  EXPECT_TRUE(c && echo_roundtrip(c.get(), "activated web"));
+  auto st = batonctl(d, {"status", "--json"});
+  EXPECT_EQ(st.status.code, 0) << st.out << st.err << d.log();
+}
+
 // With --listen, a socket systemd passes that no --listen names would be
 // held open by systemd with clients queued on it that nobody accepts: a
 // start-up error (exit 2) naming it.

@@ -17,6 +17,7 @@
 
 #include <gtest/gtest.h>
 
+#include "baton/handoff/channel_link.h"
 #include "baton/handoff/protocol.h"
 #include "unit_util.h"
 
@@ -185,6 +186,49 @@ TEST(Channel, QueuedMessagesAreStillDeliveredAfterThePeerCloses) {
   auto closed = c.ours.receive(1s);
   ASSERT_FALSE(closed.ok());
   EXPECT_EQ(closed.error().message, "peer closed the hand-off channel");
+}
+
+// The peer closes with a message of ours unread: the kernel reports
+// ECONNRESET once. What the peer sent before closing (its last word: a
+// SUCCEEDED, an ACK) must still be read, then the EOF.
+TEST(Channel, APeerThatClosesWithOurMessageUnreadIsStillHeardToTheEnd) {
+  Pair c = make_pair();
+  ASSERT_TRUE(c.ours.send(MessageType::Draining, Bytes{0, 0}).ok());  // never read by the peer
+  ASSERT_TRUE(c.peer.send(MessageType::Succeeded, Bytes{}).ok());
+  c.peer.close();
+  auto m = c.ours.try_receive();
+  ASSERT_TRUE(m.ok()) << m.error().message;
+  ASSERT_TRUE(m.value().has_value());
+  EXPECT_EQ(m.value()->type, MessageType::Succeeded);
+  auto closed = c.ours.try_receive();
+  ASSERT_FALSE(closed.ok());
+  EXPECT_EQ(closed.error().message, "peer closed the hand-off channel");
+}
+
+// The same through ChannelLink in a loop, where the reset shows as POLLERR
+// (libuv stops the poll handle and says EBADF): the message still arrives
+// before the link says it is closed.
+TEST(ChannelLinkReset, ThePeersLastMessageArrivesBeforeTheClose) {
+  Pair c = make_pair();
+  uv_loop_t loop;
+  ASSERT_EQ(uv_loop_init(&loop), 0);
+  std::vector<std::string> events;
+  {
+    ChannelLink link(
+        &loop, [&](Message& m) { events.push_back(to_string(m.type)); },
+        [&](const std::string& why) { events.push_back("closed: " + why); });
+    ASSERT_TRUE(c.ours.send(MessageType::Draining, Bytes{0, 0}).ok());
+    ASSERT_TRUE(c.peer.send(MessageType::Succeeded, Bytes{}).ok());
+    c.peer.close();
+    ASSERT_TRUE(link.open(std::move(c.ours)).ok());
+    for (int i = 0; i < 100 && link.is_open(); ++i) uv_run(&loop, UV_RUN_ONCE);
+    EXPECT_FALSE(link.is_open());
+  }
+  uv_run(&loop, UV_RUN_DEFAULT);
+  EXPECT_EQ(uv_loop_close(&loop), 0);
+  ASSERT_EQ(events.size(), 2u);
+  EXPECT_EQ(events[0], "SUCCEEDED");
+  EXPECT_EQ(events[1], std::string("closed: ") + kPeerClosed);
 }
 
 TEST(Channel, ExpectMessageNamesWhatCameInstead) {

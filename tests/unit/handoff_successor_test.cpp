@@ -675,7 +675,9 @@ TEST(SuccessorFromEnvironment, ASeqpacketSocketBecomesTheChannel) {
 
 // The version spoken is the lower of what the predecessor advertises and ours.
 TEST(SuccessorFromEnvironment, SpeaksTheLowerOfTheTwoVersions) {
-  const std::vector<std::pair<std::string, uint16_t>> cases{{"1", 1}, {"2", 2}, {"99", kProtocolVersion}};
+  const std::string parent = ":" + std::to_string(::getppid());
+  const std::vector<std::pair<std::string, uint16_t>> cases{
+      {"1" + parent, 1}, {"2" + parent, 2}, {"99" + parent, kProtocolVersion}};
   for (const auto& [advertised, expected] : cases) {
     SCOPED_TRACE(advertised);
     auto [a, b] = unit::raw_socketpair(SOCK_SEQPACKET);
@@ -688,15 +690,28 @@ TEST(SuccessorFromEnvironment, SpeaksTheLowerOfTheTwoVersions) {
   }
 }
 
+// A version 1 generation passes its whole environment on: what its own
+// predecessor advertised to it reaches its successor, which must not take it
+// for an offer from its parent (it would speak version 2 to a version 1 peer).
+TEST(SuccessorFromEnvironment, AnAdvertisementFromAnotherPidIsIgnored) {
+  auto [a, b] = unit::raw_socketpair(SOCK_SEQPACKET);
+  unit::ScopedEnv env(kVar, std::to_string(a.release()));
+  unit::ScopedEnv version(kVersionVariable, "2:" + std::to_string(::getppid() + 1));
+  auto r = Successor::from_environment(kVar);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r.value()->version(), 1);
+  EXPECT_EQ(std::getenv(kVersionVariable), nullptr);
+}
+
 TEST(SuccessorFromEnvironment, AVersionThatIsNotOneIsRefused) {
-  for (const char* text : {"0", "abc", "", "-1"}) {
+  for (const char* text : {"0:1", "abc", "", "-1", "2", "2:", ":5", "2:x", "2:0", "0:5"}) {
     SCOPED_TRACE(text);
     auto [a, b] = unit::raw_socketpair(SOCK_SEQPACKET);
     unit::ScopedEnv env(kVar, std::to_string(a.get()));  // refused before it is adopted: `a` still owns it
     unit::ScopedEnv version(kVersionVariable, std::string(text));
     auto r = Successor::from_environment(kVar);
     ASSERT_FALSE(r.ok());
-    EXPECT_EQ(r.error().message, std::string(kVersionVariable) + "='" + text + "' is not a protocol version");
+    EXPECT_EQ(r.error().message, std::string(kVersionVariable) + "='" + text + "' is not VERSION:PID");
   }
 }
 

@@ -47,6 +47,9 @@ class ChannelLink {
   Result<bool> send_now(MessageType type, std::span<const uint8_t> payload, std::span<const int> fds = {});
   void on_writable(WritableCallback cb) { on_writable_ = std::move(cb); }
   bool queue_empty() const { return queue_.empty(); }
+  // Reads every message already queued now, without waiting for the loop:
+  // before deciding on what the peer's exit means, hear what it said last.
+  void read_pending();
 
  private:
   struct Queued {

@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "baton/handoff/channel_link.h"
+#include "baton/handoff/process_handle.h"
 #include "baton/handoff/protocol.h"
 #include "baton/handoff/result.h"
 #include "baton/handoff/upgrade_state.h"
@@ -71,9 +72,15 @@ struct PredecessorEvents {
   // Once per started upgrade: ok after the probation, or why it failed.
   std::function<void(const UpgradeOutcome&)> outcome;
   // The new process exited after probation; `how` is "exit status 0",
-  // "signal 9 (Killed)", ... `superseded`: it had committed to a newer
-  // generation that is still alive, which therefore serves.
+  // "signal 9 (Killed)", ... `superseded`: a newer generation it committed
+  // to (directly or further down the line) is still alive, and serves.
   std::function<void(pid_t pid, bool clean, bool superseded, const std::string& how)> successor_exit;
+  // The successor told us (SUCCEEDED) that a newer generation `pid` is taking
+  // over from it or from one of its own successors (0: a version 1 successor
+  // named none). A caller that has a predecessor of its own passes it on
+  // (PredecessorLink::notify_succeeded): every older generation must know
+  // every newer one, or it could resume beside it once the ones between die.
+  std::function<void(pid_t pid)> succeeded;
 };
 
 class Predecessor {
@@ -128,8 +135,8 @@ class Predecessor {
   // The successor died after taking over: this process serves again, and
   // may start a new upgrade later. Only in HandedOver once it has exited.
   Status resume();
-  // The successor committed to a newer generation.
-  bool successor_superseded() const { return newer_pid_ != 0; }
+  // The successor (or one after it) committed to a newer generation.
+  bool successor_superseded() const { return !newer_.empty() || newer_unnamed_; }
 
   UpgradeState state() const { return machine_.state(); }
   pid_t successor_pid() const { return pid_; }
@@ -155,6 +162,7 @@ class Predecessor {
   void finish_rollback(const std::string& how_it_ended);
   void report(UpgradeOutcome outcome);
   void arm_deadline(std::chrono::milliseconds after);
+  void take_succeeded(Message& m);
   bool newer_generation_alive() const;
 
   uv_loop_t* loop_;
@@ -173,11 +181,11 @@ class Predecessor {
   bool killed_ = false;
   bool failed_after_commit_ = false;
   std::string failure_;
-  // The newer generation our successor committed to (SUCCEEDED), and a
-  // pidfd that tells whether it still lives; -1 for a version 1 SUCCEEDED
-  // that names none.
-  pid_t newer_pid_ = 0;
-  UniqueFd newer_pidfd_;
+  // Every newer generation the successor told us of (SUCCEEDED, its own and
+  // those it relayed), each taken while it lived. `newer_unnamed_`: a
+  // version 1 SUCCEEDED, which names none.
+  std::vector<ProcessHandle> newer_;
+  bool newer_unnamed_ = false;
 };
 
 // "exit status 1", "signal 11 (Segmentation fault)".

@@ -39,10 +39,13 @@ class PredecessorLink {
   // This process accepts now. Call before the first accept: until then the
   // predecessor may still kill it without losing a client.
   Status notify_serving();
-  // We are about to COMMIT to the newer generation `pid`: the predecessor
-  // must not resume serving should we exit from now on. Succeeds only once
-  // the message is in the predecessor's socket (where it stays readable even
-  // if we die); an error means the predecessor cannot be told now.
+  // We are about to COMMIT to the newer generation `pid`, or our own
+  // successor told us that one of its successors is (a relay: every older
+  // generation must know every newer one): the predecessor must not resume
+  // serving while `pid` lives. Succeeds only once the message is in the
+  // predecessor's socket (where it stays readable even if we die); an error
+  // means the predecessor cannot be told now. A version 1 predecessor is
+  // sent SUCCEEDED empty, as baton 0.1.0 knows it.
   Status notify_succeeded(pid_t pid);
 
  private:

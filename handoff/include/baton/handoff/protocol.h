@@ -120,8 +120,14 @@ Result<std::vector<GenerationReport>> decode_draining(std::span<const uint8_t> p
 Result<std::vector<ConnectionEntry>> decode_connections(std::span<const uint8_t> payload);
 Result<std::vector<ConnectionAck>> decode_connections_ack(std::span<const uint8_t> payload);
 
-// The protocol version a successor speaks, from what its predecessor
-// advertised in kVersionVariable (nullptr: absent, a version 1 predecessor).
-Result<uint16_t> agreed_version(const char* advertised);
+// What a predecessor puts in kVersionVariable: "VERSION:PID", the newest
+// version it speaks and its own pid.
+std::string advertised_version(pid_t predecessor);
+// The protocol version a successor speaks, from what was advertised in
+// kVersionVariable (nullptr: absent, a version 1 predecessor). `parent` is
+// the successor's parent pid: an advertisement naming another pid leaked
+// through a process that did not set its own (a version 1 generation passes
+// its whole environment on) and is ignored, as if absent.
+Result<uint16_t> agreed_version(const char* advertised, pid_t parent);
 
 }  // namespace baton::handoff

@@ -1,0 +1,43 @@
+#include "baton/handoff/process_handle.h"
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+namespace baton::handoff {
+
+ProcessHandle ProcessHandle::open(pid_t pid) {
+  ProcessHandle h;
+  h.pid_ = pid;
+  if (pid <= 0) return h;
+  const int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  if (fd >= 0) {
+    h.pidfd_ = UniqueFd(fd);
+    h.watch_ = Watch::Pidfd;
+  } else if (errno == ESRCH) {
+    h.watch_ = Watch::Gone;
+  } else {
+    h.watch_ = Watch::Kill;  // ENOSYS (old kernel), EMFILE: the pid alone
+  }
+  return h;
+}
+
+bool ProcessHandle::alive() const {
+  switch (watch_) {
+    case Watch::Pidfd: {
+      pollfd p{pidfd_.get(), POLLIN, 0};
+      return ::poll(&p, 1, 0) == 0;  // readable once the process has exited
+    }
+    case Watch::Kill:
+      return ::kill(pid_, 0) == 0 || errno == EPERM;
+    case Watch::None:
+    case Watch::Gone:
+      return false;
+  }
+  return false;
+}
+
+}  // namespace baton::handoff
