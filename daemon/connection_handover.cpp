@@ -124,8 +124,10 @@ void ConnectionHandover::on_acks(const std::vector<handoff::ConnectionAck>& acks
   if (batches_in_flight_ > 0) --batches_in_flight_;
   progress();
   for (const auto& a : acks) {
+    // Unknown too: an ACK read after the link broke (its last words, read
+    // before its exit is judged) still settles the connection's fate.
     auto it = entries_.find(a.id);
-    if (it == entries_.end() || it->second.stage != Stage::InFlight) continue;
+    if (it == entries_.end() || (it->second.stage != Stage::InFlight && it->second.stage != Stage::Unknown)) continue;
     EchoConnection* c = it->second.connection;
     if (a.adopted) {
       ++handed_over_;

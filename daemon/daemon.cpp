@@ -121,9 +121,7 @@ handoff::Status Daemon::open_listeners() {
   for (const auto& spec : options_.listeners) requests.push_back({spec.name, spec.address});
   if (requests.empty() && !successor.value()) {
     // Nothing configured: what systemd passed, or the default.
-    if (context_.activated.empty()) {
-      requests.push_back({kDefaultListen, *handoff::ListenAddress::parse(kDefaultListen)});
-    } else {
+    if (!context_.activated.empty()) {
       auto activated = requests_for_activated(context_.activated);
       if (!activated) {
         startup_exit_code_ = 2;
@@ -131,6 +129,8 @@ handoff::Status Daemon::open_listeners() {
       }
       requests = std::move(activated).value();
     }
+    // Nothing but (maybe) the control socket from systemd: the echo default.
+    if (requests.empty()) requests.push_back({kDefaultListen, *handoff::ListenAddress::parse(kDefaultListen)});
   }
   // The control socket is a listener like the others: handed over, so its
   // path never disappears. Owner-only; peers are checked again at accept.
@@ -236,7 +236,7 @@ void Daemon::handle_signal(int signo) {
   switch (signo) {
     case SIGTERM:
     case SIGINT:
-      stop_requested_ = true;
+      note_stop_requested(signal_name(signo));
       if (++stop_signals_ == 1 && !drain_->active()) {
         stop_accepting_and_drain(std::string(signal_name(signo)) + ": graceful stop");
       } else if (stop_signals_ == 1) {
@@ -253,6 +253,16 @@ void Daemon::handle_signal(int signo) {
       (void)reload("SIGHUP");  // logged either way
       break;
   }
+}
+
+void Daemon::note_stop_requested(const std::string& by) {
+  if (stop_requested_) return;
+  stop_requested_ = true;
+  // A stop is for the service, not for one generation: an older one that
+  // still lives (on probation, or draining) would otherwise resume once we
+  // exit. It gets the stop too, and passes it on in turn.
+  if (predecessor_alive() && predecessor_process_.signal(SIGTERM))
+    spdlog::info("{}: stop passed on to the previous generation pid {}", by, predecessor_process_.pid());
 }
 
 void Daemon::accept_echo(handoff::UniqueFd fd, Listener& from) {

@@ -97,6 +97,9 @@ class Daemon {
   // stops instead, as asked (and as `systemctl stop`, which signals every
   // process of the unit, means).
   void resume_serving(const std::string& why);
+  // SIGTERM, SIGINT or batonctl stop: never resume after it, and tell the
+  // previous generation, if it lives, to stop as well.
+  void note_stop_requested(const std::string& by);
   // Our successor told us of a newer generation: our predecessor must know it too.
   void relay_succeeded(pid_t pid);
   // on_drained came while the upgrade was in flight: exit now it is over.

@@ -139,7 +139,7 @@ void Daemon::handle_control(ControlSession& session, const control::Request& req
       reply["already_draining"] = drain_->active();
       session.send(reply);
       // The session stays open: batonctl learns the exit from its EOF.
-      stop_requested_ = true;
+      note_stop_requested("batonctl stop");
       stop_accepting_and_drain("batonctl stop", timeout());
       return;
     }

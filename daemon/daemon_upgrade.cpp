@@ -61,7 +61,11 @@ handoff::Status Daemon::before_commit(pid_t pid) {
   // Told before COMMIT, not after: should we die between the two, our
   // predecessor must not resume beside a generation that may be serving.
   // The message sits in its socket even if we die right after sending it.
-  if (!predecessor_link_) return {};
+  if (!predecessor_link_ || !predecessor_alive()) return {};  // nobody left who could resume
+  if (!predecessor_link_->can_send())
+    return handoff::Error{"the previous generation (pid " + std::to_string(predecessor_process_.pid()) +
+                          ") lives, but its hand-off channel is closed: it could not be told, and could resume beside "
+                          "the new generation"};
   return predecessor_link_->notify_succeeded(pid);
 }
 
@@ -69,8 +73,8 @@ void Daemon::relay_succeeded(pid_t pid) {
   // Best effort: the newer generation is committed already. Should this
   // fail, an older generation could resume beside it only if every
   // generation between them died.
-  if (!predecessor_link_ || pid == 0) return;
-  if (auto st = predecessor_link_->notify_succeeded(pid); !st)
+  if (!predecessor_link_) return;
+  if (auto st = predecessor_link_->relay_succeeded(pid); !st)
     spdlog::warn("upgrade: could not tell the previous generation of newer pid {}: {}", pid, st.error().message);
 }
 
@@ -168,6 +172,9 @@ void Daemon::on_successor_exit(pid_t pid, bool clean, bool superseded, const std
     // serve on them, removing them would cut it off for good, while a file
     // left behind by a stopped service is only replaced at the next start.
     spdlog::info("successor pid {} exited with {}", pid, how);
+    // What it adopted and never answered for, it drained before exiting, or
+    // passed on: either way not ours to serve again. Only our copies close.
+    if (handover_) handover_->abandon_unknown();
     handover_.reset();
     close_listeners(SocketFiles::Keep);
     return;
@@ -187,6 +194,10 @@ void Daemon::resume_serving(const std::string& why) {
     // Told to stop while the successor still had the service: nothing to
     // resume for. The drain runs on; the service stops, as asked.
     spdlog::error("{}; not resuming: a stop was asked of this generation", why);
+    // The service is this process again, stopping: the pid file and systemd
+    // must not name the dead successor (a reused pid could be signalled).
+    if (auto st = pid_file_.write(::getpid()); !st) spdlog::error("pid file: {}", st.error().message);
+    notifier_.main_pid(::getpid(), why + "; stopping");
     notifier_.stopping("stopping: " + why);
     close_listeners(SocketFiles::RemoveIfLast);
     exit_after_drained_upgrade();

@@ -21,6 +21,17 @@ void ChannelLink::close() {
   channel_.close();
   queue_.clear();
   want_writable_ = false;
+  send_error_.clear();
+}
+
+void ChannelLink::break_sending(const std::string& why) {
+  // Typically the peer is gone (ECONNRESET, EPIPE), and what it sent before
+  // it went is still queued for us: the read side hears it, then the EOF,
+  // and only then says the link is closed.
+  send_error_ = why;
+  queue_.clear();
+  want_writable_ = false;
+  watch();
 }
 
 void ChannelLink::watch() {
@@ -32,9 +43,10 @@ void ChannelLink::watch() {
 
 Status ChannelLink::send(MessageType type, std::vector<uint8_t> payload) {
   if (!channel_.open()) return Error{std::string("send ") + to_string(type) + ": the hand-off channel is closed"};
+  if (!send_error_.empty()) return Error{std::string("send ") + to_string(type) + ": " + send_error_};
   queue_.push_back({type, std::move(payload)});
   if (auto st = flush(); !st) {
-    lose(st.error().message);
+    break_sending(st.error().message);
     return st;
   }
   watch();
@@ -43,15 +55,16 @@ Status ChannelLink::send(MessageType type, std::vector<uint8_t> payload) {
 
 Result<bool> ChannelLink::send_now(MessageType type, std::span<const uint8_t> payload, std::span<const int> fds) {
   if (!channel_.open()) return Error{std::string("send ") + to_string(type) + ": the hand-off channel is closed"};
+  if (!send_error_.empty()) return Error{std::string("send ") + to_string(type) + ": " + send_error_};
   bool sent = false;
   if (auto st = flush(); !st) {
-    lose(st.error().message);
+    break_sending(st.error().message);
     return st.error();
   }
   if (queue_.empty()) {
     auto got = channel_.try_send(type, payload, fds);
     if (!got) {
-      lose(got.error().message);
+      break_sending(got.error().message);
       return got.error();
     }
     sent = got.value();
@@ -83,8 +96,8 @@ void ChannelLink::on_poll(uv_poll_t* poll, int status, int events) {
   }
   // Read first: the peer's answers (ACKs) are what frees room on its side.
   if (events & (UV_READABLE | UV_DISCONNECT)) self->read_all();
-  if (!self->channel_.open() || !(events & UV_WRITABLE)) return;
-  if (auto st = self->flush(); !st) return self->lose(st.error().message);
+  if (!self->channel_.open() || !(events & UV_WRITABLE) || !self->send_error_.empty()) return;
+  if (auto st = self->flush(); !st) return self->break_sending(st.error().message);
   if (self->want_writable_ && self->queue_.empty()) {
     self->want_writable_ = false;
     if (self->on_writable_) self->on_writable_();

@@ -65,15 +65,26 @@ Status PredecessorLink::notify_serving() {
   return link_.send(MessageType::Serving, {});
 }
 
+namespace {
+// Version 1 (baton 0.1.0) knows SUCCEEDED only empty, naming no pid: it then
+// never resumes, whatever becomes of the newer generation.
+std::vector<uint8_t> succeeded_payload(uint16_t version, pid_t pid) {
+  if (version < 2) return {};
+  return encode(Succeeded{static_cast<uint32_t>(pid)});
+}
+}  // namespace
+
 Status PredecessorLink::notify_succeeded(pid_t pid) {
   if (!link_.is_open()) return {};  // nobody to tell: the predecessor is gone
-  // Version 1 (baton 0.1.0) knows SUCCEEDED only empty, naming no pid: it
-  // then never resumes, whatever becomes of the newer generation.
-  const Succeeded s{version_ >= 2 ? static_cast<uint32_t>(pid) : 0};
-  auto sent = link_.send_now(MessageType::Succeeded, version_ >= 2 ? encode(s) : std::vector<uint8_t>{});
-  if (!sent) return {};  // the link broke on the way: the predecessor is gone or deaf
+  auto sent = link_.send_now(MessageType::Succeeded, succeeded_payload(version_, pid));
+  if (!sent) return sent.error();
   if (!sent.value()) return Error{"the previous generation's hand-off channel is full (it is not reading)"};
   return {};
+}
+
+Status PredecessorLink::relay_succeeded(pid_t pid) {
+  if (!link_.is_open()) return {};
+  return link_.send(MessageType::Succeeded, succeeded_payload(version_, pid));
 }
 
 void PredecessorLink::lost(const std::string& why) { on_closed_(why == kPeerClosed ? "closed" : why); }

@@ -40,4 +40,17 @@ bool ProcessHandle::alive() const {
   return false;
 }
 
+bool ProcessHandle::signal(int signo) const {
+  switch (watch_) {
+    case Watch::Pidfd:
+      return ::syscall(SYS_pidfd_send_signal, pidfd_.get(), signo, nullptr, 0) == 0;
+    case Watch::Kill:
+      return ::kill(pid_, signo) == 0;
+    case Watch::None:
+    case Watch::Gone:
+      return false;
+  }
+  return false;
+}
+
 }  // namespace baton::handoff

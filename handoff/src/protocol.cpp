@@ -66,8 +66,14 @@ Result<uint16_t> agreed_version(const char* advertised, pid_t parent) {
   const std::string text(advertised);
   auto bad = [&] { return Error{std::string(kVersionVariable) + "='" + text + "' is not VERSION:PID"}; };
   const auto colon = text.find(':');
-  if (colon == std::string::npos) return bad();
   unsigned v = 0;
+  if (colon == std::string::npos) {
+    // A bare version names no parent (a build before VERSION:PID): its
+    // origin is unknown, so only version 1 is safe.
+    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+    if (ec != std::errc() || end != text.data() + text.size() || v < kMinProtocolVersion) return bad();
+    return kMinProtocolVersion;
+  }
   long pid = 0;
   auto [vend, vec] = std::from_chars(text.data(), text.data() + colon, v);
   auto [pend, pec] = std::from_chars(text.data() + colon + 1, text.data() + text.size(), pid);

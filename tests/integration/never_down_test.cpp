@@ -80,11 +80,34 @@ TEST(NeverDown, AnUnwritablePidFileAfterCommitIsLoggedAndServingGoesOn) {
   EXPECT_TRUE(pid_alive(r.new_pid));
 }
 
-// Reproduction 2: a new generation that stops inside its probation, with a
+// Reproduction 2: a new generation that dies inside its probation, with a
 // client on the old one. The old one resumes, and the Unix socket files
 // (listener and control) are still there: no generation removes a path an
 // older living one could resume on.
-TEST(NeverDown, ANewGenerationStoppingInProbationLeavesTheSocketFilesToTheOldOne) {
+TEST(NeverDown, ANewGenerationDyingInProbationLeavesTheSocketFilesToTheOldOne) {
+  Service s;
+  auto d = BatondProcess::start(s.args({"--upgrade-probation", "60"}));
+  const std::string tcp = d.address();
+  const pid_t gen1 = d.serving_pid();
+  auto held = connect_to(tcp);
+  ASSERT_TRUE(echo_roundtrip(held.get(), "pinned to generation 1"));
+  ::kill(gen1, SIGUSR2);
+  const pid_t gen2 = d.wait_commit(gen1);
+  ASSERT_NE(gen2, 0) << d.log();
+  ASSERT_TRUE(d.wait_for_line(gen2, "serving: generation 2")) << d.log();
+  ::kill(gen2, SIGKILL);
+  ASSERT_TRUE(d.wait_for_line(gen1, "exited during probation with signal 9")) << d.log();
+  ASSERT_TRUE(d.wait_for_line(gen1, "resumes serving")) << d.log();
+  ASSERT_TRUE(d.wait_gone(gen2));
+  expect_everything_served(d, tcp, s.sock, s.pid, gen1);
+  EXPECT_TRUE(echo_roundtrip(held.get(), "and the old client too"));
+}
+
+// A stop is for the service: the new generation, stopped inside its
+// probation, passes the stop to the old one, which therefore does not
+// resume once the new one has exited. Both drain and exit 0, and the last
+// one standing removes the socket file.
+TEST(NeverDown, AStopOfTheNewGenerationInProbationStopsTheOldOneToo) {
   Service s;
   auto d = BatondProcess::start(s.args({"--upgrade-probation", "60"}));
   const std::string tcp = d.address();
@@ -96,11 +119,19 @@ TEST(NeverDown, ANewGenerationStoppingInProbationLeavesTheSocketFilesToTheOldOne
   ASSERT_NE(gen2, 0) << d.log();
   ASSERT_TRUE(d.wait_for_line(gen2, "serving: generation 2")) << d.log();
   ::kill(gen2, SIGTERM);
-  ASSERT_TRUE(d.wait_for_line(gen1, "exited during probation with exit status 0")) << d.log();
-  ASSERT_TRUE(d.wait_for_line(gen1, "resumes serving")) << d.log();
+  ASSERT_TRUE(d.wait_for_line(gen2, "stop passed on to the previous generation pid " + std::to_string(gen1)))
+      << d.log();
   ASSERT_TRUE(d.wait_gone(gen2));
-  expect_everything_served(d, tcp, s.sock, s.pid, gen1);
-  EXPECT_TRUE(echo_roundtrip(held.get(), "and the old client too"));
+  ASSERT_TRUE(d.wait_for_line(gen1, "not resuming: a stop was asked of this generation")) << d.log();
+  EXPECT_TRUE(echo_roundtrip(held.get(), "generation 1 drains its client"));
+  EXPECT_EQ(read_pid_file(s.pid), gen1) << "the pid file names the process still stopping, not the dead one";
+  held.reset();
+  auto status = d.process().wait_exit(20s);
+  ASSERT_TRUE(status) << d.log();
+  EXPECT_TRUE(status->success()) << status->describe() << "\n" << d.log();
+  EXPECT_EQ(d.count_lines(gen1, "resumes serving"), 0) << d.log();
+  struct stat st;
+  EXPECT_NE(::lstat(s.sock.c_str(), &st), 0) << "the last generation standing removes its socket file";
 }
 
 // A new generation that exits 1 right after COMMIT while the old one has no

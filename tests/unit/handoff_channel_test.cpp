@@ -231,6 +231,37 @@ TEST(ChannelLinkReset, ThePeersLastMessageArrivesBeforeTheClose) {
   EXPECT_EQ(events[1], std::string("closed: ") + kPeerClosed);
 }
 
+// A send that fails on the reset (ECONNRESET, then EPIPE) must not close the
+// link before the peer's last message is read: that message (SUCCEEDED) is
+// what tells the old generation not to resume.
+TEST(ChannelLinkReset, AFailedSendStillLetsThePeersLastMessageIn) {
+  Pair c = make_pair();
+  uv_loop_t loop;
+  ASSERT_EQ(uv_loop_init(&loop), 0);
+  std::vector<std::string> events;
+  {
+    ChannelLink link(
+        &loop, [&](Message& m) { events.push_back(to_string(m.type)); },
+        [&](const std::string& why) { events.push_back("closed: " + why); });
+    ASSERT_TRUE(link.open(std::move(c.ours)).ok());
+    ASSERT_TRUE(link.send(MessageType::Draining, Bytes{0, 0}).ok());  // the peer never reads it
+    ASSERT_TRUE(c.peer.send(MessageType::Succeeded, Bytes{}).ok());
+    c.peer.close();
+    // Before the loop has read anything: the send fails, and says why.
+    auto st = link.send(MessageType::Draining, Bytes{0, 0});
+    EXPECT_FALSE(st.ok());
+    EXPECT_FALSE(link.can_send());
+    EXPECT_FALSE(link.send(MessageType::Draining, Bytes{0, 0}).ok()) << "nothing is sent after a failed send";
+    for (int i = 0; i < 100 && link.is_open(); ++i) uv_run(&loop, UV_RUN_ONCE);
+    EXPECT_FALSE(link.is_open());
+  }
+  uv_run(&loop, UV_RUN_DEFAULT);
+  EXPECT_EQ(uv_loop_close(&loop), 0);
+  ASSERT_EQ(events.size(), 2u);
+  EXPECT_EQ(events[0], "SUCCEEDED");
+  EXPECT_EQ(events[1], std::string("closed: ") + kPeerClosed);
+}
+
 TEST(Channel, ExpectMessageNamesWhatCameInstead) {
   Pair c = make_pair();
   ASSERT_TRUE(c.peer.send(MessageType::Ready, encode(Ready{1})).ok());

@@ -693,18 +693,22 @@ TEST(SuccessorFromEnvironment, SpeaksTheLowerOfTheTwoVersions) {
 // A version 1 generation passes its whole environment on: what its own
 // predecessor advertised to it reaches its successor, which must not take it
 // for an offer from its parent (it would speak version 2 to a version 1 peer).
-TEST(SuccessorFromEnvironment, AnAdvertisementFromAnotherPidIsIgnored) {
-  auto [a, b] = unit::raw_socketpair(SOCK_SEQPACKET);
-  unit::ScopedEnv env(kVar, std::to_string(a.release()));
-  unit::ScopedEnv version(kVersionVariable, "2:" + std::to_string(::getppid() + 1));
-  auto r = Successor::from_environment(kVar);
-  ASSERT_TRUE(r.ok()) << r.error().message;
-  EXPECT_EQ(r.value()->version(), 1);
-  EXPECT_EQ(std::getenv(kVersionVariable), nullptr);
+// A bare version (a build before VERSION:PID) names no parent either.
+TEST(SuccessorFromEnvironment, AnAdvertisementFromAnotherPidOrNoneIsIgnored) {
+  for (const std::string& text : {"2:" + std::to_string(::getppid() + 1), std::string("2")}) {
+    SCOPED_TRACE(text);
+    auto [a, b] = unit::raw_socketpair(SOCK_SEQPACKET);
+    unit::ScopedEnv env(kVar, std::to_string(a.release()));
+    unit::ScopedEnv version(kVersionVariable, text);
+    auto r = Successor::from_environment(kVar);
+    ASSERT_TRUE(r.ok()) << r.error().message;
+    EXPECT_EQ(r.value()->version(), 1);
+    EXPECT_EQ(std::getenv(kVersionVariable), nullptr);
+  }
 }
 
-TEST(SuccessorFromEnvironment, AVersionThatIsNotOneIsRefused) {
-  for (const char* text : {"0:1", "abc", "", "-1", "2", "2:", ":5", "2:x", "2:0", "0:5"}) {
+TEST(SuccessorFromEnvironment, AMalformedAdvertisementIsRefused) {
+  for (const char* text : {"0:1", "abc", "", "-1", "0", "2:", ":5", "2:x", "2:0", "0:5"}) {
     SCOPED_TRACE(text);
     auto [a, b] = unit::raw_socketpair(SOCK_SEQPACKET);
     unit::ScopedEnv env(kVar, std::to_string(a.get()));  // refused before it is adopted: `a` still owns it

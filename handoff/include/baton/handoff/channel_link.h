@@ -37,10 +37,15 @@ class ChannelLink {
   // Starts reading `channel`. Fails (and closes it) if libuv refuses the fd.
   Status open(HandoffChannel channel);
   bool is_open() const { return channel_.open(); }
+  // Open, and no send has failed.
+  bool can_send() const { return channel_.open() && send_error_.empty(); }
   // Closes the channel; queued messages are dropped, no callback runs after.
   void close();
 
-  // Sent now or queued behind earlier ones; fails only when closed.
+  // Sent now or queued behind earlier ones; fails when closed or when a
+  // send failed before. A failed send does not close the link: the peer's
+  // last messages may still be queued for us (it closed with ours unread);
+  // the read side delivers them, then reports the close.
   Status send(MessageType type, std::vector<uint8_t> payload);
   // Nothing queued and the kernel took it: true. Channel full: false,
   // nothing sent, and on_writable runs once it can take more.
@@ -62,6 +67,7 @@ class ChannelLink {
   Status flush();
   void watch();
   void lose(const std::string& why);
+  void break_sending(const std::string& why);
 
   uv_loop_t* loop_;
   MessageCallback on_message_;
@@ -71,6 +77,7 @@ class ChannelLink {
   UvHandle<uv_poll_t> poll_;
   std::deque<Queued> queue_;
   bool want_writable_ = false;  // a send_now found the channel full
+  std::string send_error_;      // a send failed: nothing more is sent
 };
 
 }  // namespace baton::handoff

@@ -47,6 +47,12 @@ class PredecessorLink {
   // means the predecessor cannot be told now. A version 1 predecessor is
   // sent SUCCEEDED empty, as baton 0.1.0 knows it.
   Status notify_succeeded(pid_t pid);
+  // The same for a SUCCEEDED our successor told us of: queued if the channel
+  // is full (the newer generation is committed already; only the order with
+  // COMMIT needed the kernel to take it at once).
+  Status relay_succeeded(pid_t pid);
+  // Open, and no send has failed: the predecessor can be told things.
+  bool can_send() const { return link_.can_send(); }
 
  private:
   void handle(Message& m);

@@ -20,6 +20,9 @@ class ProcessHandle {
   // False once the process has exited (a zombie counts as exited, except
   // with the kill(2) fallback), and for a default-constructed handle.
   bool alive() const;
+  // Sends `signo` to it (pidfd_send_signal, or kill(2) in the fallback).
+  // False if it is gone or the signal could not be sent.
+  bool signal(int signo) const;
 
  private:
   enum class Watch { None, Pidfd, Kill, Gone };
