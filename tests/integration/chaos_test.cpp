@@ -897,7 +897,12 @@ void Chaos::finish() {
       bad << "  " << l << "\n";
   }
   for (pid_t g : generations_) {
-    if (g == named || log_->count(g, "serving: generation") == 0) continue;
+    // Served: the first generation, and any whose SERVING its predecessor
+    // read. One stopped between its "serving:" line and SERVING has accepted
+    // nothing, and is rightly killed when the SERVING deadline passes.
+    const bool served = g == d_->first_pid() ||
+                        log_->count(0, "successor pid " + std::to_string(g) + " serves; probation") > 0;
+    if (g == named || !served) continue;
     if (!pid_alive(g) && log_->count(g, "exiting with status 0") == 0)
       bad << "  pid " << g << " served, is gone, and never logged 'exiting with status 0' (crashed or killed)\n";
   }

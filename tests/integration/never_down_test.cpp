@@ -80,6 +80,18 @@ TEST(NeverDown, AnUnwritablePidFileAfterCommitIsLoggedAndServingGoesOn) {
   EXPECT_TRUE(pid_alive(r.new_pid));
 }
 
+// A client pinned to the serving generation, then an upgrade whose new
+// generation serves while the old one still has it on probation (60 s).
+void upgrade_into_probation(BatondProcess& d, UniqueFd& held, pid_t& gen2) {
+  const pid_t gen1 = d.serving_pid();
+  held = connect_to(d.address());
+  ASSERT_TRUE(echo_roundtrip(held.get(), "pinned to generation 1"));
+  ::kill(gen1, SIGUSR2);
+  gen2 = d.wait_commit(gen1);
+  ASSERT_NE(gen2, 0) << d.log();
+  ASSERT_TRUE(d.wait_for_line(gen2, "serving: generation 2")) << d.log();
+}
+
 // Reproduction 2: a new generation that dies inside its probation, with a
 // client on the old one. The old one resumes, and the Unix socket files
 // (listener and control) are still there: no generation removes a path an
@@ -89,12 +101,9 @@ TEST(NeverDown, ANewGenerationDyingInProbationLeavesTheSocketFilesToTheOldOne) {
   auto d = BatondProcess::start(s.args({"--upgrade-probation", "60"}));
   const std::string tcp = d.address();
   const pid_t gen1 = d.serving_pid();
-  auto held = connect_to(tcp);
-  ASSERT_TRUE(echo_roundtrip(held.get(), "pinned to generation 1"));
-  ::kill(gen1, SIGUSR2);
-  const pid_t gen2 = d.wait_commit(gen1);
-  ASSERT_NE(gen2, 0) << d.log();
-  ASSERT_TRUE(d.wait_for_line(gen2, "serving: generation 2")) << d.log();
+  UniqueFd held;
+  pid_t gen2 = 0;
+  ASSERT_NO_FATAL_FAILURE(upgrade_into_probation(d, held, gen2));
   ::kill(gen2, SIGKILL);
   ASSERT_TRUE(d.wait_for_line(gen1, "exited during probation with signal 9")) << d.log();
   ASSERT_TRUE(d.wait_for_line(gen1, "resumes serving")) << d.log();
@@ -110,14 +119,10 @@ TEST(NeverDown, ANewGenerationDyingInProbationLeavesTheSocketFilesToTheOldOne) {
 TEST(NeverDown, AStopOfTheNewGenerationInProbationStopsTheOldOneToo) {
   Service s;
   auto d = BatondProcess::start(s.args({"--upgrade-probation", "60"}));
-  const std::string tcp = d.address();
   const pid_t gen1 = d.serving_pid();
-  auto held = connect_to(tcp);
-  ASSERT_TRUE(echo_roundtrip(held.get(), "pinned to generation 1"));
-  ::kill(gen1, SIGUSR2);
-  const pid_t gen2 = d.wait_commit(gen1);
-  ASSERT_NE(gen2, 0) << d.log();
-  ASSERT_TRUE(d.wait_for_line(gen2, "serving: generation 2")) << d.log();
+  UniqueFd held;
+  pid_t gen2 = 0;
+  ASSERT_NO_FATAL_FAILURE(upgrade_into_probation(d, held, gen2));
   ::kill(gen2, SIGTERM);
   ASSERT_TRUE(d.wait_for_line(gen2, "stop passed on to the previous generation pid " + std::to_string(gen1)))
       << d.log();

@@ -205,30 +205,39 @@ TEST(Channel, APeerThatClosesWithOurMessageUnreadIsStillHeardToTheEnd) {
   EXPECT_EQ(closed.error().message, "peer closed the hand-off channel");
 }
 
-// The same through ChannelLink in a loop, where the reset shows as POLLERR
-// (libuv stops the poll handle and says EBADF): the message still arrives
-// before the link says it is closed.
-TEST(ChannelLinkReset, ThePeersLastMessageArrivesBeforeTheClose) {
-  Pair c = make_pair();
+// Runs a ChannelLink on `ours` in a loop of its own: `before` does what the
+// test needs with the link open, then the loop runs until the link closes.
+// Returns what the link reported, in order ("SUCCEEDED", "closed: why").
+template <class Before>
+std::vector<std::string> link_events(HandoffChannel ours, Before before) {
   uv_loop_t loop;
-  ASSERT_EQ(uv_loop_init(&loop), 0);
+  EXPECT_EQ(uv_loop_init(&loop), 0);
   std::vector<std::string> events;
   {
     ChannelLink link(
         &loop, [&](Message& m) { events.push_back(to_string(m.type)); },
         [&](const std::string& why) { events.push_back("closed: " + why); });
-    ASSERT_TRUE(c.ours.send(MessageType::Draining, Bytes{0, 0}).ok());
-    ASSERT_TRUE(c.peer.send(MessageType::Succeeded, Bytes{}).ok());
-    c.peer.close();
-    ASSERT_TRUE(link.open(std::move(c.ours)).ok());
+    EXPECT_TRUE(link.open(std::move(ours)).ok());
+    before(link);
     for (int i = 0; i < 100 && link.is_open(); ++i) uv_run(&loop, UV_RUN_ONCE);
     EXPECT_FALSE(link.is_open());
   }
   uv_run(&loop, UV_RUN_DEFAULT);
   EXPECT_EQ(uv_loop_close(&loop), 0);
-  ASSERT_EQ(events.size(), 2u);
-  EXPECT_EQ(events[0], "SUCCEEDED");
-  EXPECT_EQ(events[1], std::string("closed: ") + kPeerClosed);
+  return events;
+}
+
+const std::vector<std::string> kLastWordThenClose{"SUCCEEDED", std::string("closed: ") + kPeerClosed};
+
+// The same through ChannelLink in a loop, where the reset shows as POLLERR
+// (libuv stops the poll handle and says EBADF): the message still arrives
+// before the link says it is closed.
+TEST(ChannelLinkReset, ThePeersLastMessageArrivesBeforeTheClose) {
+  Pair c = make_pair();
+  ASSERT_TRUE(c.ours.send(MessageType::Draining, Bytes{0, 0}).ok());  // never read by the peer
+  ASSERT_TRUE(c.peer.send(MessageType::Succeeded, Bytes{}).ok());
+  c.peer.close();
+  EXPECT_EQ(link_events(std::move(c.ours), [](ChannelLink&) {}), kLastWordThenClose);
 }
 
 // A send that fails on the reset (ECONNRESET, then EPIPE) must not close the
@@ -236,30 +245,17 @@ TEST(ChannelLinkReset, ThePeersLastMessageArrivesBeforeTheClose) {
 // what tells the old generation not to resume.
 TEST(ChannelLinkReset, AFailedSendStillLetsThePeersLastMessageIn) {
   Pair c = make_pair();
-  uv_loop_t loop;
-  ASSERT_EQ(uv_loop_init(&loop), 0);
-  std::vector<std::string> events;
-  {
-    ChannelLink link(
-        &loop, [&](Message& m) { events.push_back(to_string(m.type)); },
-        [&](const std::string& why) { events.push_back("closed: " + why); });
-    ASSERT_TRUE(link.open(std::move(c.ours)).ok());
+  HandoffChannel& peer = c.peer;
+  auto events = link_events(std::move(c.ours), [&](ChannelLink& link) {
     ASSERT_TRUE(link.send(MessageType::Draining, Bytes{0, 0}).ok());  // the peer never reads it
-    ASSERT_TRUE(c.peer.send(MessageType::Succeeded, Bytes{}).ok());
-    c.peer.close();
+    ASSERT_TRUE(peer.send(MessageType::Succeeded, Bytes{}).ok());
+    peer.close();
     // Before the loop has read anything: the send fails, and says why.
-    auto st = link.send(MessageType::Draining, Bytes{0, 0});
-    EXPECT_FALSE(st.ok());
+    EXPECT_FALSE(link.send(MessageType::Draining, Bytes{0, 0}).ok());
     EXPECT_FALSE(link.can_send());
     EXPECT_FALSE(link.send(MessageType::Draining, Bytes{0, 0}).ok()) << "nothing is sent after a failed send";
-    for (int i = 0; i < 100 && link.is_open(); ++i) uv_run(&loop, UV_RUN_ONCE);
-    EXPECT_FALSE(link.is_open());
-  }
-  uv_run(&loop, UV_RUN_DEFAULT);
-  EXPECT_EQ(uv_loop_close(&loop), 0);
-  ASSERT_EQ(events.size(), 2u);
-  EXPECT_EQ(events[0], "SUCCEEDED");
-  EXPECT_EQ(events[1], std::string("closed: ") + kPeerClosed);
+  });
+  EXPECT_EQ(events, kLastWordThenClose);
 }
 
 TEST(Channel, ExpectMessageNamesWhatCameInstead) {
