@@ -783,7 +783,11 @@ void Chaos::run(long max_rounds) {
                 << load_runs_ << ")" << std::endl;
     }
     ++rounds_;
-    const Kind kind = rng_() % 8 == 0 ? Kind::FlipDrain : kUpgradeKinds[rng_() % kUpgradeKinds.size()];
+    // Plain upgrades and flips are there for contrast and for both drain
+    // modes (stop-during-handoff flips to handoff by itself): half and a
+    // sixteenth of the share, so that most of the time goes to disturbances.
+    Kind kind = rng_() % 16 == 0 ? Kind::FlipDrain : kUpgradeKinds[rng_() % kUpgradeKinds.size()];
+    if (kind == Kind::Plain && coin(0.5)) kind = kUpgradeKinds[1 + rng_() % (kUpgradeKinds.size() - 1)];
     if (!round(kind)) break;
   }
 }
