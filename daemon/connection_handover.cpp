@@ -156,7 +156,7 @@ void ConnectionHandover::on_link_lost(const std::string& why) {
   batches_in_flight_ = 0;
   if (unknown)
     spdlog::warn("handoff: link to the successor lost ({}); {} connection(s) sent but unanswered stay untouched until "
-                 "the successor exits",
+                 "the successor answers or exits",
                  why, unknown);
   keep_unsent("link to the successor lost: " + why);
 }

@@ -237,6 +237,15 @@ void Daemon::handle_signal(int signo) {
     case SIGTERM:
     case SIGINT:
       note_stop_requested(signal_name(signo));
+      // One stop often comes twice at once (systemd signals every process of
+      // the unit, a terminal the whole group, a newer generation passes its
+      // own on): only a second one at least kForceAfter later forces.
+      if (stop_signals_ > 0 && std::chrono::steady_clock::now() - first_stop_ < kForceAfter) {
+        spdlog::info("{}: stopping already; a second stop signal forces only {} ms after the first",
+                     signal_name(signo), kForceAfter.count());
+        break;
+      }
+      if (stop_signals_ == 0) first_stop_ = std::chrono::steady_clock::now();
       if (++stop_signals_ == 1 && !drain_->active()) {
         stop_accepting_and_drain(std::string(signal_name(signo)) + ": graceful stop");
       } else if (stop_signals_ == 1) {
@@ -261,8 +270,12 @@ void Daemon::note_stop_requested(const std::string& by) {
   // A stop is for the service, not for one generation: an older one that
   // still lives (on probation, or draining) would otherwise resume once we
   // exit. It gets the stop too, and passes it on in turn.
-  if (predecessor_alive() && predecessor_process_.signal(SIGTERM))
+  if (!predecessor_alive()) return;
+  if (predecessor_process_.signal(SIGTERM))
     spdlog::info("{}: stop passed on to the previous generation pid {}", by, predecessor_process_.pid());
+  else
+    spdlog::warn("{}: could not pass the stop on to the previous generation pid {} ({}); it may resume when this one "
+                 "exits", by, predecessor_process_.pid(), std::strerror(errno));
 }
 
 void Daemon::accept_echo(handoff::UniqueFd fd, Listener& from) {

@@ -161,6 +161,8 @@ class Daemon {
 
   uint64_t adopted_connections_ = 0;  // handed to us by the previous generation
   int stop_signals_ = 0;
+  std::chrono::steady_clock::time_point first_stop_{};
+  static constexpr std::chrono::milliseconds kForceAfter{1000};
   bool stop_requested_ = false;      // SIGTERM, SIGINT or batonctl stop: never resume after it
   bool committed_ = false;           // serving: fresh start, or COMMIT received
   bool exit_after_upgrade_ = false;  // drained, waiting for the upgrade in flight to end

@@ -62,7 +62,9 @@ handoff::Status Daemon::before_commit(pid_t pid) {
   // predecessor must not resume beside a generation that may be serving.
   // The message sits in its socket even if we die right after sending it.
   if (!predecessor_link_ || !predecessor_alive()) return {};  // nobody left who could resume
-  if (!predecessor_link_->can_send())
+  // Closed by its side (EOF): it is exiting. Closed by ours on a bad message:
+  // it lives on and could resume, and cannot be told.
+  if (predecessor_link_->broken())
     return handoff::Error{"the previous generation (pid " + std::to_string(predecessor_process_.pid()) +
                           ") lives, but its hand-off channel is closed: it could not be told, and could resume beside "
                           "the new generation"};
@@ -172,9 +174,6 @@ void Daemon::on_successor_exit(pid_t pid, bool clean, bool superseded, const std
     // serve on them, removing them would cut it off for good, while a file
     // left behind by a stopped service is only replaced at the next start.
     spdlog::info("successor pid {} exited with {}", pid, how);
-    // What it adopted and never answered for, it drained before exiting, or
-    // passed on: either way not ours to serve again. Only our copies close.
-    if (handover_) handover_->abandon_unknown();
     handover_.reset();
     close_listeners(SocketFiles::Keep);
     return;

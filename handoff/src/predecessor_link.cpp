@@ -19,8 +19,8 @@ PredecessorLink::PredecessorLink(uv_loop_t* loop, HandoffChannel channel, uint16
 
 void PredecessorLink::handle(Message& m) {
   if (m.type == MessageType::Connections) {
-    // A failed ACK send has already closed the link and said so: once only.
-    if (auto st = take_connections(m); !st && link_.is_open()) {
+    if (auto st = take_connections(m); !st) {
+      broken_ = true;
       link_.close();
       lost(st.error().message);
     }
@@ -34,6 +34,7 @@ void PredecessorLink::handle(Message& m) {
   } else {
     return on_report_(reports.value());
   }
+  broken_ = true;
   link_.close();
   lost(error);
 }
@@ -57,7 +58,12 @@ Status PredecessorLink::take_connections(Message& m) {
     }
     acks.push_back({e.id, adopted});
   }
-  return link_.send(MessageType::ConnectionsAck, encode(acks));
+  // A failed ACK (the predecessor is gone, typically) is no reason to stop
+  // reading: batches it sent before it went are still queued here, and their
+  // clients have nobody else now.
+  if (auto st = link_.send(MessageType::ConnectionsAck, encode(acks)); !st)
+    spdlog::warn("hand-off: acknowledging {} connection(s): {}", acks.size(), st.error().message);
+  return {};
 }
 
 Status PredecessorLink::notify_serving() {
@@ -69,7 +75,7 @@ namespace {
 // Version 1 (baton 0.1.0) knows SUCCEEDED only empty, naming no pid: it then
 // never resumes, whatever becomes of the newer generation.
 std::vector<uint8_t> succeeded_payload(uint16_t version, pid_t pid) {
-  if (version < 2) return {};
+  if (version < 2 || pid == 0) return {};  // empty: names no pid
   return encode(Succeeded{static_cast<uint32_t>(pid)});
 }
 }  // namespace
@@ -77,7 +83,8 @@ std::vector<uint8_t> succeeded_payload(uint16_t version, pid_t pid) {
 Status PredecessorLink::notify_succeeded(pid_t pid) {
   if (!link_.is_open()) return {};  // nobody to tell: the predecessor is gone
   auto sent = link_.send_now(MessageType::Succeeded, succeeded_payload(version_, pid));
-  if (!sent) return sent.error();
+  // The send failed: the predecessor closed its end (it is exiting, or gone).
+  if (!sent) return {};
   if (!sent.value()) return Error{"the previous generation's hand-off channel is full (it is not reading)"};
   return {};
 }

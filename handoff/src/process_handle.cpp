@@ -44,8 +44,7 @@ bool ProcessHandle::signal(int signo) const {
   switch (watch_) {
     case Watch::Pidfd:
       return ::syscall(SYS_pidfd_send_signal, pidfd_.get(), signo, nullptr, 0) == 0;
-    case Watch::Kill:
-      return ::kill(pid_, signo) == 0;
+    case Watch::Kill:  // a reused pid would be someone else's process: never signalled
     case Watch::None:
     case Watch::Gone:
       return false;

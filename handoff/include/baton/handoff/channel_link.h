@@ -45,7 +45,8 @@ class ChannelLink {
   // Sent now or queued behind earlier ones; fails when closed or when a
   // send failed before. A failed send does not close the link: the peer's
   // last messages may still be queued for us (it closed with ours unread);
-  // the read side delivers them, then reports the close.
+  // the read side delivers them, then reports the close once the peer has
+  // closed (a local error with a live peer leaves the link open, mute).
   Status send(MessageType type, std::vector<uint8_t> payload);
   // Nothing queued and the kernel took it: true. Channel full: false,
   // nothing sent, and on_writable runs once it can take more.

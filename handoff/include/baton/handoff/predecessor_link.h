@@ -51,8 +51,9 @@ class PredecessorLink {
   // is full (the newer generation is committed already; only the order with
   // COMMIT needed the kernel to take it at once).
   Status relay_succeeded(pid_t pid);
-  // Open, and no send has failed: the predecessor can be told things.
-  bool can_send() const { return link_.can_send(); }
+  // This side closed the link on a malformed or unexpected message: the
+  // predecessor may live on, and can no longer be told anything.
+  bool broken() const { return broken_; }
 
  private:
   void handle(Message& m);
@@ -64,6 +65,7 @@ class PredecessorLink {
   ConnectionCallback on_connection_;
   ClosedCallback on_closed_;
   ChannelLink link_;
+  bool broken_ = false;
 };
 
 }  // namespace baton::handoff

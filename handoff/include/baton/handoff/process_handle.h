@@ -20,8 +20,9 @@ class ProcessHandle {
   // False once the process has exited (a zombie counts as exited, except
   // with the kill(2) fallback), and for a default-constructed handle.
   bool alive() const;
-  // Sends `signo` to it (pidfd_send_signal, or kill(2) in the fallback).
-  // False if it is gone or the signal could not be sent.
+  // Sends `signo` to it through the pidfd. False if it is gone, the signal
+  // could not be sent, or there is no pidfd (kill(2) on a pid that may have
+  // been reused could hit another process).
   bool signal(int signo) const;
 
  private:
