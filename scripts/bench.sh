@@ -663,7 +663,7 @@ interpretation_section() {
 # its summary in docs/chaos.json, shown here as it was measured.
 chaos_section() {
   local f=$ROOT/docs/chaos.json
-  md "" "## 5. Chaos: disturbed upgrades under load" ""
+  md "" "## 6. Chaos: disturbed upgrades under load" ""
   if [[ ! -f $f ]]; then
     md "No recorded run: \`./scripts/chaos.sh --record 10\` makes one."
     return
@@ -714,8 +714,8 @@ step_throughput || true
 kill_started
 step_memory || true
 kill_started
-chaos_section
 interpretation_section
+chaos_section
 md "" "## Run" ""
 md "Took $((SECONDS - BENCH_START)) s; load average (1/5/15 min) at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
 for note in "${NOTES[@]}"; do md "" "Note: $note"; done
