@@ -198,6 +198,14 @@ TEST(NeverDown, StatusShowsTheOldGenerationStandingByInProbation) {
   EXPECT_LE(older[0]["probation_left_ms"].get<long>(), 60000);
 }
 
+// `n` clients of the serving generation, each of which has had an echo.
+void connect_clients(const BatondProcess& d, int n, std::vector<UniqueFd>& out) {
+  for (int i = 0; i < n; ++i) {
+    out.push_back(connect_to(d.address()));
+    ASSERT_TRUE(echo_roundtrip(out.back().get(), "before"));
+  }
+}
+
 std::vector<std::string> handoff_args(std::vector<std::string> more) {
   std::vector<std::string> a{"--listen", "echo=tcp://127.0.0.1:0", "--drain", "handoff"};
   a.insert(a.end(), more.begin(), more.end());
@@ -307,10 +315,7 @@ TEST(NeverDown, CallbacksOfAnEndedHandOffNeverRunAgain) {
                                 with_env({"BATON_FAKE_MODE=die-on-connections"}));
   const pid_t gen1 = d.serving_pid();
   std::vector<UniqueFd> conns;
-  for (int i = 0; i < 3; ++i) {
-    conns.push_back(connect_to(d.address()));
-    ASSERT_TRUE(echo_roundtrip(conns.back().get(), "before"));
-  }
+  ASSERT_NO_FATAL_FAILURE(connect_clients(d, 3, conns));
   ::kill(gen1, SIGUSR2);
   ASSERT_TRUE(d.process().wait_for_line("dying without an answer", 15s)) << d.log();
   ASSERT_TRUE(d.wait_for_line(gen1, "resumes serving")) << d.log();
@@ -338,10 +343,7 @@ TEST(NeverDown, AGenerationThatHandedOverRefusesConnectionsFromAnOlderOne) {
   auto d = BatondProcess::start(handoff_args({"--upgrade-probation", "3"}));
   const pid_t gen1 = d.serving_pid();
   std::vector<UniqueFd> conns;
-  for (int i = 0; i < 3; ++i) {
-    conns.push_back(connect_to(d.address()));
-    ASSERT_TRUE(echo_roundtrip(conns.back().get(), "gen 1"));
-  }
+  ASSERT_NO_FATAL_FAILURE(connect_clients(d, 3, conns));
   ::kill(gen1, SIGUSR2);
   const pid_t gen2 = d.wait_commit(gen1);
   ASSERT_NE(gen2, 0) << d.log();
@@ -446,10 +448,7 @@ TEST(NeverDown, AHandOffOverALinkClosedInTheProbationKeepsEveryConnection) {
                                 with_env({"BATON_FAKE_MODE=close-after-serving"}));
   const pid_t gen1 = d.serving_pid();
   std::vector<UniqueFd> conns;
-  for (int i = 0; i < 3; ++i) {
-    conns.push_back(connect_to(d.address()));
-    ASSERT_TRUE(echo_roundtrip(conns.back().get(), "before"));
-  }
+  ASSERT_NO_FATAL_FAILURE(connect_clients(d, 3, conns));
   ::kill(gen1, SIGUSR2);
   ASSERT_TRUE(d.process().wait_for_line("closed the channel after SERVING")) << d.log();
   ASSERT_TRUE(d.wait_for_line(gen1, "handoff: handing 3 connection(s)", 20s)) << d.log();
