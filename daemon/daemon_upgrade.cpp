@@ -92,8 +92,13 @@ void Daemon::on_committed(pid_t pid) {
   report_timer_.init(uv_timer_init, &loop_, this);
   uv_timer_start(report_timer_.get(), &Daemon::on_report_timer, 0, kDrainReportIntervalMs);
   // Connections stay ours through the probation: in `handoff` mode they go
-  // only to a successor that passed it.
-  stop_accepting_and_drain("handed over to pid " + std::to_string(pid));
+  // only to a successor that passed it. A drain deadline falling inside the
+  // probation (which waits up to the upgrade timeout for SERVING) would
+  // half-close them before they could go: it counts from its end instead.
+  std::optional<std::chrono::milliseconds> deadline;
+  if (options_.drain_mode == DaemonOptions::DrainMode::Handoff)
+    deadline = options_.drain_timeout + options_.upgrade_timeout + options_.upgrade_probation;
+  stop_accepting_and_drain("handed over to pid " + std::to_string(pid), deadline);
 }
 
 void Daemon::on_upgrade_outcome(const handoff::UpgradeOutcome& outcome) {

@@ -439,6 +439,21 @@ TEST(NeverDown, AStopAskedDuringTheProbationIsHonouredWhenItFails) {
   EXPECT_NE(::lstat(s.sock.c_str(), &st), 0) << "the last generation standing removes its socket files on a stop";
 }
 
+// With `drain = handoff`, a drain deadline shorter than the probation must
+// not half-close the connections before the hand-off can take them.
+TEST(NeverDown, ADrainDeadlineShorterThanTheProbationStillHandsEveryConnectionOver) {
+  auto d = BatondProcess::start(handoff_args({"--drain-timeout", "0.2", "--upgrade-probation", "1"}));
+  const pid_t gen1 = d.serving_pid();
+  std::vector<UniqueFd> conns;
+  ASSERT_NO_FATAL_FAILURE(connect_clients(d, 3, conns));
+  auto up = d.upgrade();
+  ASSERT_TRUE(up.ok) << d.log();
+  auto done = d.wait_for_line(gen1, "handoff: done in", 20s);
+  ASSERT_TRUE(done) << d.log();
+  EXPECT_NE(done->find("3 connection(s) handed over, 0 kept"), std::string::npos) << *done;
+  for (auto& c : conns) EXPECT_TRUE(echo_roundtrip(c.get(), "served by generation 2")) << d.log();
+}
+
 // M1 of the review: the successor closes the channel after SERVING but
 // lives on. When the probation passes, the hand-off has nobody to send to:
 // every connection is served here again, none left hanging unread.
