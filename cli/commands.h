@@ -26,6 +26,7 @@ int status_over_control(const std::string& control_path, bool json);
 int upgrade_over_control(const std::string& control_path, const std::string& binary, std::optional<double> timeout_s);
 int stop_over_control(const std::string& control_path, std::optional<double> timeout_s);
 int reload_over_control(const std::string& control_path);
+int restart_over_control(const std::string& control_path);
 
 int status_with_signals(const std::string& pid_file, bool json);
 int upgrade_with_signals(const std::string& pid_file, std::optional<double> timeout_s);

@@ -116,6 +116,32 @@ int stop_over_control(const std::string& path, std::optional<double> timeout_s) 
   return kDone;
 }
 
+int restart_over_control(const std::string& path) {
+  auto opened = open_and_send(path, control::Request{control::Command::Restart, {}, {}});
+  if (auto* code = std::get_if<int>(&opened)) return *code;
+  // batond enforces the app's ready timeout and probation and reports; this
+  // deadline only guards against a batond that never answers.
+  auto deadline = after_seconds(kDefaultUpgradeTimeoutS + 60);
+  auto reply = final_reply(std::get<ControlClient>(opened), deadline, [&deadline](const nlohmann::json& e) {
+    const auto name = e.value("event", std::string());
+    if (name == "spawned") {
+      if (e.contains("timeout_ms")) deadline = after_seconds(e.value("timeout_ms", 0.0) / 1000.0 + 15);
+      std::cout << "restart: started new app pid " << e.value("pid", 0) << std::endl;
+    } else if (name == "ready") {
+      char ms[32];
+      std::snprintf(ms, sizeof ms, "%.1f", e.value("ms", 0.0));
+      std::cout << "restart: pid " << e.value("pid", 0) << " ready after " << ms << " ms; on probation" << std::endl;
+    }
+  });
+  if (auto* code = std::get_if<int>(&reply)) return *code;
+  auto& j = std::get<nlohmann::json>(reply);
+  if (!j.value("ok", false)) return fail(kFailed, "restart failed: " + error_text(j));
+  std::cout << "restart: done; app pid " << j.value("pid", 0) << " serves";
+  if (j.value("old_pid", 0) != 0) std::cout << "; old pid " << j.value("old_pid", 0) << " was told to stop";
+  std::cout << std::endl;
+  return kDone;
+}
+
 int reload_over_control(const std::string& path) {
   auto opened = open_and_send(path, control::Request{control::Command::Reload, {}, {}});
   if (auto* code = std::get_if<int>(&opened)) return *code;

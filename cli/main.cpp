@@ -20,7 +20,7 @@ int fail(int code, const std::string& message) {
 
 int main(int argc, char** argv) {
   using namespace baton::cli;
-  CLI::App app{"batonctl: control batond (status, upgrade, stop, reload).\n"
+  CLI::App app{"batonctl: control batond (status, upgrade, stop, reload, restart).\n"
                "Exit status: 0 done, 1 the operation failed, 2 usage error, 3 cannot reach the daemon."};
   app.require_subcommand(1);
   app.fallthrough();
@@ -49,6 +49,8 @@ int main(int argc, char** argv) {
                                ->check(CLI::Range(0.0, 86400.0));
 
   auto* reload = app.add_subcommand("reload", "re-read the configuration");
+  auto* restart = app.add_subcommand(
+      "restart", "supervisor mode: replace the app by a new instance; exits 0 once it passed its probation");
 
   try {
     app.parse(argc, argv);
@@ -67,6 +69,7 @@ int main(int argc, char** argv) {
       return upgrade_with_signals(pid_file, upgrade_t);
     }
     if (stop->parsed()) return stop_with_signals(pid_file, stop_t);
+    if (restart->parsed()) return fail(kFailed, "restart needs the control socket (or send batond SIGHUP)");
     return fail(kFailed, "reload needs the control socket");
   }
 
@@ -79,5 +82,6 @@ int main(int argc, char** argv) {
   }
   if (stop->parsed()) return stop_over_control(target.control_path, stop_t);
   if (reload->parsed()) return reload_over_control(target.control_path);
+  if (restart->parsed()) return restart_over_control(target.control_path);
   return kUsage;
 }

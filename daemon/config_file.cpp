@@ -23,7 +23,7 @@ class Loader {
     }
     SettingsLayer s;
     if (auto st = check_keys(root, "", {"log_level", "pid_file", "control", "max_connections", "backlog", "listeners",
-                                        "drain", "upgrade"});
+                                        "drain", "upgrade", "app"});
         !st)
       return st.error();
     if (auto v = string_at(root, "log_level"); !v) return v.error();
@@ -81,6 +81,46 @@ class Loader {
       else if (*v) s.upgrade_probation = std::chrono::milliseconds(static_cast<long long>(**v * 1000));
       if (auto v = string_at(*u, "binary", "upgrade."); !v) return v.error();
       else if (*v) s.binary = **v;
+    }
+    if (auto* a = root["app"].as_table()) {
+      if (auto st = check_keys(*a, "app.", {"command", "ready", "ready_timeout", "probation", "drain_timeout", "stop_signal"});
+          !st)
+        return st.error();
+      if (auto* node = a->get("command")) {
+        auto* arr = node->as_array();
+        std::vector<std::string> command;
+        if (arr)
+          for (auto& item : *arr) {
+            if (!item.as_string()) {
+              arr = nullptr;
+              break;
+            }
+            command.push_back(item.as_string()->get());
+          }
+        if (!arr || command.empty() || command.front().empty())
+          return at(node, "app.command", "must be a non-empty array of strings, such as [\"gunicorn\", \"app:app\"]");
+        s.app_command = std::move(command);
+      }
+      if (auto v = string_at(*a, "ready", "app."); !v) return v.error();
+      else if (*v) {
+        auto ready = parse_app_ready(**v);
+        if (!ready) return at((*a)["ready"].node(), "app.ready", ready.error().message);
+        s.app_ready_delay = ready.value();
+      }
+      if (auto v = number_at(*a, "ready_timeout", 0.001, 3600, "app."); !v) return v.error();
+      else if (*v) s.app_ready_timeout = std::chrono::milliseconds(static_cast<long long>(**v * 1000));
+      if (auto v = number_at(*a, "probation", 0, 3600, "app."); !v) return v.error();
+      else if (*v) s.app_probation = std::chrono::milliseconds(static_cast<long long>(**v * 1000));
+      if (auto v = number_at(*a, "drain_timeout", 0, 86400, "app."); !v) return v.error();
+      else if (*v) s.app_drain_timeout = std::chrono::milliseconds(static_cast<long long>(**v * 1000));
+      if (auto v = string_at(*a, "stop_signal", "app."); !v) return v.error();
+      else if (*v) {
+        auto signo = parse_signal(**v);
+        if (!signo) return at((*a)["stop_signal"].node(), "app.stop_signal", signo.error().message);
+        s.app_stop_signal = signo.value();
+      }
+    } else if (root.contains("app")) {
+      return at(root["app"].node(), "app", "must be a table");
     }
     return s;
   }

@@ -12,6 +12,7 @@ const char* to_string(Command c) {
     case Command::Upgrade: return "upgrade";
     case Command::Stop: return "stop";
     case Command::Reload: return "reload";
+    case Command::Restart: return "restart";
   }
   return "?";
 }
@@ -33,6 +34,7 @@ handoff::Result<Request> parse_request(std::string_view line) {
   else if (cmd == "upgrade") r.command = Command::Upgrade;
   else if (cmd == "stop") r.command = Command::Stop;
   else if (cmd == "reload") r.command = Command::Reload;
+  else if (cmd == "restart") r.command = Command::Restart;
   else return handoff::Error{"unknown command '" + cmd + "'"};
 
   if (j.contains("timeout")) {

@@ -8,7 +8,8 @@
 //              {"v":1,"cmd":"upgrade","binary":"/abs/path","timeout":10}
 //              {"v":1,"cmd":"stop","timeout":5}
 //              {"v":1,"cmd":"reload"}
-//   progress:  {"v":1,"event":"spawned","pid":123}          (upgrade only)
+//              {"v":1,"cmd":"restart"}                      (supervisor mode: the app)
+//   progress:  {"v":1,"event":"spawned","pid":123}          (upgrade and restart)
 //   reply:     {"v":1,"ok":true,...} or {"v":1,"ok":false,"error":"..."}
 
 #include <nlohmann/json.hpp>
@@ -24,7 +25,7 @@ namespace baton::control {
 inline constexpr int kProtocolVersion = 1;
 inline constexpr size_t kMaxLine = 64 * 1024;
 
-enum class Command { Status, Upgrade, Stop, Reload };
+enum class Command { Status, Upgrade, Stop, Reload, Restart };
 const char* to_string(Command c);
 
 struct Request {

@@ -58,6 +58,7 @@ Daemon::Daemon(DaemonOptions options, StartupContext context)
 Daemon::~Daemon() {
   if (!loop_ready_) return;
   close_everything();
+  app_.reset();  // its handles close with it; nothing runs its callbacks any more
   // Let libuv run the close callbacks (they free the handles), then check
   // that nothing was left behind.
   uv_run(&loop_, UV_RUN_DEFAULT);
@@ -138,6 +139,7 @@ handoff::Status Daemon::open_listeners() {
   requests.push_back({kControlListenerName, *handoff::ListenAddress::parse("unix:" + options_.control_path), 0600});
 
   std::vector<handoff::InheritedListener> inherited;
+  std::vector<handoff::InheritedState> handed_state;
   if (!successor.value()) {
     auto matched = match_activated(std::move(context_.activated), requests);
     if (!matched) {
@@ -158,6 +160,7 @@ handoff::Status Daemon::open_listeners() {
     auto got = successor.value()->take_listeners(options_.upgrade_timeout);
     if (!got) return handoff::with_context("hand-off", got.error());
     inherited = std::move(got).value();
+    handed_state = successor.value()->take_state();
     spdlog::info("hand-off: received {} listener(s), all valid, after {:.1f} ms", inherited.size(),
                  ms_since(context_.started));
     // Nothing configured: serve every listener the predecessor served, as it was configured.
@@ -186,6 +189,10 @@ handoff::Status Daemon::open_listeners() {
     if (auto st = listeners_.back()->prepare(); !st) return st;
   }
 
+  // The app an older generation supervises: taken over before READY, so
+  // that a state this one cannot take rolls the upgrade back.
+  if (auto st = adopt_app(std::move(handed_state)); !st) return handoff::with_context("hand-off", st.error());
+
   if (successor.value()) {
     // READY, then COMMIT: only once the old generation has committed to the
     // hand-over may this one accept, so a rollback never kills a process that
@@ -207,11 +214,14 @@ handoff::Status Daemon::open_listeners() {
 
 handoff::Status Daemon::start_accepting() {
   for (auto& l : listeners_) {
-    if (auto st = l->start(); !st) return st;
-    spdlog::info("listening name={} addr={} inherited={}", l->name(), l->bound().endpoint(),
-                 l->inherited() ? "yes" : "no");
+    if (serves_itself(*l)) {
+      if (auto st = l->start(); !st) return st;
+    }
+    spdlog::info("listening name={} addr={} inherited={}{}", l->name(), l->bound().endpoint(),
+                 l->inherited() ? "yes" : "no", serves_itself(*l) ? "" : " (for the app)");
   }
   committed_ = true;
+  if (auto st = start_app(); !st) return st;
   // Past COMMIT (or on a fresh start) this process is the one serving. Its
   // predecessor writes the same pid to its own path; writing here too covers
   // a pid_file the configuration moved since. Past COMMIT nothing may stop
@@ -253,6 +263,7 @@ void Daemon::handle_signal(int signo) {
                      drain_->cause());
       } else {
         drain_->force(std::string("second stop signal (") + signal_name(signo) + ")");
+        if (app_ && !handed_over()) app_->force();
       }
       break;
     case SIGUSR2:
@@ -260,6 +271,9 @@ void Daemon::handle_signal(int signo) {
       break;
     case SIGHUP:
       (void)reload("SIGHUP");  // logged either way
+      // Supervisor mode: `systemctl reload` (ExecReload=kill -HUP) is a
+      // restart of the app on the configuration just read.
+      if (app_) restart_app("SIGHUP", nullptr);
       break;
   }
 }
@@ -315,6 +329,9 @@ void Daemon::stop_accepting_and_drain(const std::string& cause,
   } else {
     notifier_.stopping("stopping: " + cause);
     close_listeners(SocketFiles::RemoveIfLast);
+    // The app's instances hold their own copies of the listeners: they
+    // finish what they serve, then exit; batond exits after them.
+    if (app_) app_->stop();
   }
   spdlog::info("stopped accepting on {} listener(s) ({})", listeners_.size(), cause);
   drain_->start(cause, deadline.value_or(options_.drain_timeout));
@@ -349,6 +366,10 @@ void Daemon::on_drained() {
     exit_after_upgrade_ = true;
     return;
   }
+  if (app_ && !handed_over() && !app_->stopped()) {
+    exit_after_app_ = true;
+    return;
+  }
   spdlog::info("exiting with status {}", exit_code_);
   close_everything();
 }
@@ -357,6 +378,7 @@ void Daemon::fatal(const std::string& reason) {
   spdlog::critical("fatal: {}; stopping every service", reason);
   exit_code_ = 1;
   predecessor_->cancel("fatal error");
+  if (app_ && !handed_over()) app_->stop();  // asked to stop; batond does not wait for it
   close_listeners(handed_over() ? SocketFiles::Keep : SocketFiles::RemoveIfLast);
   registry_.for_each([](EchoConnection& c) { c.close_now(EchoConnection::EndReason::Forced); });
   close_everything();
@@ -374,6 +396,7 @@ void Daemon::close_everything() {
   predecessor_link_.reset();
   if (drain_) drain_->stop_timers();
   control_sessions_.finish_all();
+  if (app_) app_->close();
   // A successor that took over lives on; one still starting is killed. The
   // object itself lives until the destructor: we may be inside its callback.
   predecessor_->close();

@@ -17,6 +17,7 @@
 #include "baton/handoff/predecessor.h"
 #include "baton/handoff/process_handle.h"
 #include "baton/handoff/uv_handle.h"
+#include "app_supervisor.h"
 #include "connection_handover.h"
 #include "connection_registry.h"
 #include "control_session.h"
@@ -131,6 +132,19 @@ class Daemon {
   void fatal(const std::string& reason);
   void close_everything();
 
+  // Supervisor mode (daemon_app.cpp). The app gets every listener but the
+  // control socket; batond accepts on none of them itself.
+  bool serves_itself(const Listener& l) const { return !options_.exec_mode() || l.name() == kControlListenerName; }
+  // Before READY: the app an older generation ran, adopted (and paused until COMMIT).
+  handoff::Status adopt_app(std::vector<handoff::InheritedState> state);
+  // At start: a fresh app, or the adopted one supervised from now on.
+  handoff::Status start_app();
+  void make_app_supervisor();
+  void on_app_progress(const nlohmann::json& event);
+  void on_app_restart_outcome(const RestartOutcome& outcome);
+  void on_app_stopped();
+  void restart_app(const std::string& trigger, ControlSession* session);
+
   DaemonOptions options_;
   StartupContext context_;
   PidFile pid_file_;
@@ -148,6 +162,10 @@ class Daemon {
   std::unique_ptr<handoff::PredecessorLink> predecessor_link_;  // reports and connections from the old generation
   handoff::ProcessHandle predecessor_process_;                  // that generation's process
   std::unique_ptr<ConnectionHandover> handover_;                // ours, to the new generation
+  std::unique_ptr<AppSupervisor> app_;                          // supervisor mode only
+  bool app_adopted_ = false;                                    // app_ came from the previous generation
+  bool exit_after_app_ = false;                                 // drained, waiting for the app's instances to exit
+  std::vector<uint64_t> restart_waiters_;                       // control sessions waiting for a restart's outcome
   std::vector<handoff::GenerationReport> older_generations_;  // as last reported
   std::vector<handoff::GenerationReport> last_report_sent_;
   handoff::UvHandle<uv_timer_t> report_timer_;

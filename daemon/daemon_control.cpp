@@ -49,6 +49,14 @@ handoff::Result<nlohmann::json> Daemon::reload(const std::string& trigger) {
   if (next.pid_file != options_.pid_file) at_next_upgrade.push_back("pid_file");
   if (next.control_path != options_.control_path) at_next_upgrade.push_back("control");
   if (next.backlog != options_.backlog) at_next_upgrade.push_back("backlog");
+  if (next.exec_mode() != options_.exec_mode()) {
+    at_next_upgrade.push_back(next.exec_mode() ? "app (supervisor mode)" : "app (echo mode)");
+    next.app = options_.app;
+  } else if (!(next.app == options_.app)) {
+    // The next restart (SIGHUP's own, or batonctl restart) runs the new command.
+    if (app_) app_->set_options(next.app);
+    applied.push_back("app");
+  }
   if (next.binary != options_.binary) {
     // What the next upgrade starts: takes effect for that very upgrade.
     auto resolved = next.binary.empty() ? handoff::Result<std::string>(context_.binary) : resolve_executable(next.binary);
@@ -132,6 +140,9 @@ void Daemon::handle_control(ControlSession& session, const control::Request& req
       upgrade_waiters_.push_back(session.id());
       return;
     }
+    case Command::Restart:
+      restart_app("batonctl", &session);
+      return;
     case Command::Stop: {
       auto reply = control::ok_reply();
       reply["pid"] = ::getpid();
@@ -177,6 +188,8 @@ nlohmann::json Daemon::status() const {
     older.push_back({{"pid", g.pid}, {"generation", g.generation}, {"connections", g.connections},
                      {"probation_left_ms", g.probation_left_ms ? nlohmann::json(g.probation_left_ms) : nlohmann::json(nullptr)}});
   j["draining_generations"] = older;
+  j["mode"] = options_.exec_mode() ? "exec" : "echo";
+  if (app_) j["app"] = app_->status();
   return j;
 }
 

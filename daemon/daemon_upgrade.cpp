@@ -41,6 +41,12 @@ handoff::Status Daemon::request_upgrade(const std::string& trigger, const std::s
   if (predecessor_->state() != handoff::UpgradeState::Idle)
     return refuse(std::string("busy: an upgrade is already in progress (") + handoff::to_string(predecessor_->state()) + ")");
 
+  std::vector<handoff::StateOffer> state;
+  if (app_) {
+    auto app_state = app_->state();
+    if (!app_state) return refuse(app_state.error().message);
+    state.push_back(std::move(app_state).value());
+  }
   std::vector<handoff::ListenerOffer> offers;
   for (const auto& l : listeners_)
     offers.push_back({l->name(), l->configured().to_string(), l->bound().to_string(), l->fd()});
@@ -49,11 +55,15 @@ handoff::Status Daemon::request_upgrade(const std::string& trigger, const std::s
   upgrade_requested_ = std::chrono::steady_clock::now();
   upgrade_trigger_ = trigger;
   const handoff::UpgradeTimeouts timeouts{timeout.value_or(options_.upgrade_timeout), options_.upgrade_probation};
-  if (auto st = predecessor_->start(spec, std::move(offers), timeouts); !st) {
+  if (auto st = predecessor_->start(spec, std::move(offers), timeouts, std::move(state)); !st) {
     spdlog::error("upgrade failed ({}), nothing started, still serving: {}", trigger, st.error().message);
     last_upgrade_ = {{"ok", false}, {"trigger", trigger}, {"error", st.error().message}};
     return st;
   }
+  // The app as it was sent is what the new generation takes over: nothing
+  // changes it (no restart, no replacement) until the outcome. At COMMIT
+  // the new generation supervises it; on a rollback we do again.
+  if (app_) app_->pause();
   return {};
 }
 
@@ -124,6 +134,7 @@ void Daemon::on_upgrade_outcome(const handoff::UpgradeOutcome& outcome) {
                      {"error", outcome.reason}, {"committed", outcome.committed}};
     for (auto* s : waiters) s->send(control::error_reply("rolled back: " + outcome.reason));
     if (outcome.committed) resume_serving(outcome.reason);
+    else if (app_) app_->resume();
     return;
   }
   spdlog::info("upgrade: pid {} is serving as generation {}; probation passed {:.1f} ms after the request",
@@ -204,6 +215,7 @@ void Daemon::resume_serving(const std::string& why) {
     notifier_.main_pid(::getpid(), why + "; stopping");
     notifier_.stopping("stopping: " + why);
     close_listeners(SocketFiles::RemoveIfLast);
+    if (app_) app_->stop();
     exit_after_drained_upgrade();
     return;
   }
@@ -212,9 +224,11 @@ void Daemon::resume_serving(const std::string& why) {
   exit_after_upgrade_ = false;
   stop_signals_ = 0;
   for (auto& l : listeners_) {
+    if (!serves_itself(*l)) continue;
     if (auto st = l->start(); !st) return fatal("resuming: " + st.error().message);
     spdlog::info("listening name={} addr={} resumed=yes", l->name(), l->bound().endpoint());
   }
+  if (app_) app_->resume();
   if (auto st = pid_file_.write(::getpid()); !st) spdlog::error("pid file: {}", st.error().message);
   notifier_.main_pid(::getpid(), why + "; serving again");
   spdlog::critical("generation {} (pid {}) resumes serving: {}", context_.generation, ::getpid(), why);

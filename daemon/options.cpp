@@ -24,9 +24,10 @@ int usage_error(const std::string& message) {
 }  // namespace
 
 ParseOutcome parse_options(int argc, char** argv) {
-  CLI::App app{"batond: an echo daemon that is replaced by a new binary without losing a connection.\n"
-               "SIGTERM/SIGINT: graceful stop (a second one closes everything). SIGUSR2: upgrade. "
-               "SIGHUP: re-read --config.\nFlags override the config file."};
+  CLI::App app{"batond: an echo daemon that is replaced by a new binary without losing a connection, or (--exec) "
+               "the supervisor that restarts an app on its listeners without refusing a connection.\n"
+               "SIGTERM/SIGINT: graceful stop (a second one closes everything). SIGUSR2: upgrade batond. "
+               "SIGHUP: re-read --config, and with --exec restart the app.\nFlags override the config file."};
   app.set_version_flag("--version", std::string("batond ") + kVersion);
 
   std::vector<std::string> listen;
@@ -75,6 +76,33 @@ ParseOutcome parse_options(int argc, char** argv) {
                                    "control socket for batonctl (mode 0600; default $XDG_RUNTIME_DIR/baton/control.sock, "
                                    "else /run/baton/control.sock as root, else /tmp/baton-UID/control.sock)")
                         ->capture_default_str();
+  bool exec = false;
+  std::vector<std::string> command;
+  double app_ready_timeout = 30, app_probation = 2, app_drain_timeout = 30;
+  std::string app_ready = "notify", app_stop_signal = "TERM";
+  auto* o_exec = app.add_flag("--exec", exec,
+                              "supervisor mode: run the command after -- on the listeners (LISTEN_FDS, NOTIFY_SOCKET) "
+                              "instead of the echo service; see docs/supervisor.md");
+  auto* o_command = app.add_option("command", command, "with --exec: the app's command line, after --");
+  auto* o_app_ready = app.add_option("--app-ready", app_ready,
+                                     "when an app instance is ready: 'notify' (READY=1) or 'delay=MS' after its start")
+                          ->capture_default_str();
+  auto* o_app_ready_timeout =
+      app.add_option("--app-ready-timeout", app_ready_timeout, "seconds a new app instance has to become ready")
+          ->capture_default_str()
+          ->check(CLI::Range(0.001, 3600.0));
+  auto* o_app_probation = app.add_option("--app-probation", app_probation,
+                                         "seconds a ready new instance must live before the old one is stopped")
+                              ->capture_default_str()
+                              ->check(CLI::Range(0.0, 3600.0));
+  auto* o_app_drain_timeout =
+      app.add_option("--app-drain-timeout", app_drain_timeout,
+                     "seconds an old instance has after its stop signal before its process group is killed")
+          ->capture_default_str()
+          ->check(CLI::Range(0.0, 86400.0));
+  auto* o_app_stop_signal =
+      app.add_option("--app-stop-signal", app_stop_signal, "the signal that stops an app instance gracefully")
+          ->capture_default_str();
   app.add_option("--config", config, "TOML configuration file (see docs/operations.md); SIGHUP re-reads it");
   app.add_option("--check-config", check_config, "validate a configuration file, print the verdict, exit 0 or 1");
 
@@ -123,6 +151,23 @@ ParseOutcome parse_options(int argc, char** argv) {
     cli->control_path = control_path;
   }
 
+  if (!command.empty() && !exec)
+    return {std::nullopt, usage_error("unexpected argument '" + command.front() + "' (an app command needs --exec --)"), {}, {}};
+  if (!command.empty()) cli->app_command = command;
+  if (o_app_ready->count()) {
+    auto v = parse_app_ready(app_ready);
+    if (!v) return {std::nullopt, usage_error("--app-ready " + v.error().message), {}, {}};
+    cli->app_ready_delay = v.value();
+  }
+  if (o_app_ready_timeout->count()) cli->app_ready_timeout = seconds_to_ms(app_ready_timeout);
+  if (o_app_probation->count()) cli->app_probation = seconds_to_ms(app_probation);
+  if (o_app_drain_timeout->count()) cli->app_drain_timeout = seconds_to_ms(app_drain_timeout);
+  if (o_app_stop_signal->count()) {
+    auto v = parse_signal(app_stop_signal);
+    if (!v) return {std::nullopt, usage_error("--app-stop-signal " + v.error().message), {}, {}};
+    cli->app_stop_signal = v.value();
+  }
+
   SettingsLayer file;
   if (!config.empty()) {
     auto loaded = load_config_file(config);
@@ -132,7 +177,13 @@ ParseOutcome parse_options(int argc, char** argv) {
     }
     file = std::move(loaded).value();
   }
-  return {merge(file, *cli), 0, config, cli};
+  auto merged = merge(file, *cli);
+  if (exec && !merged.exec_mode())
+    return {std::nullopt, usage_error("--exec needs a command: batond [options] --exec -- CMD [ARGS...] (or [app] command "
+                                      "in the config file)"), {}, {}};
+  (void)o_exec;
+  (void)o_command;
+  return {merged, 0, config, cli};
 }
 
 }  // namespace baton::daemon

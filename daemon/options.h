@@ -9,8 +9,24 @@
 #include <vector>
 
 #include "baton/handoff/listen_address.h"
+#include "baton/handoff/result.h"
 
 namespace baton::daemon {
+
+// Supervisor mode (--exec): batond holds the listeners and runs an app on
+// them instead of its echo service. Empty `command`: no app.
+struct AppOptions {
+  std::vector<std::string> command;
+  // Readiness: READY=1 on NOTIFY_SOCKET (nullopt), or this long after start.
+  std::optional<std::chrono::milliseconds> ready_delay;
+  std::chrono::milliseconds ready_timeout{30000};
+  // After READY, how long a new instance must live before the old one is stopped.
+  std::chrono::milliseconds probation{2000};
+  // After the stop signal, how long an old instance has before its group is killed.
+  std::chrono::milliseconds drain_timeout{30000};
+  int stop_signal = 15;  // SIGTERM
+  bool operator==(const AppOptions&) const = default;
+};
 
 struct DaemonOptions {
   // Empty: none configured. A fresh start then serves every socket systemd
@@ -30,7 +46,15 @@ struct DaemonOptions {
   // After an upgrade: wait for connections to close ("wait"), or hand them
   // to the new generation ("handoff").
   enum class DrainMode { Wait, Handoff } drain_mode = DrainMode::Wait;
+  AppOptions app;
+  bool exec_mode() const { return !app.command.empty(); }
 };
+
+// "notify" or "delay=MS"; the error says what is wrong.
+handoff::Result<std::optional<std::chrono::milliseconds>> parse_app_ready(const std::string& text);
+// "TERM", "SIGTERM" or a number; the error says what is wrong.
+handoff::Result<int> parse_signal(const std::string& text);
+std::string signal_to_string(int signo);
 
 inline constexpr const char* kDefaultListen = "tcp://127.0.0.1:7000";
 // The control socket is handed over like any listener, under this name.

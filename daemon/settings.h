@@ -27,6 +27,12 @@ struct SettingsLayer {
   std::optional<std::string> binary;
   std::optional<std::string> control_path;
   std::optional<int> backlog;
+  std::optional<std::vector<std::string>> app_command;
+  std::optional<std::optional<std::chrono::milliseconds>> app_ready_delay;
+  std::optional<std::chrono::milliseconds> app_ready_timeout;
+  std::optional<std::chrono::milliseconds> app_probation;
+  std::optional<std::chrono::milliseconds> app_drain_timeout;
+  std::optional<int> app_stop_signal;
 };
 
 // Defaults, overridden by `file`, overridden by `command_line`.

@@ -30,6 +30,7 @@ const char* to_string(MessageType type) {
     case MessageType::ConnectionsAck: return "CONNECTIONS_ACK";
     case MessageType::Succeeded: return "SUCCEEDED";
     case MessageType::Serving: return "SERVING";
+    case MessageType::State: return "STATE";
   }
   return "UNKNOWN";
 }
@@ -83,6 +84,11 @@ void PayloadWriter::str(const std::string& s) {
   buf_.insert(buf_.end(), s.begin(), s.end());
 }
 
+void PayloadWriter::blob(const std::string& s) {
+  u32(static_cast<uint32_t>(s.size()));
+  buf_.insert(buf_.end(), s.begin(), s.end());
+}
+
 Result<uint16_t> PayloadReader::u16(const char* field) {
   if (data_.size() - pos_ < 2) return Error{std::string("payload truncated in field '") + field + "'"};
   uint16_t v = load_u16(data_.data() + pos_);
@@ -99,6 +105,15 @@ Result<uint32_t> PayloadReader::u32(const char* field) {
 
 Result<std::string> PayloadReader::str(const char* field) {
   auto len = u16(field);
+  if (!len) return len.error();
+  if (data_.size() - pos_ < len.value()) return Error{std::string("payload truncated in field '") + field + "'"};
+  std::string s(reinterpret_cast<const char*>(data_.data() + pos_), len.value());
+  pos_ += len.value();
+  return s;
+}
+
+Result<std::string> PayloadReader::blob(const char* field) {
+  auto len = u32(field);
   if (!len) return len.error();
   if (data_.size() - pos_ < len.value()) return Error{std::string("payload truncated in field '") + field + "'"};
   std::string s(reinterpret_cast<const char*>(data_.data() + pos_), len.value());

@@ -72,7 +72,8 @@ void Predecessor::close() {
   process_.close();
 }
 
-Status Predecessor::start(const SpawnSpec& spec, std::vector<ListenerOffer> listeners, UpgradeTimeouts timeouts) {
+Status Predecessor::start(const SpawnSpec& spec, std::vector<ListenerOffer> listeners, UpgradeTimeouts timeouts,
+                          std::vector<StateOffer> caller_state) {
   if (state() != UpgradeState::Idle) {
     if (state() == UpgradeState::HandedOver)
       return Error{"busy: this generation already handed over to pid " + std::to_string(pid_)};
@@ -131,6 +132,7 @@ Status Predecessor::start(const SpawnSpec& spec, std::vector<ListenerOffer> list
   // would hide the child's death (no EOF while we hold the other end).
   theirs.reset();
   offers_ = std::move(listeners);
+  state_ = std::move(caller_state);
   timeouts_ = timeouts;
   arm_deadline(timeouts.ready);
   spdlog::info("upgrade: spawned {} as pid {}", spec.binary, pid_);
@@ -209,7 +211,12 @@ void Predecessor::handle_message(Message& m) {
 }
 
 Status Predecessor::send_listeners_now() {
-  auto messages = listener_messages(offers_);
+  // State is a version 3 message: an older new process could not take it,
+  // and serving without it would be wrong.
+  if (!state_.empty() && version_ < 3)
+    return Error{"the new process speaks protocol " + std::to_string(version_) + "; handing over '" + state_.front().key +
+                 "' needs protocol 3"};
+  auto messages = listener_messages(offers_, state_);
   if (!messages) return messages.error();
   for (const auto& batch : messages.value()) {
     auto sent = link_.send_now(batch.type, batch.payload, batch.fds);
@@ -408,6 +415,7 @@ void Predecessor::finish_rollback(const std::string& how_it_ended) {
   auto elapsed = machine_.since_start();
   machine_.transition(UpgradeState::Idle, "new process pid " + std::to_string(pid_) + " reaped (" + how_it_ended + ")");
   offers_.clear();
+  state_.clear();
   report(UpgradeOutcome{false, pid_, failure_, elapsed, failed_after_commit_});
 }
 

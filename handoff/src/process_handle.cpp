@@ -25,6 +25,14 @@ ProcessHandle ProcessHandle::open(pid_t pid) {
   return h;
 }
 
+ProcessHandle ProcessHandle::adopt(pid_t pid, UniqueFd pidfd) {
+  ProcessHandle h;
+  h.pid_ = pid;
+  h.watch_ = pidfd ? Watch::Pidfd : Watch::Gone;
+  h.pidfd_ = std::move(pidfd);
+  return h;
+}
+
 bool ProcessHandle::alive() const {
   switch (watch_) {
     case Watch::Pidfd: {

@@ -226,7 +226,26 @@ size_t entry_size(const ListenerOffer& o) { return 6 + o.name.size() + o.configu
 
 }  // namespace
 
-Result<std::vector<OutgoingMessage>> listener_messages(const std::vector<ListenerOffer>& offers) {
+std::vector<uint8_t> encode_state(const std::string& key, const std::string& data) {
+  PayloadWriter w;
+  w.str(key);
+  w.blob(data);
+  return w.bytes();
+}
+
+Result<std::pair<std::string, std::string>> decode_state(std::span<const uint8_t> payload) {
+  PayloadReader r(payload);
+  auto key = r.str("key");
+  if (!key) return key.error();
+  if (key->empty()) return Error{"STATE: empty key"};
+  auto data = r.blob("data");
+  if (!data) return data.error();
+  if (auto st = r.finish("STATE"); !st) return st.error();
+  return std::pair{std::move(key).value(), std::move(data).value()};
+}
+
+Result<std::vector<OutgoingMessage>> listener_messages(const std::vector<ListenerOffer>& offers,
+                                                       const std::vector<StateOffer>& state) {
   // A batch ends at kMaxFdsPerMessage fds or when the next entry would not
   // fit in one payload, whichever comes first.
   std::vector<OutgoingMessage> out;
@@ -248,6 +267,15 @@ Result<std::vector<OutgoingMessage>> listener_messages(const std::vector<Listene
     payload += entry_size(o);
   }
   flush();
+  for (const auto& item : state) {
+    if (item.key.empty() || item.key.size() > 255) return Error{"state key must be 1 to 255 bytes"};
+    if (item.fds.size() > kMaxFdsPerMessage)
+      return Error{"state '" + item.key + "' carries " + std::to_string(item.fds.size()) + " fds, more than " +
+                   std::to_string(kMaxFdsPerMessage)};
+    auto payload_bytes = encode_state(item.key, item.data);
+    if (payload_bytes.size() > kMaxPayload) return Error{"state '" + item.key + "' is too large for one message"};
+    out.push_back({MessageType::State, std::move(payload_bytes), item.fds});
+  }
   out.push_back({MessageType::ListenersEnd, encode(ListenersEnd{static_cast<uint32_t>(offers.size())}), {}});
   return out;
 }

@@ -82,9 +82,17 @@ Result<std::vector<InheritedListener>> Successor::take_listeners(std::chrono::mi
       if (auto st = take_batch(m.value(), listeners, names); !st) return st.error();
       continue;
     }
+    if (m->type == MessageType::State && version_ >= 3) {
+      auto item = decode_state(m->payload);
+      if (!item) return item.error();
+      for (const auto& s : state_)
+        if (s.key == item->first) return Error{"STATE '" + s.key + "' sent twice"};
+      state_.push_back({std::move(item->first), std::move(item->second), std::move(m->fds)});
+      continue;
+    }
     if (!m->fds.empty()) return Error{std::string(to_string(m->type)) + " carries unexpected fds"};
     if (m->type != MessageType::ListenersEnd)
-      return Error{std::string("expected LISTENERS or LISTENERS_END, got ") + to_string(m->type)};
+      return Error{std::string("expected LISTENERS, STATE or LISTENERS_END, got ") + to_string(m->type)};
     auto end = decode_listeners_end(m->payload);
     if (!end) return end.error();
     if (end->total != listeners.size())

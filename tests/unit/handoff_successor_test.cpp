@@ -442,7 +442,7 @@ TEST(SuccessorRefuses, AnUnparsableAddress) {
 TEST(SuccessorRefuses, AnUnexpectedMessageType) {
   Handoff h = make_handoff();
   ASSERT_TRUE(h.peer.send(MessageType::Ready, encode(Ready{1})).ok());
-  expect_take_fails(h, "expected LISTENERS or LISTENERS_END, got READY");
+  expect_take_fails(h, "expected LISTENERS, STATE or LISTENERS_END, got READY");
 }
 
 TEST(SuccessorRefuses, AnUnexpectedMessageCarryingFds) {

@@ -32,7 +32,8 @@ inline constexpr uint32_t kMagic = 0x4241544e;
 inline constexpr uint16_t kFrameVersion = 1;
 // 1: HELLO .. COMMIT, DRAINING, CONNECTIONS, CONNECTIONS_ACK.
 // 2: SERVING (probation), SUCCEEDED {pid}.
-inline constexpr uint16_t kProtocolVersion = 2;
+// 3: STATE (the caller's own state and fds, before LISTENERS_END).
+inline constexpr uint16_t kProtocolVersion = 3;
 inline constexpr uint16_t kMinProtocolVersion = 1;
 // Set by the predecessor in the new process's environment: the newest
 // protocol version it speaks. Absent: a predecessor that predates it (1).
@@ -54,8 +55,10 @@ enum class MessageType : uint16_t {
   // Version 2:
   Succeeded = 9,     // successor -> predecessor: {pid}: it is committing to a newer generation, that pid
   Serving = 10,      // successor -> predecessor, after COMMIT: {}: it accepts; its probation starts
+  // Version 3:
+  State = 11,        // predecessor -> successor, before LISTENERS_END: {key, data} + fds, the caller's own
 };
-inline constexpr MessageType kLastMessageType = MessageType::Serving;
+inline constexpr MessageType kLastMessageType = MessageType::State;
 
 const char* to_string(MessageType type);
 
@@ -74,6 +77,7 @@ class PayloadWriter {
   void u16(uint16_t v);
   void u32(uint32_t v);
   void str(const std::string& s);  // u16 length + bytes
+  void blob(const std::string& s);  // u32 length + bytes
   const std::vector<uint8_t>& bytes() const { return buf_; }
 
  private:
@@ -86,6 +90,7 @@ class PayloadReader {
   Result<uint16_t> u16(const char* field);
   Result<uint32_t> u32(const char* field);
   Result<std::string> str(const char* field);
+  Result<std::string> blob(const char* field);
   // Trailing bytes after the last field are an error: the length must match.
   Status finish(const char* message);
 

@@ -4,7 +4,7 @@
 //
 //   spawn(binary, channel end as fd 3)
 //        <- HELLO {pid, version}
-//   LISTENERS + fds (batches of <= 253), LISTENERS_END ->
+//   LISTENERS + fds (batches of <= 253), STATE + fds (protocol 3), LISTENERS_END ->
 //        <- READY {pid}
 //   COMMIT ->                      committed: the new process accepts, the caller stops
 //        <- SERVING                (protocol 2; a version 1 successor is taken as serving at COMMIT)
@@ -95,7 +95,10 @@ class Predecessor {
 
   // Starts an upgrade. Fails at once ("busy", spawn errors) without calling
   // the outcome callback; otherwise the callback runs exactly once, later.
-  Status start(const SpawnSpec& spec, std::vector<ListenerOffer> listeners, UpgradeTimeouts timeouts);
+  // `caller_state` goes with the listeners (protocol 3; a successor that speaks an
+  // older version is refused, not served without it).
+  Status start(const SpawnSpec& spec, std::vector<ListenerOffer> listeners, UpgradeTimeouts timeouts,
+               std::vector<StateOffer> caller_state = {});
   // Abandons an upgrade before COMMIT (the outcome reports `reason`). No-op otherwise.
   void cancel(const std::string& reason);
 
@@ -173,6 +176,7 @@ class Predecessor {
   UvHandle<uv_timer_t> deadline_;
   UvHandle<uv_process_t> process_;
   std::vector<ListenerOffer> offers_;
+  std::vector<StateOffer> state_;
   UpgradeTimeouts timeouts_;
   std::chrono::steady_clock::time_point probation_ends_{};  // set once SERVING arrived
   pid_t pid_ = 0;

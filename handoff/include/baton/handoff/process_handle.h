@@ -15,6 +15,11 @@ class ProcessHandle {
   ProcessHandle() = default;
   // Take it while `pid` certainly lives (it just spoke to us, or is our parent).
   static ProcessHandle open(pid_t pid);
+  // A pidfd received from elsewhere (a hand-off), for `pid`.
+  static ProcessHandle adopt(pid_t pid, UniqueFd pidfd);
+
+  // The pidfd, -1 without one: to poll for the exit, or to hand over.
+  int fd() const { return pidfd_.get(); }
 
   pid_t pid() const { return pid_; }
   // False once the process has exited (a zombie counts as exited, except

@@ -9,6 +9,7 @@
 
 #include "baton/handoff/message.h"
 #include "baton/handoff/result.h"
+#include "baton/handoff/unique_fd.h"
 
 namespace baton::handoff {
 
@@ -69,6 +70,24 @@ struct ConnectionAck {
   bool operator==(const ConnectionAck&) const = default;
 };
 
+// Protocol 3: state of the caller's own (batond's supervised app, say) that
+// the new process needs before it can serve, with the fds that go with it.
+// The hand-off library carries it as it is: `key` names it, `data` is the
+// caller's encoding; the fds are received in the order they were sent.
+struct StateOffer {
+  std::string key;
+  std::string data;
+  std::vector<int> fds;  // the caller's; they stay open until the outcome is reported
+};
+struct InheritedState {
+  std::string key;
+  std::string data;
+  std::vector<UniqueFd> fds;
+};
+// At most kMaxFdsPerMessage fds and one payload per item.
+std::vector<uint8_t> encode_state(const std::string& key, const std::string& data);
+Result<std::pair<std::string, std::string>> decode_state(std::span<const uint8_t> payload);
+
 // A connection to hand over; the fd stays the caller's.
 struct ConnectionOffer {
   uint64_t id = 0;
@@ -106,7 +125,9 @@ struct OutgoingMessage {
 };
 
 // LISTENERS in batches of at most kMaxFdsPerMessage, then LISTENERS_END.
-Result<std::vector<OutgoingMessage>> listener_messages(const std::vector<ListenerOffer>& offers);
+// With `state` (protocol 3 only), one STATE message per item before LISTENERS_END.
+Result<std::vector<OutgoingMessage>> listener_messages(const std::vector<ListenerOffer>& offers,
+                                                       const std::vector<StateOffer>& state = {});
 // The same, sent with HandoffChannel::send (blocking, for tests and tools).
 Status send_listeners(HandoffChannel& channel, const std::vector<ListenerOffer>& offers);
 

@@ -2,7 +2,7 @@
 // The side that takes over. Runs synchronously at start-up, before the event
 // loop, because nothing can be served until it is done:
 //
-//   HELLO ->   <- LISTENERS ... LISTENERS_END   (validate every fd)
+//   HELLO ->   <- LISTENERS ... [STATE ...] LISTENERS_END   (validate every fd)
 //   READY ->   <- COMMIT                         (now accept)
 //
 // Any malformed or unexpected message is an error naming the fault; the caller
@@ -16,6 +16,7 @@
 #include "baton/handoff/channel.h"
 #include "baton/handoff/listener_set.h"
 #include "baton/handoff/message.h"
+#include "baton/handoff/protocol.h"
 #include "baton/handoff/result.h"
 
 namespace baton::handoff {
@@ -42,6 +43,9 @@ class Successor {
   // process that already took client connections.
   Status confirm_ready(std::chrono::milliseconds timeout);
 
+  // The STATE items that came with the listeners (protocol 3), once.
+  std::vector<InheritedState> take_state() { return std::move(state_); }
+
   // After COMMIT: the channel, on which the predecessor reports its drain
   // (DrainWatch reads it). Empty before COMMIT.
   HandoffChannel take_channel() { return std::move(channel_); }
@@ -49,6 +53,7 @@ class Successor {
  private:
   HandoffChannel channel_;
   uint16_t version_;
+  std::vector<InheritedState> state_;
 };
 
 }  // namespace baton::handoff

@@ -1,0 +1,97 @@
+// Daemon, supervisor mode: the app on batond's listeners, its restarts, and
+// what a batond upgrade hands over of it.
+
+#include <spdlog/spdlog.h>
+
+#include "daemon.h"
+
+namespace baton::daemon {
+
+void Daemon::make_app_supervisor() {
+  std::vector<std::pair<std::string, int>> fds;
+  for (const auto& l : listeners_)
+    if (l->name() != kControlListenerName) fds.emplace_back(l->name(), l->fd());
+  app_ = std::make_unique<AppSupervisor>(&loop_, options_.app, std::move(fds),
+                                         AppEvents{
+                                             .progress = [this](const nlohmann::json& e) { on_app_progress(e); },
+                                             .outcome = [this](const RestartOutcome& o) { on_app_restart_outcome(o); },
+                                             .stopped = [this] { on_app_stopped(); },
+                                         });
+}
+
+handoff::Status Daemon::adopt_app(std::vector<handoff::InheritedState> state) {
+  for (auto& item : state) {
+    if (item.key != kAppStateKey) {
+      spdlog::warn("hand-off: ignored state '{}' from the previous generation: not one this batond knows", item.key);
+      continue;
+    }
+    if (!options_.exec_mode())
+      return handoff::Error{"the previous generation supervises an app, and this one has no --exec (or [app] command): "
+                            "it would be left unsupervised"};
+    make_app_supervisor();
+    if (auto st = app_->adopt(item.data, std::move(item.fds)); !st) return st;
+    app_adopted_ = true;
+  }
+  return {};
+}
+
+handoff::Status Daemon::start_app() {
+  if (!options_.exec_mode()) return {};
+  if (app_adopted_) {
+    app_->resume();
+    return {};
+  }
+  if (app_) return {};
+  make_app_supervisor();
+  return app_->start();
+}
+
+void Daemon::restart_app(const std::string& trigger, ControlSession* session) {
+  if (!app_) {
+    const std::string why = "batond runs no app: start it with --exec -- CMD (see docs/supervisor.md)";
+    spdlog::warn("restart ({}) refused: {}", trigger, why);
+    if (session) session->send(control::error_reply(why));
+    return;
+  }
+  if (predecessor_->state() != handoff::UpgradeState::Idle) {
+    const std::string why = std::string("a batond upgrade is in progress (") + handoff::to_string(predecessor_->state()) + ")";
+    spdlog::warn("restart ({}) refused: {}", trigger, why);
+    if (session) session->send(control::error_reply(why));
+    return;
+  }
+  // Registered first: the "spawned" event comes from inside restart().
+  if (session) restart_waiters_.push_back(session->id());
+  if (auto st = app_->restart(trigger); !st) {
+    if (session) {
+      restart_waiters_.pop_back();
+      session->send(control::error_reply(st.error().message));
+    }
+  }
+}
+
+void Daemon::on_app_progress(const nlohmann::json& event) {
+  for (uint64_t id : restart_waiters_)
+    if (auto* s = control_sessions_.find(id)) s->send(event);
+}
+
+void Daemon::on_app_restart_outcome(const RestartOutcome& outcome) {
+  auto reply = outcome.ok ? control::ok_reply() : control::error_reply(outcome.reason);
+  reply["pid"] = outcome.pid;
+  reply["old_pid"] = outcome.old_pid;
+  reply["ms"] = outcome.ms;
+  for (uint64_t id : restart_waiters_)
+    if (auto* s = control_sessions_.find(id)) s->send(reply);
+  restart_waiters_.clear();
+  if (outcome.ok)
+    notifier_.status("serving: generation " + std::to_string(context_.generation) + ", app pid " +
+                     std::to_string(outcome.pid));
+}
+
+void Daemon::on_app_stopped() {
+  spdlog::info("app: every instance has exited");
+  if (!exit_after_app_) return;
+  exit_after_app_ = false;
+  on_drained();
+}
+
+}  // namespace baton::daemon
