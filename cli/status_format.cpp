@@ -18,6 +18,28 @@ std::string fixed1(double v) {
   return buf;
 }
 
+// Supervisor mode: the app's serving instance, its counts, every instance.
+void format_app(std::ostringstream& out, const nlohmann::json& a) {
+  std::string app = a["pid"].is_number() ? "pid " + std::to_string(a["pid"].get<long>()) : std::string("no instance");
+  app += ", " + a.value("state", std::string("?"));
+  if (!a.value("status", std::string()).empty()) app += " (" + a.value("status", std::string()) + ")";
+  row(out, "app", app);
+  row(out, "", std::to_string(a.value("restarts", 0)) + " restart(s), " + std::to_string(a.value("failed_restarts", 0)) +
+                   " failed, " + std::to_string(a.value("crashes", 0)) + " crash(es)" +
+                   (a.value("restart_in_progress", false) ? "; a restart is in progress" : ""));
+  if (a.contains("last_restart") && a["last_restart"].is_object() && !a["last_restart"].value("ok", true)) {
+    auto why = a["last_restart"].value("error", std::string("?"));
+    row(out, "", "last restart failed: " + why.substr(0, why.find('\n')));
+  }
+  bool first = true;
+  for (const auto& i : a.value("instances", nlohmann::json::array())) {
+    row(out, first ? "instances" : "",
+        "pid " + std::to_string(i.value("pid", 0)) + " " + i.value("state", std::string("?")) + ", up " +
+            fixed1(i.value("uptime_s", 0.0)) + " s");
+    first = false;
+  }
+}
+
 }  // namespace
 
 std::string format_status(const nlohmann::json& s) {
@@ -58,6 +80,7 @@ std::string format_status(const nlohmann::json& s) {
             "): " + std::to_string(g.value("connections", 0)) + " connection(s) left");
     first = false;
   }
+  if (s.contains("app") && s["app"].is_object()) format_app(out, s["app"]);
   return out.str();
 }
 

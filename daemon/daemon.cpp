@@ -172,6 +172,8 @@ handoff::Status Daemon::open_listeners() {
     }
   }
 
+  if (options_.exec_mode())
+    for (auto& r : requests) r.blocking = r.name != kControlListenerName;  // the app's, as systemd would pass them
   auto opened = handoff::open_listeners(requests, std::move(inherited), options_.backlog);
   if (!opened) return opened.error();
   for (const auto& d : opened->dropped) spdlog::info("listener {} is no longer configured; closed it", d);
@@ -186,6 +188,9 @@ handoff::Status Daemon::open_listeners() {
         },
         [this](const std::string& reason) { fatal(reason); }));
     // Before READY: what can fail must fail while the old generation still serves.
+    // Not the app's: registering with the loop would make them non-blocking
+    // (uv_poll_init does), under the app's feet.
+    if (!serves_itself(*listeners_.back())) continue;
     if (auto st = listeners_.back()->prepare(); !st) return st;
   }
 

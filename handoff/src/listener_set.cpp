@@ -7,9 +7,11 @@
 namespace baton::handoff {
 namespace {
 
-Status make_nonblocking(int fd) {
+Status set_blocking(int fd, bool blocking) {
   int flags = ::fcntl(fd, F_GETFL);
-  if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) return errno_error("fcntl(O_NONBLOCK)");
+  const int wanted = blocking ? flags & ~O_NONBLOCK : flags | O_NONBLOCK;
+  if (flags < 0 || (wanted != flags && ::fcntl(fd, F_SETFL, wanted) != 0))
+    return errno_error(blocking ? "fcntl(~O_NONBLOCK)" : "fcntl(O_NONBLOCK)");
   return {};
 }
 
@@ -22,7 +24,8 @@ Result<OpenedListeners> open_listeners(const std::vector<ListenerRequest>& reque
     OpenListener l{req.name, req.address, {}, {}, false};
     for (auto& in : inherited) {
       if (in.fd && in.name == req.name && in.configured == req.address) {
-        if (auto st = make_nonblocking(in.fd.get()); !st) return with_context("listener '" + req.name + "'", st.error());
+        if (auto st = set_blocking(in.fd.get(), req.blocking); !st)
+          return with_context("listener '" + req.name + "'", st.error());
         l.bound = in.bound;
         l.fd = std::move(in.fd);
         l.inherited = true;
@@ -34,6 +37,9 @@ Result<OpenedListeners> open_listeners(const std::vector<ListenerRequest>& reque
       if (!fd) return with_context("listener '" + req.name + "'", fd.error());
       auto bound = local_address(fd->get());
       if (!bound) return with_context("listener '" + req.name + "'", bound.error());
+      if (req.blocking) {
+        if (auto st = set_blocking(fd->get(), true); !st) return with_context("listener '" + req.name + "'", st.error());
+      }
       l.fd = std::move(fd).value();
       l.bound = std::move(bound).value();
     }

@@ -682,11 +682,11 @@ TEST(HardeningHandoffVersion, AVersionOnePredecessorHearsOnlyVersionOneMessages)
   ASSERT_TRUE(handoff::expect_message(fake.ours, handoff::MessageType::Ready, std::chrono::seconds(10)));
   ASSERT_TRUE(fake.ours.send(handoff::MessageType::Commit, {}));
   ASSERT_TRUE(fake.batond->wait_for_line(fake.pid(), "serving: generation 2")) << fake.batond->log();
-  // It upgrades in turn: a version 2 hand-off of its own, to a real batond.
+  // It upgrades in turn: a hand-off of the newest version of its own, to a real batond.
   ::kill(fake.pid(), SIGUSR2);
   auto up = fake.batond->wait_upgrade_outcome(fake.pid(), 0);
   ASSERT_TRUE(up.ok) << fake.batond->log();
-  EXPECT_TRUE(fake.batond->wait_for_line(fake.pid(), "HELLO from pid " + std::to_string(up.new_pid) + " (protocol 2)"));
+  EXPECT_TRUE(fake.batond->wait_for_line(fake.pid(), "HELLO from pid " + std::to_string(up.new_pid) + " (protocol " + std::to_string(handoff::kProtocolVersion) + ")"));
   // Everything it would have said to us was said by now: one empty SUCCEEDED
   // (sent before its COMMIT), then at most the EOF of its exit.
   std::vector<handoff::Message> heard;

@@ -4,6 +4,7 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <algorithm>
 #include <cstring>
 
 #include <sstream>
@@ -32,11 +33,13 @@ bool is_ours(pid_t pid) {
 std::string pid_tag(pid_t pid) { return "pid=" + std::to_string(pid) + " "; }
 
 std::string add_private_control(std::vector<std::string>& args, const TempDir& dir) {
-  for (size_t i = 0; i + 1 < args.size(); ++i)
-    if (args[i] == "--control") return args[i + 1];
-  args.push_back("--control");
-  args.push_back(dir.file("control.sock"));
-  return args.back();
+  // Options only: after "--" comes an app's command line (--exec).
+  const auto end = std::find(args.begin(), args.end(), "--");
+  for (auto it = args.begin(); it != end && it + 1 != end; ++it)
+    if (*it == "--control") return *(it + 1);
+  const std::string path = dir.file("control.sock");
+  args.insert(args.begin(), {"--control", path});
+  return path;
 }
 
 BatondProcess BatondProcess::launch(std::vector<std::string> args, TestProcess::Options options) {

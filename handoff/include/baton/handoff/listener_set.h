@@ -18,6 +18,10 @@ struct ListenerRequest {
   std::string name;
   ListenAddress address;                // as configured; a TCP port may be 0
   std::optional<unsigned> unix_mode{};  // permissions of a Unix socket file we bind
+  // Another process accepts on it (a supervised app): left in blocking mode,
+  // as systemd passes sockets, rather than made non-blocking for our loop.
+  // The mode belongs to the socket, which every process holding it shares.
+  bool blocking = false;
 };
 
 // A listening socket with its identity, as a predecessor hands it over.

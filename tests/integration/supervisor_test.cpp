@@ -1,0 +1,500 @@
+// Supervisor mode (batond --exec): real third-party servers (Debian's
+// gunicorn and uWSGI) and a small app of our own with switches for each
+// misbehaviour, under real HTTP load (Debian's wrk), restarted through
+// batonctl and signals, with batond itself upgraded under them.
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <thread>
+
+#include "support/batond.h"
+#include "support/client.h"
+
+namespace baton::test {
+namespace {
+
+const std::string kApps = BATON_APPS_DIR;
+
+CommandResult batonctl(const BatondProcess& d, std::vector<std::string> args, std::chrono::milliseconds timeout = 90s) {
+  args.insert(args.begin(), {batonctl_path(), "--control", d.control_path()});
+  return run_command(args, timeout);
+}
+
+nlohmann::json status_json(const BatondProcess& d) {
+  auto r = batonctl(d, {"status", "--json"});
+  EXPECT_EQ(r.status.code, 0) << r.err;
+  return nlohmann::json::parse(r.out, nullptr, false);
+}
+
+nlohmann::json app_status(const BatondProcess& d) {
+  auto j = status_json(d);
+  return j.is_object() && j.contains("app") ? j["app"] : nlohmann::json();
+}
+
+// Waits for the app to serve (ready, no restart in flight); returns its pid or 0.
+pid_t wait_app_serving(const BatondProcess& d, std::chrono::milliseconds timeout = 30s) {
+  pid_t pid = 0;
+  eventually(
+      [&] {
+        auto a = app_status(d);
+        if (!a.is_object() || !a.value("ready", false) || a.value("restart_in_progress", true)) return false;
+        pid = a["pid"].get<pid_t>();
+        return true;
+      },
+      timeout);
+  return pid;
+}
+
+// One HTTP/1.0 GET; the body, or nullopt on any failure.
+std::optional<std::string> http_get(const std::string& endpoint) {
+  auto fd = connect_to(endpoint);
+  if (!fd) return std::nullopt;
+  if (!send_all(fd.get(), "GET / HTTP/1.0\r\nHost: test\r\n\r\n")) return std::nullopt;
+  std::string response;
+  for (;;) {
+    std::string partial;
+    auto chunk = recv_exact(fd.get(), 65536, 10s, &partial);
+    response += chunk ? *chunk : partial;
+    if (!chunk) break;
+  }
+  if (!response.starts_with("HTTP/1.") || response.find(" 200 ") == std::string::npos) return std::nullopt;
+  auto body = response.find("\r\n\r\n");
+  return body == std::string::npos ? std::nullopt : std::optional(response.substr(body + 4));
+}
+
+bool serves(const std::string& endpoint, const std::string& text) {
+  auto body = http_get(endpoint);
+  return body && body->find(text) != std::string::npos;
+}
+
+// Every process group an app instance led: killed when the test ends,
+// whatever it asserted (batond's own clean-up covers batond's pids).
+class AppGroups {
+ public:
+  ~AppGroups() {
+    for (pid_t p : pids_) ::kill(-p, SIGKILL);
+    for (pid_t p : pids_) wait_pid_gone(p, 5s);
+    reap_zombies();
+  }
+  void add(pid_t pid) {
+    if (pid > 0) pids_.insert(pid);
+  }
+  // Every instance the status names.
+  void add_from(const BatondProcess& d) {
+    auto a = app_status(d);
+    if (!a.is_object()) return;
+    for (const auto& i : a["instances"]) add(i["pid"].get<pid_t>());
+  }
+
+ private:
+  std::set<pid_t> pids_;
+};
+
+// wrk, Debian's HTTP load generator, with a report script that prints its
+// totals as one JSON line; stopped with SIGINT (it then reports).
+class Wrk {
+ public:
+  Wrk(const std::string& endpoint, const TempDir& dir, int connections = 8) {
+    const auto script = dir.file("report.lua");
+    std::ofstream(script) << R"(done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('{"requests":%d,"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d}\n',
+    summary.requests, e.connect, e.read, e.write, e.status, e.timeout))
+end
+)";
+    proc_.emplace(TestProcess::start({"/usr/bin/wrk", "-t1", "-c" + std::to_string(connections), "-d300s", "--timeout",
+                                      "10s", "-s", script, "http://" + endpoint + "/"}));
+  }
+  // Stops it and returns its report.
+  nlohmann::json finish() {
+    proc_->signal(SIGINT);
+    auto status = proc_->wait_exit(30s);
+    EXPECT_TRUE(status && status->success()) << proc_->log();
+    std::istringstream in(proc_->log());
+    for (std::string line; std::getline(in, line);)
+      if (line.starts_with("{\"requests\"")) return nlohmann::json::parse(line, nullptr, false);
+    ADD_FAILURE() << "wrk printed no report:\n" << proc_->log();
+    return {};
+  }
+  static void expect_clean(const nlohmann::json& r) {
+    ASSERT_TRUE(r.is_object());
+    EXPECT_GT(r["requests"].get<long>(), 0);
+    for (const char* k : {"connect", "read", "write", "timeout"}) EXPECT_EQ(r[k].get<long>(), 0) << k << " errors: " << r;
+    EXPECT_EQ(r["status"].get<long>(), 0) << "non-2xx responses: " << r;
+  }
+
+ private:
+  std::optional<TestProcess> proc_;
+};
+
+std::vector<std::string> with_exec(std::vector<std::string> args, const std::vector<std::string>& command) {
+  args.push_back("--exec");
+  args.push_back("--");
+  args.insert(args.end(), command.begin(), command.end());
+  return args;
+}
+
+std::vector<std::string> helper_app(std::vector<std::string> extra = {}) {
+  std::vector<std::string> cmd{"/usr/bin/python3", kApps + "/listen_fds_app.py"};
+  cmd.insert(cmd.end(), extra.begin(), extra.end());
+  return cmd;
+}
+
+// A WSGI module in `dir` (webapp.py, or `module`.py): answers "version=V", or raises at import.
+void write_wsgi_app(const TempDir& dir, const std::string& version, bool broken = false,
+                    const std::string& module = "webapp") {
+  std::ofstream f(dir.file(module + ".py.tmp"));
+  if (broken) f << "raise RuntimeError('version " << version << " is broken')\n";
+  f << "import os\n"
+       "def application(environ, start_response):\n"
+       "    body = b'version="
+    << version
+    << " pid=%d' % os.getpid()\n"
+       "    start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', str(len(body)))])\n"
+       "    return [body]\n";
+  f.close();
+  std::rename(dir.file(module + ".py.tmp").c_str(), dir.file(module + ".py").c_str());
+}
+
+std::vector<std::string> gunicorn(const TempDir& dir) {
+  return {"/usr/bin/gunicorn", "--chdir", dir.path(), "--workers", "2", "--graceful-timeout", "10", "webapp:application"};
+}
+
+std::vector<std::string> uwsgi(const TempDir& dir) {
+  // SIGTERM stops uWSGI gracefully only with this hook (its own default is a
+  // brutal reload); the systemd sockets become HTTP sockets with --protocol.
+  return {"/usr/bin/uwsgi",     "--plugin",   "python3",  "--master", "--workers", "2",
+          "--protocol",         "http",       "--chdir",  dir.path(), "--module",  "webapp:application",
+          "--hook-master-start", "unix_signal:15 gracefully_kill_them_all", "--disable-logging", "--need-app",
+          // Its HTTP sockets close after each response: said so, wrk reconnects instead of counting an error.
+          "--add-header",       "Connection: close",
+          // Accepting under a lock: a worker told to stop is never one
+          // that has just taken a connection off the queue.
+          "--thunder-lock"};
+}
+
+// Twenty restarts under wrk: not one failed request.
+void restart_twenty_times_under_load(const std::vector<std::string>& command, const TempDir& dir) {
+  AppGroups groups;
+  auto d = BatondProcess::start(
+      with_exec({"--listen", "http=tcp://127.0.0.1:0", "--app-probation", "0.3", "--app-drain-timeout", "10"}, command));
+  const pid_t first = wait_app_serving(d);
+  ASSERT_GT(first, 0) << d.log();
+  groups.add(first);
+  const auto endpoint = d.address("http");
+  ASSERT_TRUE(http_get(endpoint)) << d.log();
+
+  Wrk wrk(endpoint, dir);
+  std::set<pid_t> served_by{first};
+  for (int i = 0; i < 20; ++i) {
+    write_wsgi_app(dir, std::string("v").append(std::to_string(i + 2)));
+    auto r = batonctl(d, {"restart"});
+    ASSERT_EQ(r.status.code, 0) << "restart " << i + 1 << ": " << r.out << r.err << "\n" << d.log();
+    const pid_t now = wait_app_serving(d);
+    groups.add(now);
+    EXPECT_TRUE(served_by.insert(now).second) << "restart " << i + 1 << " left the same pid serving";
+    // Its workers have imported this version before the next one is written.
+    EXPECT_TRUE(eventually([&] { return serves(endpoint, "version=v" + std::to_string(i + 2)); }, 20s));
+  }
+  auto report = wrk.finish();
+  Wrk::expect_clean(report);
+  if (::testing::Test::HasFailure()) std::cerr << d.log();
+  EXPECT_TRUE(serves(endpoint, "version=v21"));
+  auto a = app_status(d);
+  EXPECT_EQ(a["restarts"], 20);
+  EXPECT_EQ(a["crashes"], 0);
+  groups.add_from(d);
+}
+
+TEST(Supervisor, GunicornRestartsTwentyTimesUnderWrkWithoutAFailedRequest) {
+  TempDir dir;
+  write_wsgi_app(dir, "v1");
+  restart_twenty_times_under_load(gunicorn(dir), dir);
+}
+
+TEST(Supervisor, UwsgiRestartsTwentyTimesUnderWrkWithoutAFailedRequest) {
+  TempDir dir;
+  write_wsgi_app(dir, "v1");
+  restart_twenty_times_under_load(uwsgi(dir), dir);
+}
+
+TEST(Supervisor, BatondUpgradesFiveTimesUnderWrkWhileTheAppServesOnWithoutARestart) {
+  TempDir dir;
+  write_wsgi_app(dir, "v1");
+  AppGroups groups;
+  auto d = BatondProcess::start(
+      with_exec({"--listen", "http=tcp://127.0.0.1:0", "--upgrade-probation", "0.2"}, gunicorn(dir)));
+  const pid_t app = wait_app_serving(d);
+  ASSERT_GT(app, 0) << d.log();
+  groups.add(app);
+  const auto endpoint = d.address("http");
+  Wrk wrk(endpoint, dir);
+  for (int i = 0; i < 5; ++i) {
+    auto r = batonctl(d, {"upgrade"});
+    ASSERT_EQ(r.status.code, 0) << r.out << r.err << "\n" << d.log();
+    auto j = status_json(d);
+    EXPECT_EQ(j["generation"], i + 2);
+    EXPECT_EQ(j["app"]["pid"], app) << "the app was restarted by a batond upgrade";
+    EXPECT_EQ(j["app"]["restarts"], 0);
+  }
+  Wrk::expect_clean(wrk.finish());
+  EXPECT_TRUE(http_get(endpoint));
+  // The newest batond supervises it: a restart works from there.
+  auto r = batonctl(d, {"restart"});
+  EXPECT_EQ(r.status.code, 0) << r.out << r.err;
+  groups.add_from(d);
+}
+
+TEST(Supervisor, ABrokenNewVersionIsRefusedWithItsStderrAndTheOldOneServesOn) {
+  TempDir dir;
+  // Each version its own module, named in the config file: gunicorn says
+  // READY before its workers import the app, so a worker of the old instance
+  // could otherwise still be importing when the file changes.
+  auto write_config = [&](const std::string& module) {
+    std::ofstream(dir.file("batond.toml"))
+        << "[app]\ncommand = [\"/usr/bin/gunicorn\", \"--chdir\", \"" << dir.path() << "\", \"--workers\", \"2\", \"" << module
+        << ":application\"]\n";
+  };
+  write_wsgi_app(dir, "v1", false, "webapp_v1");
+  write_config("webapp_v1");
+  AppGroups groups;
+  auto d = BatondProcess::start({"--config", dir.file("batond.toml"), "--listen", "http=tcp://127.0.0.1:0", "--exec"});
+  const pid_t old = wait_app_serving(d);
+  ASSERT_GT(old, 0) << d.log();
+  groups.add(old);
+  const auto endpoint = d.address("http");
+
+  write_wsgi_app(dir, "v2", /*broken=*/true, "webapp_v2");
+  write_config("webapp_v2");
+  ASSERT_EQ(batonctl(d, {"reload"}).status.code, 0);
+  auto r = batonctl(d, {"restart"});
+  groups.add_from(d);
+  EXPECT_EQ(r.status.code, 1) << r.out << r.err;
+  // gunicorn says READY before its workers import the app: the probation catches it.
+  EXPECT_NE(r.err.find("restart failed: new pid"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("version v2 is broken"), std::string::npos) << "the reason names the app's own error: " << r.err;
+  auto a = app_status(d);
+  EXPECT_EQ(a["pid"], old) << d.log();
+  EXPECT_EQ(a["failed_restarts"], 1);
+  EXPECT_EQ(a["last_restart"]["ok"], false);
+  auto body = http_get(endpoint);
+  ASSERT_TRUE(body);
+  EXPECT_NE(body->find("version=v1"), std::string::npos) << *body;
+}
+
+TEST(Supervisor, TheEnvironmentIsSystemdsListenFdsAndTheAppLeadsItsOwnGroup) {
+  TempDir dir;
+  AppGroups groups;
+  auto d = BatondProcess::start(with_exec({"--listen", "web=tcp://127.0.0.1:0", "--listen", "admin=unix:" + dir.file("a.sock")},
+                                          helper_app({"--env-file", dir.file("env.json")})));
+  const pid_t pid = wait_app_serving(d);
+  ASSERT_GT(pid, 0) << d.log();
+  groups.add(pid);
+  std::ifstream in(dir.file("env.json"));
+  auto env = nlohmann::json::parse(in, nullptr, false);
+  ASSERT_TRUE(env.is_object());
+  EXPECT_EQ(env["pid"], pid);
+  EXPECT_EQ(env["LISTEN_PID"], std::to_string(pid));
+  EXPECT_EQ(env["LISTEN_FDS"], "2");
+  EXPECT_EQ(env["LISTEN_FDNAMES"], "web:admin");
+  EXPECT_EQ(env["pgid"], pid);
+  EXPECT_TRUE(env["NOTIFY_SOCKET"].get<std::string>().starts_with("@baton-notify/"));
+  EXPECT_NE(env["addresses"][0].get<std::string>().find(d.address("web").substr(d.address("web").rfind(':') + 1)),
+            std::string::npos);
+  EXPECT_NE(env["addresses"][1].get<std::string>().find("a.sock"), std::string::npos);
+  auto web = http_get(d.address("web"));
+  auto admin = http_get(dir.file("a.sock"));
+  ASSERT_TRUE(web && admin);
+  EXPECT_EQ(*web, *admin);
+  // Its output is batond's log, one line each, with its pid.
+  EXPECT_TRUE(d.process().wait_for_line("app pid=" + std::to_string(pid) + " stdout: listening on 2 socket(s)"));
+}
+
+TEST(Supervisor, AnAppThatIgnoresTheStopSignalIsKilledWithItsGroupAtTheDrainTimeout) {
+  TempDir dir;
+  AppGroups groups;
+  auto d = BatondProcess::start(with_exec({"--listen", "http=tcp://127.0.0.1:0", "--app-probation", "0", "--app-drain-timeout",
+                                           "1"},
+                                          helper_app({"--ignore-term"})));
+  const pid_t old = wait_app_serving(d);
+  ASSERT_GT(old, 0) << d.log();
+  groups.add(old);
+  auto r = batonctl(d, {"restart"});
+  ASSERT_EQ(r.status.code, 0) << r.out << r.err;
+  groups.add_from(d);
+  EXPECT_TRUE(wait_pid_gone(old, 15s)) << "pid " << old << " ignored SIGTERM and was not killed";
+  EXPECT_TRUE(d.process().wait_for_line("app: pid " + std::to_string(old) + " still runs at the drain timeout"));
+  EXPECT_TRUE(http_get(d.address("http")));
+}
+
+TEST(Supervisor, AnAppThatDiesIsRestartedAndItsClientsWaitInTheBacklogMeanwhile) {
+  TempDir dir;
+  AppGroups groups;
+  auto d = BatondProcess::start(with_exec({"--listen", "http=tcp://127.0.0.1:0"}, helper_app()));
+  const pid_t old = wait_app_serving(d);
+  ASSERT_GT(old, 0) << d.log();
+  groups.add(old);
+  const auto endpoint = d.address("http");
+  ::kill(old, SIGKILL);
+  // Sent at once, while no instance runs: the listener never closed, so the
+  // connection waits for the next instance instead of being refused.
+  auto body = http_get(endpoint);
+  groups.add_from(d);
+  ASSERT_TRUE(body) << d.log();
+  const pid_t now = wait_app_serving(d);
+  groups.add(now);
+  EXPECT_NE(now, old);
+  EXPECT_NE(body->find("pid=" + std::to_string(now)), std::string::npos) << *body;
+  auto a = app_status(d);
+  EXPECT_EQ(a["crashes"], 1);
+}
+
+TEST(Supervisor, ANewInstanceNeverReadyIsKilledAndAStrangersReadyIsIgnored) {
+  TempDir dir;
+  AppGroups groups;
+  const auto config = dir.file("batond.toml");
+  auto write_config = [&](const std::string& ready) {
+    std::ofstream(config) << "[app]\ncommand = [\"/usr/bin/python3\", \"" << kApps << "/listen_fds_app.py\", \"--ready\", \""
+                          << ready << "\", \"--env-file\", \"" << dir.file("env.json") << "\"]\nready_timeout = 1.5\n";
+  };
+  write_config("notify");
+  auto d = BatondProcess::start({"--config", config, "--listen", "http=tcp://127.0.0.1:0", "--exec"});
+  const pid_t old = wait_app_serving(d);
+  ASSERT_GT(old, 0) << d.log();
+  groups.add(old);
+  std::ifstream in(dir.file("env.json"));
+  const auto notify = nlohmann::json::parse(in, nullptr, false)["NOTIFY_SOCKET"].get<std::string>();
+
+  write_config("never");
+  ASSERT_EQ(batonctl(d, {"reload"}).status.code, 0);
+  std::thread stranger([&] {
+    // The test process is no instance of the app, nor under one.
+    if (!d.process().wait_for_line("app: started pid", 10s, 1)) return;
+    int s = ::socket(AF_UNIX, SOCK_DGRAM, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::memcpy(addr.sun_path + 1, notify.data() + 1, notify.size() - 1);
+    (void)::sendto(s, "READY=1", 7, 0, reinterpret_cast<sockaddr*>(&addr),
+                   static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + notify.size()));
+    ::close(s);
+  });
+  auto r = batonctl(d, {"restart"});
+  stranger.join();
+  groups.add_from(d);
+  EXPECT_EQ(r.status.code, 1) << r.out << r.err;
+  EXPECT_NE(r.err.find("not ready within 1.5 s"), std::string::npos) << r.err;
+  EXPECT_TRUE(d.process().wait_for_line("which is no instance of the app"));
+  EXPECT_EQ(app_status(d)["pid"], old);
+  EXPECT_TRUE(http_get(d.address("http")));
+}
+
+TEST(Supervisor, ANewInstanceThatDiesInProbationLeavesTheOldOneServing) {
+  TempDir dir;
+  AppGroups groups;
+  const auto config = dir.file("batond.toml");
+  auto write_config = [&](const std::string& extra) {
+    std::ofstream(config) << "[app]\ncommand = [\"/usr/bin/python3\", \"" << kApps << "/listen_fds_app.py\"" << extra
+                          << "]\nprobation = 3\n";
+  };
+  write_config("");
+  auto d = BatondProcess::start({"--config", config, "--listen", "http=tcp://127.0.0.1:0", "--exec"});
+  const pid_t old = wait_app_serving(d);
+  ASSERT_GT(old, 0) << d.log();
+  groups.add(old);
+  write_config(", \"--exit-after-ready\", \"0.5\"");
+  // SIGHUP: the config is re-read, then the app restarted on it.
+  d.signal_serving(SIGHUP);
+  auto failed = d.process().wait_for_line("app: restart (SIGHUP) failed", 20s);
+  groups.add_from(d);
+  ASSERT_TRUE(failed) << d.log();
+  EXPECT_NE(failed->find("exited in probation"), std::string::npos) << *failed;
+  auto a = app_status(d);
+  EXPECT_EQ(a["pid"], old);
+  EXPECT_EQ(a["instances"].size(), 1u);
+  EXPECT_TRUE(http_get(d.address("http")));
+}
+
+TEST(Supervisor, StopStopsTheAppFirstThenBatondExits) {
+  TempDir dir;
+  write_wsgi_app(dir, "v1");
+  AppGroups groups;
+  auto d = BatondProcess::start(with_exec({"--listen", "http=tcp://127.0.0.1:0"}, gunicorn(dir)));
+  const pid_t app = wait_app_serving(d);
+  ASSERT_GT(app, 0) << d.log();
+  groups.add(app);
+  auto r = batonctl(d, {"stop"});
+  EXPECT_EQ(r.status.code, 0) << r.out << r.err;
+  auto exit = d.process().wait_exit(20s);
+  ASSERT_TRUE(exit);
+  EXPECT_TRUE(exit->success()) << exit->describe();
+  EXPECT_TRUE(wait_pid_gone(app, 5s));
+  EXPECT_TRUE(d.process().wait_for_line("app: every instance has exited"));
+}
+
+TEST(Supervisor, ANewBatondThatDiesInProbationLeavesTheOldOneSupervising) {
+  TempDir dir;
+  AppGroups groups;
+  auto d = BatondProcess::start(
+      with_exec({"--listen", "http=tcp://127.0.0.1:0", "--upgrade-probation", "5"}, helper_app()));
+  const pid_t app = wait_app_serving(d);
+  ASSERT_GT(app, 0) << d.log();
+  groups.add(app);
+  const pid_t old = d.serving_pid();
+  d.signal_serving(SIGUSR2);
+  const pid_t next = d.wait_commit(old);
+  ASSERT_GT(next, 0) << d.log();
+  ASSERT_TRUE(d.wait_for_line(next, "app: took over 1 instance(s)")) << d.log();
+  ::kill(next, SIGKILL);
+  ASSERT_TRUE(d.wait_for_line(old, "resumes serving", 20s)) << d.log();
+  // The old batond supervises again: the app serves, and restarts work.
+  auto r = batonctl(d, {"restart"});
+  groups.add_from(d);
+  EXPECT_EQ(r.status.code, 0) << r.out << r.err << d.log();
+  EXPECT_TRUE(http_get(d.address("http")));
+}
+
+TEST(Supervisor, BadCommandLinesAreUsageErrors) {
+  TempDir dir;
+  struct Case {
+    std::vector<std::string> args;
+    std::string message;
+  };
+  for (const auto& c : std::vector<Case>{
+           {{"--exec"}, "--exec needs a command"},
+           {{"--", "/bin/true"}, "an app command needs --exec"},
+           {{"--app-ready", "soon", "--exec", "--", "/bin/true"}, "is not \"notify\" or \"delay=MS\""},
+           {{"--app-stop-signal", "NOPE", "--exec", "--", "/bin/true"}, "is not a signal"},
+       }) {
+    std::vector<std::string> argv{batond_path()};
+    argv.insert(argv.end(), c.args.begin(), c.args.end());
+    auto r = run_command(argv);
+    EXPECT_EQ(r.status.code, 2) << c.message << ": " << r.err;
+    EXPECT_NE(r.err.find(c.message), std::string::npos) << r.err;
+  }
+  const auto config = dir.file("bad.toml");
+  std::ofstream(config) << "[app]\ncommand = []\n";
+  auto r = run_command({batond_path(), "--check-config", config});
+  EXPECT_EQ(r.status.code, 1);
+  EXPECT_NE(r.err.find("bad.toml:2: app.command: must be a non-empty array of strings"), std::string::npos) << r.err;
+}
+
+TEST(Supervisor, ACommandThatCannotStartIsRetriedWithBackoffAndRestartSaysWhy) {
+  TempDir dir;
+  auto d = BatondProcess::start(with_exec({"--listen", "http=tcp://127.0.0.1:0"}, {dir.file("missing-app")}));
+  EXPECT_TRUE(d.process().wait_for_line("app: could not start: command " + dir.file("missing-app")));
+  auto r = batonctl(d, {"restart"});
+  EXPECT_EQ(r.status.code, 1);
+  EXPECT_NE(r.err.find("No such file or directory"), std::string::npos) << r.err;
+  EXPECT_EQ(app_status(d)["state"], "down");
+}
+
+}  // namespace
+}  // namespace baton::test
