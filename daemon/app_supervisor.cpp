@@ -446,10 +446,13 @@ handoff::Status AppSupervisor::adopt(const std::string& data, std::vector<handof
   } catch (const nlohmann::json::exception& e) {
     return handoff::Error{std::string("app state: ") + e.what()};
   }
-  if (auto st = notify_.start(loop_, [this](pid_t p, const NotifyFields& f) { on_notify(p, f); }); !st) return st;
+  // Paused until this generation has COMMIT (resume()): the old one
+  // supervises until then, and two supervisors would replace a crashed
+  // instance twice.
+  mode_ = Mode::Paused;
+  for (auto* i : instances()) i->pause();
   spdlog::info("app: took over {} instance(s) from the previous batond; pid {} serves", instances().size(),
                serving_pid());
-  if (!current_) start_replacement(milliseconds(0), "no instance served at the hand-off");
   return {};
 }
 

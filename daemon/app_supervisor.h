@@ -68,6 +68,7 @@ class AppSupervisor {
   // A fresh start: a new notify socket and the first instance.
   handoff::Status start();
   // After a batond hand-off: what the older generation ran (its state()).
+  // Paused: supervised from resume() on, once this generation has COMMIT.
   handoff::Status adopt(const std::string& data, std::vector<handoff::UniqueFd> fds);
 
   // Replaces the serving instance; the outcome comes later through the events.

@@ -719,5 +719,72 @@ TEST(SuccessorFromEnvironment, AMalformedAdvertisementIsRefused) {
   }
 }
 
+// ---- STATE (protocol 3): the caller's own state and fds ------------------------------
+
+TEST(SuccessorState, ComesWithItsFdsInOrderAndOnlyOnce) {
+  auto tcp = listen_on("tcp://127.0.0.1:0");
+  int pipe_fds[2];
+  ASSERT_EQ(::pipe2(pipe_fds, O_CLOEXEC), 0);
+  UniqueFd r(pipe_fds[0]), w(pipe_fds[1]);
+  Handoff h = make_handoff();
+  std::vector<ListenerOffer> offers{{"echo", "tcp://127.0.0.1:0", tcp.bound.to_string(), tcp.fd.get()}};
+  auto messages = listener_messages(offers, {{"app", "{\"v\":1}", {r.get(), w.get()}}, {"other", "", {}}});
+  ASSERT_TRUE(messages.ok()) << messages.error().message;
+  for (const auto& m : messages.value()) ASSERT_TRUE(h.peer.send(m.type, m.payload, m.fds).ok());
+  auto got = h.successor.take_listeners(2s);
+  ASSERT_TRUE(got.ok()) << got.error().message;
+  EXPECT_EQ(got->size(), 1u);
+  auto state = h.successor.take_state();
+  ASSERT_EQ(state.size(), 2u);
+  EXPECT_EQ(state[0].key, "app");
+  EXPECT_EQ(state[0].data, "{\"v\":1}");
+  ASSERT_EQ(state[0].fds.size(), 2u);
+  // The same pipe, in the order sent: what goes into the write end comes out of the read end.
+  ASSERT_EQ(::write(state[0].fds[1].get(), "x", 1), 1);
+  char c = 0;
+  EXPECT_EQ(::read(r.get(), &c, 1), 1);
+  EXPECT_EQ(c, 'x');
+  EXPECT_EQ(state[1].key, "other");
+  EXPECT_TRUE(state[1].fds.empty());
+  EXPECT_TRUE(h.successor.take_state().empty()) << "taken once";
+}
+
+TEST(SuccessorState, AKeySentTwiceIsRefused) {
+  Handoff h = make_handoff();
+  for (int i = 0; i < 2; ++i) ASSERT_TRUE(h.peer.send(MessageType::State, encode_state("app", "x")).ok());
+  send_end(h.peer, 0);
+  auto got = h.successor.take_listeners(2s);
+  ASSERT_FALSE(got.ok());
+  EXPECT_EQ(got.error().message, "STATE 'app' sent twice");
+}
+
+TEST(SuccessorState, IsNotAMessageOfProtocolTwo) {
+  auto p = HandoffChannel::create_pair();
+  ASSERT_TRUE(p.ok());
+  auto peer = HandoffChannel::adopt(std::move(p.value().second));
+  ASSERT_TRUE(peer.ok());
+  Successor successor(std::move(p.value().first), 2);
+  ASSERT_TRUE(peer->send(MessageType::State, encode_state("app", "x")).ok());
+  auto got = successor.take_listeners(2s);
+  ASSERT_FALSE(got.ok());
+  EXPECT_EQ(got.error().message, "expected LISTENERS, STATE or LISTENERS_END, got STATE");
+}
+
+TEST(SuccessorState, MalformedBodiesAreErrors) {
+  EXPECT_EQ(decode_state(encode_state("", "x")).error().message, "STATE: empty key");
+  auto bytes = encode_state("app", "abcdef");
+  bytes.pop_back();
+  EXPECT_EQ(decode_state(bytes).error().message, "payload truncated in field 'data'");
+  bytes = encode_state("app", "x");
+  bytes.push_back(0);
+  EXPECT_EQ(decode_state(bytes).error().message, "STATE payload has 1 unexpected trailing bytes");
+  auto ok = decode_state(encode_state("app", std::string("a\0b", 3)));
+  ASSERT_TRUE(ok.ok());
+  EXPECT_EQ(ok->second, std::string("a\0b", 3));
+  // Too many fds for one message is the sender's error, before anything is sent.
+  std::vector<int> fds(kMaxFdsPerMessage + 1, 0);
+  EXPECT_FALSE(listener_messages({}, {{"app", "", fds}}).ok());
+}
+
 }  // namespace
 }  // namespace baton::handoff
