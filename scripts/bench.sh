@@ -5,7 +5,9 @@
 #      drain = wait and, when batond has `--drain handoff`, again with that (1b);
 #   2. the naive restart (SIGTERM, a new batond on the same port) under the same load;
 #   3. echo throughput of batond against baseline-echo, alternating runs;
-#   4. resident memory per idle connection, batond and baseline-echo.
+#   4. resident memory per idle connection, batond and baseline-echo;
+#   7. supervisor mode (batond --exec gunicorn) against gunicorn's own USR2 upgrade and
+#      the naive restart, under wrk (scripts/bench/supervisor.py).
 # Full mode (3 to 4 minutes on 2 cores) writes docs/benchmarks.md; --smoke runs the
 # same steps with tiny sizes (about 20 s) and prints the report without writing it.
 # Either mode exits non-zero only when a step could not run at all (a tool missing or
@@ -21,7 +23,7 @@ case "${1:-}" in
   "") ;;
   --smoke) MODE=smoke ;;
   -h | --help)
-    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
     exit 0
     ;;
   *)
@@ -695,6 +697,23 @@ print("older generation has exited and none is a zombie (the test fails otherwis
 PY
 }
 
+# Supervisor mode against gunicorn's own upgrade and the naive restart, under wrk.
+step_supervisor() {
+  local restarts=10 spacing=1
+  [[ $MODE == smoke ]] && restarts=1 spacing=0.3
+  if ! command -v wrk >/dev/null || [[ ! -x /usr/bin/gunicorn ]] || ((!HAVE_BATONCTL)); then
+    md "" "## 7. Supervisor mode" "" "Skipped: needs wrk, gunicorn and batonctl."
+    return
+  fi
+  progress "7. supervisor mode: $restarts restart(s) each way under wrk"
+  if ! python3 "$ROOT/scripts/bench/supervisor.py" --batond "$BATOND" --batonctl "$BATONCTL" \
+      --restarts "$restarts" --spacing "$spacing" >"$WORK/supervisor.md" 2>"$WORK/supervisor.log"; then
+    broken "7. supervisor mode" "$WORK/supervisor.log"
+    return 1
+  fi
+  md "" "$(cat "$WORK/supervisor.md")"
+}
+
 # ---- run -----------------------------------------------------------------------------------
 : >"$REPORT"
 machine_section
@@ -716,6 +735,8 @@ step_memory || true
 kill_started
 interpretation_section
 chaos_section
+step_supervisor || true
+kill_started
 md "" "## Run" ""
 md "Took $((SECONDS - BENCH_START)) s; load average (1/5/15 min) at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
 for note in "${NOTES[@]}"; do md "" "Note: $note"; done
