@@ -52,6 +52,7 @@ handoff::Result<std::unique_ptr<AppInstance>> AppInstance::launch(uv_loop_t* loo
   instance->command_ = spec.argv;
   if (auto st = instance->watch(std::move(launched->out), std::move(launched->err)); !st) {
     instance->kill_group();
+    ::waitpid(instance->pid(), nullptr, 0);  // our child: not left a zombie
     return st.error();
   }
   return instance;
@@ -61,6 +62,7 @@ handoff::Result<std::unique_ptr<AppInstance>> AppInstance::adopt(uv_loop_t* loop
   std::unique_ptr<AppInstance> instance(
       new AppInstance(loop, handed.pid, std::move(handed.pidfd), handed.number, /*child=*/false, std::move(on_exit)));
   instance->state_ = handed.state;
+  instance->started_ = std::chrono::steady_clock::now() - std::chrono::milliseconds(std::max(0LL, handed.uptime_ms));
   instance->status_ = std::move(handed.status);
   instance->command_ = std::move(handed.command);
   if (auto st = instance->watch(std::move(handed.out), std::move(handed.err)); !st) return st.error();
@@ -142,6 +144,7 @@ void AppInstance::arm(std::chrono::milliseconds after, std::function<void()> fir
     return;
   }
   fire_ = std::move(fire);
+  uv_update_time(loop_);  // the loop's clock may be stale (an adoption runs before the loop does)
   uv_timer_start(deadline_.get(), &AppInstance::on_deadline, static_cast<uint64_t>(std::max<long long>(0, after.count())), 0);
 }
 
@@ -163,6 +166,7 @@ void AppInstance::on_deadline(uv_timer_t* timer) {
 }
 
 void AppInstance::kill_group() const {
+  if (pid() <= 1) return;  // kill(-1) or kill(-0) would reach far more than the app
   // Its own group (it leads it from birth); ESRCH once everything in it is gone.
   if (::kill(-pid(), SIGKILL) != 0 && errno != ESRCH)
     spdlog::warn("app pid={}: kill(-{}, SIGKILL): {}", pid(), pid(), std::strerror(errno));
@@ -179,8 +183,10 @@ void AppInstance::pause() {
 
 void AppInstance::resume() {
   paused_ = false;
-  if (paused_left_ && fire_)
+  if (paused_left_ && fire_) {
+    uv_update_time(loop_);
     uv_timer_start(deadline_.get(), &AppInstance::on_deadline, static_cast<uint64_t>(paused_left_->count()), 0);
+  }
   paused_left_.reset();
   start_reading(out_);
   start_reading(err_);

@@ -44,6 +44,7 @@ class AppInstance {
     uint64_t number = 0;
     AppState state = AppState::Serving;
     long long deadline_left_ms = -1;  // Stopping: when to kill its group
+    long long uptime_ms = 0;
     std::string status;
     std::vector<std::string> command;
     handoff::UniqueFd pidfd, out, err;

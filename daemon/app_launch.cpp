@@ -1,7 +1,9 @@
 #include "app_launch.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -21,10 +23,20 @@ struct Pipe {
   UniqueFd read, write;
 };
 
+// Never 0, 1 or 2 (should batond's own stdio be closed): the child's dup2
+// onto them must not meet a pipe end that is already there.
+UniqueFd above_stdio(int fd) {
+  if (fd < 0 || fd > 2) return UniqueFd(fd);
+  UniqueFd low(fd);
+  return UniqueFd(::fcntl(low.get(), F_DUPFD_CLOEXEC, 3));
+}
+
 handoff::Result<Pipe> make_pipe(const char* what) {
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) != 0) return handoff::errno_error(std::string("pipe2 (") + what + ")");
-  return Pipe{UniqueFd(fds[0]), UniqueFd(fds[1])};
+  Pipe p{above_stdio(fds[0]), above_stdio(fds[1])};
+  if (!p.read || !p.write) return handoff::errno_error(std::string("fcntl F_DUPFD (") + what + ")");
+  return p;
 }
 
 std::vector<char*> c_strings(std::vector<std::string>& v) {
@@ -108,7 +120,7 @@ handoff::Result<Launched> launch_app(const LaunchSpec& spec) {
   const int first = 3, count = static_cast<int>(listener_fds.size());
   std::vector<int> moved(listener_fds.size(), -1);
 
-  UniqueFd devnull(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+  UniqueFd devnull = above_stdio(::open("/dev/null", O_RDONLY | O_CLOEXEC));
   if (!devnull) return handoff::errno_error("open /dev/null");
   auto out = make_pipe("stdout");
   if (!out) return out.error();
@@ -117,17 +129,30 @@ handoff::Result<Launched> launch_app(const LaunchSpec& spec) {
   auto status = make_pipe("exec status");
   if (!status) return status.error();
 
+  rlimit fd_limit{};
+  const bool restore_fd_limit = spec.fd_soft_limit > 0 && ::getrlimit(RLIMIT_NOFILE, &fd_limit) == 0 &&
+                                static_cast<rlim_t>(spec.fd_soft_limit) < fd_limit.rlim_cur;
+  if (restore_fd_limit) fd_limit.rlim_cur = static_cast<rlim_t>(spec.fd_soft_limit);
+
+  // Every signal blocked across fork, as uv_spawn does: a signal that reached
+  // the child before its dispositions are reset would run batond's handler
+  // there (libuv's, which writes to the signal pipe batond shares).
+  sigset_t all, saved;
+  sigfillset(&all);
+  ::pthread_sigmask(SIG_SETMASK, &all, &saved);
   const pid_t pid = ::fork();
+  if (pid != 0) ::pthread_sigmask(SIG_SETMASK, &saved, nullptr);
   if (pid < 0) return handoff::errno_error("fork");
   if (pid == 0) {
     int status_fd = status->write.get();
     ::setpgid(0, 0);
-    sigset_t none;
-    sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);
     struct sigaction dfl {};
     dfl.sa_handler = SIG_DFL;
     for (int sig = 1; sig < NSIG; ++sig) ::sigaction(sig, &dfl, nullptr);  // SIG_IGN would survive exec
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    if (restore_fd_limit) ::setrlimit(RLIMIT_NOFILE, &fd_limit);
     if (::dup2(devnull.get(), 0) < 0 || ::dup2(out->write.get(), 1) < 0 || ::dup2(err->write.get(), 2) < 0)
       child_fail(status_fd);
     // Out of the way of fd 3..3+count first, the status pipe included, so

@@ -22,6 +22,7 @@ struct LaunchSpec {
   std::vector<std::string> argv;                       // argv[0] is looked up in PATH unless it has a '/'
   std::vector<std::pair<std::string, int>> listeners;  // name, fd (batond's; the child gets copies)
   std::string notify_socket;                           // NOTIFY_SOCKET for the app
+  long fd_soft_limit = -1;                             // RLIMIT_NOFILE's soft limit for the app; -1: batond's
 };
 
 struct Launched {

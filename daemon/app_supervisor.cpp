@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <fstream>
 
+#include "inherited_fds.h"
+
 namespace baton::daemon {
 namespace {
 
@@ -26,6 +28,14 @@ std::string seconds(milliseconds ms) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%g s", static_cast<double>(ms.count()) / 1000.0);
   return buf;
+}
+
+// The pid a pidfd refers to, from /proc/self/fdinfo (0 if unknown, -1 if it has exited).
+pid_t pid_of_pidfd(int fd) {
+  std::ifstream info("/proc/self/fdinfo/" + std::to_string(fd));
+  for (std::string line; std::getline(info, line);)
+    if (line.starts_with("Pid:")) return static_cast<pid_t>(std::atol(line.c_str() + 4));
+  return 0;
 }
 
 // The parent of `pid` from /proc (0 if it is gone).
@@ -76,7 +86,7 @@ handoff::Status AppSupervisor::start() {
 }
 
 handoff::Result<std::unique_ptr<AppInstance>> AppSupervisor::launch(const std::vector<std::string>& command) {
-  LaunchSpec spec{command, listeners_, notify_.address()};
+  LaunchSpec spec{command, listeners_, notify_.address(), original_fd_limit()};
   auto instance = AppInstance::launch(loop_, spec, next_number_,
                                       [this](AppInstance& i, const std::string& how) { on_exit(i, how); });
   if (!instance) return instance.error();
@@ -125,6 +135,9 @@ void AppSupervisor::on_notify(pid_t sender, const NotifyFields& fields) {
 }
 
 void AppSupervisor::on_ready(AppInstance& instance) {
+  // Stopping: a late READY must not promote an instance told to stop (nor
+  // cancel the deadline that kills it).
+  if (mode_ != Mode::Running) return;
   instance.disarm();
   const double ms = ms_since(instance.started());
   if (&instance == candidate_.get()) {
@@ -143,6 +156,7 @@ void AppSupervisor::on_ready(AppInstance& instance) {
     instance.set_state(AppState::Serving);
     last_good_ = instance.command();
     spdlog::info("app: pid {} ready after {:.1f} ms; serving", instance.pid(), ms);
+    if (events_.serving) events_.serving(instance.pid());
   }
 }
 
@@ -158,6 +172,7 @@ void AppSupervisor::on_probation_passed() {
   spdlog::info("app: restart ({}) done after {:.1f} ms: pid {} passed its probation and serves", restart_trigger_,
                outcome.ms, outcome.pid);
   if (old) retire(std::move(old), "replaced by pid " + std::to_string(outcome.pid));
+  if (events_.serving) events_.serving(outcome.pid);
   last_restart_ = {{"ok", true}, {"trigger", restart_trigger_}, {"pid", outcome.pid}, {"old_pid", outcome.old_pid},
                    {"ms", outcome.ms}};
   if (events_.outcome) events_.outcome(outcome);
@@ -212,6 +227,7 @@ void AppSupervisor::fail_restart(const std::string& reason) {
   last_restart_ = {{"ok", false}, {"trigger", restart_trigger_}, {"error", reason}, {"ms", outcome.ms}};
   candidate_failure_.clear();
   if (events_.outcome) events_.outcome(outcome);
+  if (mode_ == Mode::Stopping) return check_stopped();
   // The old one died meanwhile: the last good command, at once.
   if (mode_ == Mode::Running && !current_ && !candidate_) start_replacement(milliseconds(0), "the restart failed");
 }
@@ -236,8 +252,19 @@ void AppSupervisor::bury(std::unique_ptr<AppInstance> instance) {
   uv_timer_start(reaper_.get(), [](uv_timer_t* t) { static_cast<AppSupervisor*>(t->data)->dead_.clear(); }, 0, 0);
 }
 
+void AppSupervisor::set_held(bool held) {
+  if (held_ == held) return;
+  held_ = held;
+  if (!held_ && mode_ == Mode::Running && !current_ && !candidate_)
+    start_replacement(milliseconds(0), "the previous batond generation has exited");
+}
+
 void AppSupervisor::start_replacement(milliseconds after, const std::string& why) {
   if (mode_ != Mode::Running) return;
+  if (held_) {
+    spdlog::warn("app: no instance serves ({}); a new one starts once the previous batond generation has exited", why);
+    return;
+  }
   spdlog::info("app: starting a new instance in {} ms ({})", after.count(), why);
   if (!replacement_ && replacement_.init(uv_timer_init, loop_, this) != 0) return;
   uv_timer_start(replacement_.get(), [](uv_timer_t* t) { static_cast<AppSupervisor*>(t->data)->on_replacement_due(); },
@@ -245,7 +272,7 @@ void AppSupervisor::start_replacement(milliseconds after, const std::string& why
 }
 
 void AppSupervisor::on_replacement_due() {
-  if (mode_ != Mode::Running || current_ || candidate_) return;
+  if (mode_ != Mode::Running || held_ || current_ || candidate_) return;
   auto instance = launch(last_good_.empty() ? options_.command : last_good_);
   if (!instance) {
     const auto delay = std::clamp(backoff_, kFirstBackoff, kMaxBackoff);
@@ -263,6 +290,7 @@ handoff::Status AppSupervisor::restart(const std::string& trigger) {
   };
   if (mode_ == Mode::Paused) return refuse("this batond generation handed over to a newer one");
   if (mode_ == Mode::Stopping) return refuse("batond is stopping");
+  if (held_) return refuse("the previous batond generation is still on probation (it could resume); restart once it has exited");
   if (candidate_) return refuse("a restart is in progress already (new pid " + std::to_string(candidate_->pid()) + ")");
   restart_trigger_ = trigger;
   restart_started_ = Clock::now();
@@ -293,13 +321,13 @@ void AppSupervisor::stop() {
   if (paused)
     for (auto* i : instances()) i->resume();
   if (candidate_) {
-    candidate_failure_ = "batond is stopping";
+    candidate_failure_ = "was told to stop: batond is stopping";
     candidate_->signal(options_.stop_signal);
     AppInstance* raw = candidate_.get();
     candidate_->arm(options_.drain_timeout, [raw] { raw->kill_group(); });
   }
   if (current_) retire(std::move(current_), "batond is stopping");
-  if (!any_alive() && events_.stopped) events_.stopped();
+  check_stopped();
 }
 
 void AppSupervisor::force() {
@@ -307,7 +335,9 @@ void AppSupervisor::force() {
 }
 
 void AppSupervisor::check_stopped() {
-  if (mode_ == Mode::Stopping && !any_alive() && events_.stopped) events_.stopped();
+  if (mode_ != Mode::Stopping || any_alive() || stopped_reported_) return;
+  stopped_reported_ = true;
+  if (events_.stopped) events_.stopped();
 }
 
 bool AppSupervisor::any_alive() const { return current_ || candidate_ || !retiring_.empty(); }
@@ -349,6 +379,10 @@ void AppSupervisor::resume() {
 
 handoff::Result<handoff::StateOffer> AppSupervisor::state() const {
   if (candidate_) return handoff::Error{"an app restart is in progress (new pid " + std::to_string(candidate_->pid()) + ")"};
+  // The new batond could not tell when it is ready: it would have to time
+  // its readiness without knowing when it started.
+  if (current_ && current_->state() == AppState::Starting)
+    return handoff::Error{"the app's instance pid " + std::to_string(current_->pid()) + " is not ready yet"};
   handoff::StateOffer offer{kAppStateKey, {}, {notify_.fd()}};
   nlohmann::json instances = nlohmann::json::array();
   auto index_of = [&offer](int fd) -> int {
@@ -368,6 +402,7 @@ handoff::Result<handoff::StateOffer> AppSupervisor::state() const {
                          {"status", i->status_text()},
                          {"command", i->command()},
                          {"deadline_left_ms", left ? left->count() : -1},
+                         {"uptime_ms", static_cast<long long>(ms_since(i->started()))},
                          {"pidfd", index_of(fds[0])},
                          {"stdout", index_of(fds[1])},
                          {"stderr", index_of(fds[2])}});
@@ -411,6 +446,8 @@ handoff::Status AppSupervisor::adopt(const std::string& data, std::vector<handof
     for (const auto& e : j.at("instances")) {
       AppInstance::Handed h;
       h.pid = e.at("pid").get<pid_t>();
+      if (h.pid <= 1) return handoff::Error{"app state: instance pid " + std::to_string(h.pid) + " is not an app's"};
+      h.uptime_ms = e.at("uptime_ms").get<long long>();
       h.number = e.at("number").get<uint64_t>();
       const auto state = e.at("state").get<std::string>();
       if (state != "serving" && state != "stopping")
@@ -426,6 +463,10 @@ handoff::Status AppSupervisor::adopt(const std::string& data, std::vector<handof
       if (!out) return out.error();
       if (!err) return err.error();
       if (!pidfd.value()) return handoff::Error{"app state: instance " + std::to_string(h.pid) + " has no pidfd"};
+      // (-1: it has exited since; its exit is seen at once.)
+      if (const pid_t of = pid_of_pidfd(pidfd.value().get()); of != h.pid && of != -1)
+        return handoff::Error{"app state: instance " + std::to_string(h.pid) + " comes with the pidfd of pid " +
+                              std::to_string(of)};
       h.pidfd = std::move(pidfd).value();
       h.out = std::move(out).value();
       h.err = std::move(err).value();

@@ -51,6 +51,8 @@ struct AppEvents {
   std::function<void(const RestartOutcome&)> outcome;
   // After stop(): every instance has exited.
   std::function<void()> stopped;
+  // An instance became the one that serves (ready, or past its probation).
+  std::function<void(pid_t pid)> serving;
 };
 
 inline constexpr const char* kAppStateKey = "app";
@@ -89,6 +91,11 @@ class AppSupervisor {
   // batond exits: lets go of every handle (the loop can end), kills nothing.
   void close();
 
+  // While the previous batond generation lives (on probation, it could
+  // resume with the app as it handed it over), nothing here changes the app:
+  // restarts are refused and a crashed instance is replaced only on release.
+  void set_held(bool held);
+
   void set_options(AppOptions options) { options_ = std::move(options); }
   nlohmann::json status() const;
   pid_t serving_pid() const { return current_ ? current_->pid() : 0; }
@@ -117,6 +124,8 @@ class AppSupervisor {
   std::vector<std::pair<std::string, int>> listeners_;
   AppEvents events_;
   Mode mode_ = Mode::Running;
+  bool held_ = false;
+  bool stopped_reported_ = false;
   NotifySocket notify_;
   std::unique_ptr<AppInstance> current_;    // serves (null while none does)
   std::unique_ptr<AppInstance> candidate_;  // a restart's new instance, until it passes or fails

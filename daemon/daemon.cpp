@@ -212,6 +212,8 @@ handoff::Status Daemon::open_listeners() {
           if (why == "closed") spdlog::info("previous generations: all have exited");
           else spdlog::warn("previous generations: lost track of them: {}", why);
           older_generations_.clear();
+          // None can resume any more (or none can be told anything): the app is ours alone.
+          if (app_) app_->set_held(false);
         });
   }
   return {};
@@ -236,7 +238,10 @@ handoff::Status Daemon::start_accepting() {
                   st.error().message);
   spdlog::info("serving: generation {} ready {:.1f} ms after start; {} listener(s), max {} connections",
                context_.generation, ms_since(context_.started), listeners_.size(), options_.max_connections);
-  notifier_.ready("serving: generation " + std::to_string(context_.generation) + ", pid " + std::to_string(::getpid()));
+  // Supervisor mode, fresh start: systemd hears READY once the app is
+  // ready (on_app_serving), so that `systemctl start` means it serves.
+  if (!options_.exec_mode() || app_adopted_)
+    notifier_.ready("serving: generation " + std::to_string(context_.generation) + ", pid " + std::to_string(::getpid()));
   // The loop has not run yet, so nothing is accepted before the predecessor
   // hears this: until then it may kill us without losing a client.
   if (predecessor_link_) {
@@ -275,11 +280,13 @@ void Daemon::handle_signal(int signo) {
       (void)request_upgrade("SIGUSR2");  // the outcome is logged either way
       break;
     case SIGHUP:
-      (void)reload("SIGHUP");  // logged either way
-      // Supervisor mode: `systemctl reload` (ExecReload=kill -HUP) is a
-      // restart of the app on the configuration just read.
-      if (app_) restart_app("SIGHUP", nullptr);
+    {
+      const auto reloaded = reload("SIGHUP");  // logged either way
+      // Supervisor mode: a restart of the app on the configuration just read
+      // (not when the file was rejected: the old command would run again).
+      if (app_ && (reloaded || context_.config_path.empty())) restart_app("SIGHUP", nullptr);
       break;
+    }
   }
 }
 
@@ -383,7 +390,9 @@ void Daemon::fatal(const std::string& reason) {
   spdlog::critical("fatal: {}; stopping every service", reason);
   exit_code_ = 1;
   predecessor_->cancel("fatal error");
-  if (app_ && !handed_over()) app_->stop();  // asked to stop; batond does not wait for it
+  // Asked to stop; batond does not wait for it. Not while an older
+  // generation lives: it resumes, with the app.
+  if (app_ && !handed_over() && !predecessor_alive()) app_->stop();
   close_listeners(handed_over() ? SocketFiles::Keep : SocketFiles::RemoveIfLast);
   registry_.for_each([](EchoConnection& c) { c.close_now(EchoConnection::EndReason::Forced); });
   close_everything();

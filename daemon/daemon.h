@@ -143,6 +143,7 @@ class Daemon {
   void on_app_progress(const nlohmann::json& event);
   void on_app_restart_outcome(const RestartOutcome& outcome);
   void on_app_stopped();
+  void on_app_serving(pid_t pid);
   void restart_app(const std::string& trigger, ControlSession* session);
 
   DaemonOptions options_;

@@ -16,6 +16,7 @@ void Daemon::make_app_supervisor() {
                                              .progress = [this](const nlohmann::json& e) { on_app_progress(e); },
                                              .outcome = [this](const RestartOutcome& o) { on_app_restart_outcome(o); },
                                              .stopped = [this] { on_app_stopped(); },
+                                             .serving = [this](pid_t pid) { on_app_serving(pid); },
                                          });
 }
 
@@ -38,6 +39,9 @@ handoff::Status Daemon::adopt_app(std::vector<handoff::InheritedState> state) {
 handoff::Status Daemon::start_app() {
   if (!options_.exec_mode()) return {};
   if (app_adopted_) {
+    // Until the previous generation has exited, it could resume with the
+    // app as it handed it over: nothing changes the app meanwhile.
+    app_->set_held(predecessor_link_ != nullptr && predecessor_alive());
     app_->resume();
     return {};
   }
@@ -82,9 +86,11 @@ void Daemon::on_app_restart_outcome(const RestartOutcome& outcome) {
   for (uint64_t id : restart_waiters_)
     if (auto* s = control_sessions_.find(id)) s->send(reply);
   restart_waiters_.clear();
-  if (outcome.ok)
-    notifier_.status("serving: generation " + std::to_string(context_.generation) + ", app pid " +
-                     std::to_string(outcome.pid));
+}
+
+void Daemon::on_app_serving(pid_t pid) {
+  // READY=1 again after a restart is harmless; STATUS= names the instance.
+  notifier_.ready("serving: generation " + std::to_string(context_.generation) + ", app pid " + std::to_string(pid));
 }
 
 void Daemon::on_app_stopped() {

@@ -50,7 +50,10 @@ handoff::Result<nlohmann::json> Daemon::reload(const std::string& trigger) {
   if (next.control_path != options_.control_path) at_next_upgrade.push_back("control");
   if (next.backlog != options_.backlog) at_next_upgrade.push_back("backlog");
   if (next.exec_mode() != options_.exec_mode()) {
-    at_next_upgrade.push_back(next.exec_mode() ? "app (supervisor mode)" : "app (echo mode)");
+    // Into supervisor mode, an upgrade can go; out of it, it refuses (the
+    // running app would be left unsupervised): that takes a stop and a start.
+    at_next_upgrade.push_back(next.exec_mode() ? "app (supervisor mode)"
+                                               : "app (leaving supervisor mode: needs a stop and a start, an upgrade refuses it)");
     next.app = options_.app;
   } else if (!(next.app == options_.app)) {
     // The next restart (SIGHUP's own, or batonctl restart) runs the new command.

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 
 #include <cstdlib>
+#include <string>
 #include <vector>
 
 #include <sys/resource.h>
@@ -14,11 +15,17 @@ std::pair<long, long> raise_fd_limit() {
   rlimit lim{};
   if (::getrlimit(RLIMIT_NOFILE, &lim) != 0) return {-1, -1};
   const long before = static_cast<long>(lim.rlim_cur);
+  if (!std::getenv(kOriginalFdLimitVariable)) ::setenv(kOriginalFdLimitVariable, std::to_string(before).c_str(), 1);
   if (lim.rlim_cur < lim.rlim_max) {
     lim.rlim_cur = lim.rlim_max;
     if (::setrlimit(RLIMIT_NOFILE, &lim) != 0) return {before, before};
   }
   return {before, static_cast<long>(lim.rlim_cur)};
+}
+
+long original_fd_limit() {
+  const char* v = std::getenv(kOriginalFdLimitVariable);
+  return v ? std::atol(v) : -1;
 }
 
 int close_inherited_fds_on_exec() {

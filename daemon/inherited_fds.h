@@ -13,6 +13,12 @@ int close_inherited_fds_on_exec();
 
 // Raises the soft RLIMIT_NOFILE to the hard limit: every connection is an fd,
 // and a hand-off briefly needs two per connection. Returns {before, after}.
+// The first generation records the soft limit it was started with in
+// kOriginalFdLimitVariable (inherited by every later one), so that a
+// supervised app gets that limit back (original_fd_limit()).
 std::pair<long, long> raise_fd_limit();
+inline constexpr const char* kOriginalFdLimitVariable = "BATON_ORIGINAL_NOFILE";
+// -1 when unknown.
+long original_fd_limit();
 
 }  // namespace baton::daemon

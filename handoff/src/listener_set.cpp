@@ -24,8 +24,11 @@ Result<OpenedListeners> open_listeners(const std::vector<ListenerRequest>& reque
     OpenListener l{req.name, req.address, {}, {}, false};
     for (auto& in : inherited) {
       if (in.fd && in.name == req.name && in.configured == req.address) {
-        if (auto st = set_blocking(in.fd.get(), req.blocking); !st)
-          return with_context("listener '" + req.name + "'", st.error());
+        // One another process accepts on keeps its mode: that process (a
+        // running app) shares it, and may rely on the mode it chose.
+        if (!req.blocking) {
+          if (auto st = set_blocking(in.fd.get(), false); !st) return with_context("listener '" + req.name + "'", st.error());
+        }
         l.bound = in.bound;
         l.fd = std::move(in.fd);
         l.inherited = true;

@@ -6,6 +6,7 @@
 #include "app_supervisor.h"
 
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -77,16 +78,16 @@ TEST_F(AdoptTest, AnFdIndexOutOfRangeIsAnError) {
 TEST_F(AdoptTest, AnFdUsedTwiceIsAnError) {
   auto j = valid();
   j["instances"] = {{{"pid", ::getpid()}, {"number", 1}, {"state", "serving"}, {"status", ""}, {"command", {"/bin/true"}},
-                     {"deadline_left_ms", -1}, {"pidfd", 0}, {"stdout", -1}, {"stderr", -1}}};
+                     {"deadline_left_ms", -1}, {"uptime_ms", 0}, {"pidfd", 0}, {"stdout", -1}, {"stderr", -1}}};
   EXPECT_EQ(adopt_error(j.dump(), fds_of(notify_fd())),
             "app state: 'pidfd' names fd index 0, which is missing or used twice");
 }
 
 TEST_F(AdoptTest, AnInstanceInAStateThatIsNeverHandedOverIsAnError) {
   auto j = valid();
-  j["instances"] = {{{"pid", 1}, {"number", 1}, {"state", "probation"}, {"status", ""}, {"command", {"/bin/true"}},
-                     {"deadline_left_ms", -1}, {"pidfd", -1}, {"stdout", -1}, {"stderr", -1}}};
-  EXPECT_EQ(adopt_error(j.dump(), fds_of(notify_fd())), "app state: instance 1 in state 'probation'");
+  j["instances"] = {{{"pid", 4242}, {"number", 1}, {"state", "probation"}, {"status", ""}, {"command", {"/bin/true"}},
+                     {"deadline_left_ms", -1}, {"uptime_ms", 0}, {"pidfd", -1}, {"stdout", -1}, {"stderr", -1}}};
+  EXPECT_EQ(adopt_error(j.dump(), fds_of(notify_fd())), "app state: instance 4242 in state 'probation'");
 }
 
 TEST_F(AdoptTest, ANotifyFdThatIsNoAbstractSocketIsAnError) {
@@ -100,6 +101,28 @@ TEST_F(AdoptTest, ANotifyFdThatIsNoAbstractSocketIsAnError) {
 TEST_F(AdoptTest, AValidStateWithNoInstanceIsAdopted) {
   EXPECT_EQ(adopt_error(valid().dump(), fds_of(notify_fd())), "adopted");
   EXPECT_EQ(supervisor_->status()["restarts"], 1);
+}
+
+TEST_F(AdoptTest, APidThatIsNoAppsIsAnError) {
+  for (int pid : {0, 1, -1}) {
+    auto j = valid();
+    j["instances"] = {{{"pid", pid}, {"number", 1}, {"state", "serving"}, {"status", ""}, {"command", {"/bin/true"}},
+                       {"deadline_left_ms", -1}, {"uptime_ms", 0}, {"pidfd", -1}, {"stdout", -1}, {"stderr", -1}}};
+    EXPECT_EQ(adopt_error(j.dump(), fds_of(notify_fd())), "app state: instance pid " + std::to_string(pid) + " is not an app's");
+  }
+}
+
+TEST_F(AdoptTest, APidfdOfAnotherProcessIsAnError) {
+  // Our own pidfd, announced as another pid's.
+  handoff::UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, ::getpid(), 0)));
+  ASSERT_TRUE(pidfd);
+  auto j = valid();
+  j["instances"] = {{{"pid", ::getpid() + 1}, {"number", 1}, {"state", "serving"}, {"status", ""}, {"command", {"/bin/true"}},
+                     {"deadline_left_ms", -1}, {"uptime_ms", 0}, {"pidfd", 1}, {"stdout", -1}, {"stderr", -1}}};
+  std::vector<handoff::UniqueFd> fds = fds_of(notify_fd());
+  fds.push_back(std::move(pidfd));
+  EXPECT_EQ(adopt_error(j.dump(), std::move(fds)),
+            "app state: instance " + std::to_string(::getpid() + 1) + " comes with the pidfd of pid " + std::to_string(::getpid()));
 }
 
 }  // namespace

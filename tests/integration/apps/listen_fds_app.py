@@ -3,8 +3,9 @@
 convention passes (LISTEN_FDS from fd 3, LISTEN_PID its own pid) and says
 READY=1 on NOTIFY_SOCKET, with switches for each misbehaviour a test needs.
 
-  listen_fds_app.py [--tag T] [--ready notify|never] [--ignore-term]
-                    [--exit-after-ready SECONDS] [--env-file PATH]
+  listen_fds_app.py [--tag T] [--ready notify|never] [--ready-after SECONDS]
+                    [--ignore-term] [--nonblocking] [--exit-after-ready SECONDS]
+                    [--env-file PATH]
 
 Every response is "200 OK", body "tag=T pid=PID". --env-file writes, once
 listening, a JSON object with what it was given (LISTEN_* and NOTIFY_SOCKET,
@@ -47,7 +48,9 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--tag", default="app")
     p.add_argument("--ready", default="notify", choices=["notify", "never"])
+    p.add_argument("--ready-after", type=float, default=0)
     p.add_argument("--ignore-term", action="store_true")
+    p.add_argument("--nonblocking", action="store_true")
     p.add_argument("--exit-after-ready", type=float)
     p.add_argument("--env-file")
     args = p.parse_args()
@@ -60,6 +63,11 @@ def main():
         sys.exit("LISTEN_PID is %r, this is pid %d" % (os.environ.get("LISTEN_PID"), os.getpid()))
     count = int(os.environ["LISTEN_FDS"])
     listeners = [socket.socket(fileno=3 + i) for i in range(count)]
+    if args.nonblocking:
+        # Shared with every holder of the socket: a later batond must leave it so.
+        for l in listeners:
+            os.set_blocking(l.fileno(), False)
+        listeners = []  # accepting on a non-blocking socket is not this app's business
     if args.env_file:
         info = {k: os.environ.get(k) for k in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "NOTIFY_SOCKET")}
         info["pid"] = os.getpid()
@@ -73,6 +81,7 @@ def main():
     for l in listeners:
         threading.Thread(target=serve, args=(l, body), daemon=True).start()
     print("listening on %d socket(s), tag %s" % (count, args.tag), flush=True)
+    time.sleep(args.ready_after)
     if args.ready == "notify":
         notify("READY=1\nSTATUS=serving tag %s" % args.tag)
     if args.exit_after_ready is not None:

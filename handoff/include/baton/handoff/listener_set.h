@@ -18,9 +18,10 @@ struct ListenerRequest {
   std::string name;
   ListenAddress address;                // as configured; a TCP port may be 0
   std::optional<unsigned> unix_mode{};  // permissions of a Unix socket file we bind
-  // Another process accepts on it (a supervised app): left in blocking mode,
-  // as systemd passes sockets, rather than made non-blocking for our loop.
-  // The mode belongs to the socket, which every process holding it shares.
+  // Another process accepts on it (a supervised app): bound in blocking
+  // mode, as systemd passes sockets, rather than made non-blocking for our
+  // loop; an inherited one keeps the mode it has. The mode belongs to the
+  // socket, which every process holding it shares (the running app too).
   bool blocking = false;
 };
 
