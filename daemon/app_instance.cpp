@@ -2,6 +2,7 @@
 
 #include <signal.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstring>
 
@@ -111,14 +112,30 @@ void AppInstance::on_read(uv_stream_t* stream, ssize_t n, const uv_buf_t* buf) {
     s.pipe.close();
     return;
   }
-  s.partial.append(buf->base, static_cast<size_t>(n));
+  s.owner->take_bytes(s, buf->base, static_cast<size_t>(n));
+}
+
+void AppInstance::take_bytes(Stream& s, const char* data, size_t n) {
+  s.partial.append(data, n);
   size_t start = 0;
   for (size_t nl; (nl = s.partial.find('\n', start)) != std::string::npos; start = nl + 1)
-    s.owner->take_line(s, s.partial.substr(start, nl - start));
+    take_line(s, s.partial.substr(start, nl - start));
   s.partial.erase(0, start);
   if (s.partial.size() > kMaxLine) {
-    s.owner->take_line(s, std::move(s.partial));
+    take_line(s, std::move(s.partial));
     s.partial.clear();
+  }
+}
+
+void AppInstance::read_what_is_left(Stream& s) {
+  uv_os_fd_t fd = -1;
+  if (!s.pipe || uv_fileno(s.pipe.handle(), &fd) != 0) return;
+  char buf[16384];
+  // Non-blocking (libuv made it so); bounded, in case something still writes.
+  for (int i = 0; i < 64; ++i) {
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n <= 0) break;
+    take_bytes(s, buf, static_cast<size_t>(n));
   }
 }
 
@@ -167,6 +184,7 @@ void AppInstance::on_deadline(uv_timer_t* timer) {
 
 void AppInstance::kill_group() const {
   if (pid() <= 1) return;  // kill(-1) or kill(-0) would reach far more than the app
+  if (exited_) return;     // reaped, maybe: its pid could be someone else's by now
   // Its own group (it leads it from birth); ESRCH once everything in it is gone.
   if (::kill(-pid(), SIGKILL) != 0 && errno != ESRCH)
     spdlog::warn("app pid={}: kill(-{}, SIGKILL): {}", pid(), pid(), std::strerror(errno));
@@ -213,8 +231,11 @@ std::vector<int> AppInstance::fds() const {
 void AppInstance::on_exit_poll(uv_poll_t* poll, int, int) {
   auto* self = static_cast<AppInstance*>(poll->data);
   self->exit_poll_.close();
-  self->exited_ = true;
   if (self->child_) {
+    // What it forked and left behind goes with it, now: as a zombie not yet
+    // reaped its pid (and so its group's id) cannot be anyone else's.
+    self->kill_group();
+    self->exited_ = true;
     int status = 0;
     const pid_t r = ::waitpid(self->pid(), &status, WNOHANG);
     if (r == self->pid())
@@ -223,6 +244,9 @@ void AppInstance::on_exit_poll(uv_poll_t* poll, int, int) {
     else
       self->how_ = "exited";
   } else {
+    // Not ours to reap, nor (once it may have been reaped) to signal: its
+    // group is left alone.
+    self->exited_ = true;
     self->how_ = "exited (its status went to the batond generation that started it)";
   }
   if (!self->paused_) self->note_exit();
@@ -232,6 +256,10 @@ void AppInstance::note_exit() {
   if (exit_reported_) return;
   exit_reported_ = true;
   disarm();
+  // Its last words (a traceback, say) may still sit in the pipes: read
+  // before the exit is reported, so that the reason can quote them.
+  read_what_is_left(out_);
+  read_what_is_left(err_);
   on_exit_(*this, how_);  // may destroy this
 }
 

@@ -75,7 +75,9 @@ class AppInstance {
   std::optional<std::chrono::milliseconds> deadline_left() const;
 
   bool signal(int signo) const { return process_.signal(signo); }
-  // SIGKILL to its whole process group: what it forked goes with it.
+  // SIGKILL to its whole process group: what it forked goes with it. Only
+  // while it has not exited (a child's group is killed as it exits, before
+  // it is reaped; an adopted one's is left alone once it has exited).
   void kill_group() const;
 
   // A batond generation that handed over stops reading and timing the
@@ -100,7 +102,9 @@ class AppInstance {
   handoff::Status open_stream(Stream& s, const char* name, handoff::UniqueFd fd);
   void start_reading(Stream& s);
   static void on_read(uv_stream_t* stream, ssize_t n, const uv_buf_t* buf);
+  void take_bytes(Stream& s, const char* data, size_t n);
   void take_line(Stream& s, std::string line);
+  void read_what_is_left(Stream& s);
   static void on_exit_poll(uv_poll_t* poll, int status, int events);
   static void on_deadline(uv_timer_t* timer);
   void note_exit();

@@ -153,14 +153,15 @@ handoff::Result<Launched> launch_app(const LaunchSpec& spec) {
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
     if (restore_fd_limit) ::setrlimit(RLIMIT_NOFILE, &fd_limit);
-    if (::dup2(devnull.get(), 0) < 0 || ::dup2(out->write.get(), 1) < 0 || ::dup2(err->write.get(), 2) < 0)
-      child_fail(status_fd);
-    // Out of the way of fd 3..3+count first, the status pipe included, so
-    // that placing one listener never overwrites another.
+    // Out of the way of fd 0..3+count first, the status pipe included, so
+    // that placing stdio or one listener never overwrites another listener
+    // (batond started with its stdio closed may hold a listener at 0..2).
     const int above = first + count;
     if ((status_fd = ::fcntl(status_fd, F_DUPFD_CLOEXEC, above)) < 0) child_fail(status->write.get());
     for (int i = 0; i < count; ++i)
       if ((moved[i] = ::fcntl(listener_fds[i], F_DUPFD_CLOEXEC, above)) < 0) child_fail(status_fd);
+    if (::dup2(devnull.get(), 0) < 0 || ::dup2(out->write.get(), 1) < 0 || ::dup2(err->write.get(), 2) < 0)
+      child_fail(status_fd);
     for (int i = 0; i < count; ++i)
       if (::dup2(moved[i], first + i) < 0) child_fail(status_fd);  // dup2 clears close-on-exec
     write_decimal(listen_pid, ::getpid());

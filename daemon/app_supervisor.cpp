@@ -179,7 +179,6 @@ void AppSupervisor::on_probation_passed() {
 }
 
 void AppSupervisor::on_exit(AppInstance& instance, const std::string& how) {
-  instance.kill_group();  // whatever it forked and left behind goes with it
   if (&instance == candidate_.get()) {
     auto failed = std::move(candidate_);
     std::string reason = candidate_failure_;
@@ -447,7 +446,7 @@ handoff::Status AppSupervisor::adopt(const std::string& data, std::vector<handof
       AppInstance::Handed h;
       h.pid = e.at("pid").get<pid_t>();
       if (h.pid <= 1) return handoff::Error{"app state: instance pid " + std::to_string(h.pid) + " is not an app's"};
-      h.uptime_ms = e.at("uptime_ms").get<long long>();
+      h.uptime_ms = e.value("uptime_ms", 0LL);
       h.number = e.at("number").get<uint64_t>();
       const auto state = e.at("state").get<std::string>();
       if (state != "serving" && state != "stopping")

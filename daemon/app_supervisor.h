@@ -95,6 +95,7 @@ class AppSupervisor {
   // resume with the app as it handed it over), nothing here changes the app:
   // restarts are refused and a crashed instance is replaced only on release.
   void set_held(bool held);
+  bool held() const { return held_; }
 
   void set_options(AppOptions options) { options_ = std::move(options); }
   nlohmann::json status() const;

@@ -212,8 +212,6 @@ handoff::Status Daemon::open_listeners() {
           if (why == "closed") spdlog::info("previous generations: all have exited");
           else spdlog::warn("previous generations: lost track of them: {}", why);
           older_generations_.clear();
-          // None can resume any more (or none can be told anything): the app is ours alone.
-          if (app_) app_->set_held(false);
         });
   }
   return {};
@@ -390,9 +388,9 @@ void Daemon::fatal(const std::string& reason) {
   spdlog::critical("fatal: {}; stopping every service", reason);
   exit_code_ = 1;
   predecessor_->cancel("fatal error");
-  // Asked to stop; batond does not wait for it. Not while an older
-  // generation lives: it resumes, with the app.
-  if (app_ && !handed_over() && !predecessor_alive()) app_->stop();
+  // Asked to stop (batond exits now: the drain timeout is not enforced).
+  // Not an app adopted from an older generation that lives: it resumes with it.
+  if (app_ && !handed_over() && !(app_adopted_ && app_->held())) app_->stop();
   close_listeners(handed_over() ? SocketFiles::Keep : SocketFiles::RemoveIfLast);
   registry_.for_each([](EchoConnection& c) { c.close_now(EchoConnection::EndReason::Forced); });
   close_everything();
@@ -405,6 +403,7 @@ void Daemon::close_everything() {
   close_listeners(handed_over() ? SocketFiles::Keep : SocketFiles::RemoveIfLast);
   signals_.clear();
   exit_timer_.close();
+  predecessor_exit_.close();
   handover_.reset();  // before the connections close: it settles their state
   report_timer_.close();
   predecessor_link_.reset();

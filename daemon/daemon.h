@@ -145,6 +145,8 @@ class Daemon {
   void on_app_stopped();
   void on_app_serving(pid_t pid);
   void restart_app(const std::string& trigger, ControlSession* session);
+  // Watches the predecessor's pidfd; false if it is gone or cannot be watched.
+  bool watch_predecessor_exit();
 
   DaemonOptions options_;
   StartupContext context_;
@@ -167,6 +169,7 @@ class Daemon {
   bool app_adopted_ = false;                                    // app_ came from the previous generation
   bool exit_after_app_ = false;                                 // drained, waiting for the app's instances to exit
   std::vector<uint64_t> restart_waiters_;                       // control sessions waiting for a restart's outcome
+  handoff::UvHandle<uv_poll_t> predecessor_exit_;               // its pidfd, while an adopted app is held for it
   std::vector<handoff::GenerationReport> older_generations_;  // as last reported
   std::vector<handoff::GenerationReport> last_report_sent_;
   handoff::UvHandle<uv_timer_t> report_timer_;

@@ -39,15 +39,29 @@ handoff::Status Daemon::adopt_app(std::vector<handoff::InheritedState> state) {
 handoff::Status Daemon::start_app() {
   if (!options_.exec_mode()) return {};
   if (app_adopted_) {
-    // Until the previous generation has exited, it could resume with the
-    // app as it handed it over: nothing changes the app meanwhile.
-    app_->set_held(predecessor_link_ != nullptr && predecessor_alive());
+    // Until the previous generation has exited (its process, not our link
+    // to it: a link closed on a bad message leaves it alive), it could
+    // resume with the app as it handed it over: nothing changes the app
+    // meanwhile.
+    app_->set_held(watch_predecessor_exit());
     app_->resume();
     return {};
   }
   if (app_) return {};
   make_app_supervisor();
   return app_->start();
+}
+
+bool Daemon::watch_predecessor_exit() {
+  if (!predecessor_alive() || predecessor_process_.fd() < 0) return false;  // gone, or cannot be watched
+  if (predecessor_exit_.init(uv_poll_init, &loop_, this, predecessor_process_.fd()) != 0) return false;
+  uv_poll_start(predecessor_exit_.get(), UV_READABLE, [](uv_poll_t* poll, int, int) {
+    auto* self = static_cast<Daemon*>(poll->data);
+    self->predecessor_exit_.close();
+    spdlog::info("app: the previous batond generation has exited; supervising alone");
+    if (self->app_) self->app_->set_held(false);
+  });
+  return true;
 }
 
 void Daemon::restart_app(const std::string& trigger, ControlSession* session) {

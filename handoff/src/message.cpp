@@ -106,18 +106,19 @@ Result<uint32_t> PayloadReader::u32(const char* field) {
 Result<std::string> PayloadReader::str(const char* field) {
   auto len = u16(field);
   if (!len) return len.error();
-  if (data_.size() - pos_ < len.value()) return Error{std::string("payload truncated in field '") + field + "'"};
-  std::string s(reinterpret_cast<const char*>(data_.data() + pos_), len.value());
-  pos_ += len.value();
-  return s;
+  return bytes(len.value(), field);
 }
 
 Result<std::string> PayloadReader::blob(const char* field) {
   auto len = u32(field);
   if (!len) return len.error();
-  if (data_.size() - pos_ < len.value()) return Error{std::string("payload truncated in field '") + field + "'"};
-  std::string s(reinterpret_cast<const char*>(data_.data() + pos_), len.value());
-  pos_ += len.value();
+  return bytes(len.value(), field);
+}
+
+Result<std::string> PayloadReader::bytes(size_t len, const char* field) {
+  if (data_.size() - pos_ < len) return Error{std::string("payload truncated in field '") + field + "'"};
+  std::string s(reinterpret_cast<const char*>(data_.data() + pos_), len);
+  pos_ += len;
   return s;
 }
 

@@ -151,6 +151,20 @@ std::vector<std::string> helper_app(std::vector<std::string> extra = {}) {
   return cmd;
 }
 
+// A config file whose [app] runs the helper app with `args` (each a quoted
+// TOML string, comma-separated, after the script), plus the [app] `keys`.
+void write_helper_config(const std::string& path, const std::string& args, const std::string& keys) {
+  std::ofstream(path) << "[app]\ncommand = [\"/usr/bin/python3\", \"" << kApps << "/listen_fds_app.py\""
+                      << (args.empty() ? "" : ", " + args) << "]\n" << keys;
+}
+
+// batond on a config file, in supervisor mode, its app serving; the app's pid in `app`.
+BatondProcess start_on_config(const std::string& config, pid_t& app) {
+  auto d = BatondProcess::start({"--config", config, "--listen", "http=tcp://127.0.0.1:0", "--exec"});
+  app = wait_app_serving(d);
+  return d;
+}
+
 // A WSGI module in `dir` (webapp.py, or `module`.py): answers "version=V", or raises at import.
 void write_wsgi_app(const TempDir& dir, const std::string& version, bool broken = false,
                     const std::string& module = "webapp") {
@@ -395,8 +409,11 @@ TEST(Supervisor, AnAppThatDiesIsRestartedAndItsClientsWaitInTheBacklogMeanwhile)
   groups.add(old);
   const auto endpoint = d.address("http");
   ::kill(old, SIGKILL);
-  // Sent at once, while no instance runs: the listener never closed, so the
-  // connection waits for the next instance instead of being refused.
+  // Sent once it is gone (a process killed in the middle of accept() may take
+  // one more connection with it) and before the next instance, a Python
+  // start-up away, listens: the listener never closed, so the connection
+  // waits for the next instance instead of being refused.
+  ASSERT_TRUE(wait_pid_gone(old, 10s));
   auto body = http_get(endpoint);
   groups.add_from(d);
   ASSERT_TRUE(body) << d.log();
@@ -413,12 +430,12 @@ TEST(Supervisor, ANewInstanceNeverReadyIsKilledAndAStrangersReadyIsIgnored) {
   AppGroups groups;
   const auto config = dir.file("batond.toml");
   auto write_config = [&](const std::string& ready) {
-    std::ofstream(config) << "[app]\ncommand = [\"/usr/bin/python3\", \"" << kApps << "/listen_fds_app.py\", \"--ready\", \""
-                          << ready << "\", \"--env-file\", \"" << dir.file("env.json") << "\"]\nready_timeout = 1.5\n";
+    write_helper_config(config, "\"--ready\", \"" + ready + "\", \"--env-file\", \"" + dir.file("env.json") + "\"",
+                        "ready_timeout = 1.5\n");
   };
   write_config("notify");
-  auto d = BatondProcess::start({"--config", config, "--listen", "http=tcp://127.0.0.1:0", "--exec"});
-  const pid_t old = wait_app_serving(d);
+  pid_t old = 0;
+  auto d = start_on_config(config, old);
   ASSERT_GT(old, 0) << d.log();
   groups.add(old);
   std::ifstream in(dir.file("env.json"));
@@ -451,16 +468,12 @@ TEST(Supervisor, ANewInstanceThatDiesInProbationLeavesTheOldOneServing) {
   TempDir dir;
   AppGroups groups;
   const auto config = dir.file("batond.toml");
-  auto write_config = [&](const std::string& extra) {
-    std::ofstream(config) << "[app]\ncommand = [\"/usr/bin/python3\", \"" << kApps << "/listen_fds_app.py\"" << extra
-                          << "]\nprobation = 3\n";
-  };
-  write_config("");
-  auto d = BatondProcess::start({"--config", config, "--listen", "http=tcp://127.0.0.1:0", "--exec"});
-  const pid_t old = wait_app_serving(d);
+  write_helper_config(config, "", "probation = 3\n");
+  pid_t old = 0;
+  auto d = start_on_config(config, old);
   ASSERT_GT(old, 0) << d.log();
   groups.add(old);
-  write_config(", \"--exit-after-ready\", \"0.5\"");
+  write_helper_config(config, "\"--exit-after-ready\", \"0.5\"", "probation = 3\n");
   // SIGHUP: the config is re-read, then the app restarted on it.
   d.signal_serving(SIGHUP);
   auto failed = d.process().wait_for_line("app: restart (SIGHUP) failed", 20s);
@@ -555,16 +568,12 @@ TEST(Supervisor, AStopDuringARestartKillsTheNewInstanceAtTheDrainTimeoutAndExits
   TempDir dir;
   AppGroups groups;
   const auto config = dir.file("batond.toml");
-  auto write_config = [&](const std::string& extra) {
-    std::ofstream(config) << "[app]\ncommand = [\"/usr/bin/python3\", \"" << kApps << "/listen_fds_app.py\"" << extra
-                          << "]\ndrain_timeout = 2\n";
-  };
-  write_config("");
-  auto d = BatondProcess::start({"--config", config, "--listen", "http=tcp://127.0.0.1:0", "--exec"});
-  const pid_t old = wait_app_serving(d);
+  write_helper_config(config, "", "drain_timeout = 2\n");
+  pid_t old = 0;
+  auto d = start_on_config(config, old);
   ASSERT_GT(old, 0) << d.log();
   groups.add(old);
-  write_config(", \"--ignore-term\", \"--ready-after\", \"1\"");
+  write_helper_config(config, "\"--ignore-term\", \"--ready-after\", \"1\"", "drain_timeout = 2\n");
   ASSERT_EQ(batonctl(d, {"reload"}).status.code, 0);
   auto restart = TestProcess::start({batonctl_path(), "--control", d.control_path(), "restart"});
   auto started = d.process().wait_for_line("app: started pid", 10s, 1);

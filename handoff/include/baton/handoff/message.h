@@ -95,6 +95,7 @@ class PayloadReader {
   Status finish(const char* message);
 
  private:
+  Result<std::string> bytes(size_t len, const char* field);  // the next `len` bytes
   std::span<const uint8_t> data_;
   size_t pos_ = 0;
 };
