@@ -503,17 +503,30 @@ TEST(Supervisor, StopStopsTheAppFirstThenBatondExits) {
   EXPECT_TRUE(d.process().wait_for_line("app: every instance has exited"));
 }
 
-TEST(Supervisor, ANewBatondThatDiesInProbationLeavesTheOldOneSupervising) {
-  TempDir dir;
-  AppGroups groups;
+// batond running the helper app, with an --upgrade-probation of `probation`
+// seconds; the app's pid in `app`.
+BatondProcess start_helper_with_probation(const char* probation, pid_t& app) {
   auto d = BatondProcess::start(
-      with_exec({"--listen", "http=tcp://127.0.0.1:0", "--upgrade-probation", "5"}, helper_app()));
-  const pid_t app = wait_app_serving(d);
+      with_exec({"--listen", "http=tcp://127.0.0.1:0", "--upgrade-probation", probation}, helper_app()));
+  app = wait_app_serving(d);
+  return d;
+}
+
+// SIGUSR2, then the new batond once it has COMMIT (0 if it never did); the
+// old one, on probation, in `old`.
+pid_t upgrade_until_committed(BatondProcess& d, pid_t& old) {
+  old = d.serving_pid();
+  d.signal_serving(SIGUSR2);
+  return d.wait_commit(old);
+}
+
+TEST(Supervisor, ANewBatondThatDiesInProbationLeavesTheOldOneSupervising) {
+  AppGroups groups;
+  pid_t app = 0, old = 0;
+  auto d = start_helper_with_probation("5", app);
   ASSERT_GT(app, 0) << d.log();
   groups.add(app);
-  const pid_t old = d.serving_pid();
-  d.signal_serving(SIGUSR2);
-  const pid_t next = d.wait_commit(old);
+  const pid_t next = upgrade_until_committed(d, old);
   ASSERT_GT(next, 0) << d.log();
   ASSERT_TRUE(d.wait_for_line(next, "app: took over 1 instance(s)")) << d.log();
   ::kill(next, SIGKILL);
@@ -635,16 +648,12 @@ TEST(Supervisor, AnUpgradeWhileTheAppIsNotReadyIsRefusedAndNothingIsStarted) {
 // While the previous batond lives (on probation, ready to resume with the
 // app as it handed it over), the new one changes nothing about the app.
 TEST(Supervisor, ARestartWaitsUntilThePreviousBatondIsGone) {
-  TempDir dir;
   AppGroups groups;
-  auto d = BatondProcess::start(
-      with_exec({"--listen", "http=tcp://127.0.0.1:0", "--upgrade-probation", "3"}, helper_app()));
-  const pid_t app = wait_app_serving(d);
+  pid_t app = 0, old = 0;
+  auto d = start_helper_with_probation("3", app);
   ASSERT_GT(app, 0) << d.log();
   groups.add(app);
-  const pid_t old = d.serving_pid();
-  d.signal_serving(SIGUSR2);
-  const pid_t next = d.wait_commit(old);
+  const pid_t next = upgrade_until_committed(d, old);
   ASSERT_GT(next, 0) << d.log();
   ASSERT_TRUE(d.wait_for_line(next, "serving: generation 2")) << d.log();
   auto refused = batonctl(d, {"restart"});
