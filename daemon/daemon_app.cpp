@@ -65,18 +65,13 @@ bool Daemon::watch_predecessor_exit() {
 }
 
 void Daemon::restart_app(const std::string& trigger, ControlSession* session) {
-  if (!app_) {
-    const std::string why = "batond runs no app: start it with --exec -- CMD (see docs/supervisor.md)";
+  auto refuse = [&](const std::string& why) {
     spdlog::warn("restart ({}) refused: {}", trigger, why);
     if (session) session->send(control::error_reply(why));
-    return;
-  }
-  if (predecessor_->state() != handoff::UpgradeState::Idle) {
-    const std::string why = std::string("a batond upgrade is in progress (") + handoff::to_string(predecessor_->state()) + ")";
-    spdlog::warn("restart ({}) refused: {}", trigger, why);
-    if (session) session->send(control::error_reply(why));
-    return;
-  }
+  };
+  if (!app_) return refuse("batond runs no app: start it with --exec -- CMD (see docs/supervisor.md)");
+  if (predecessor_->state() != handoff::UpgradeState::Idle)
+    return refuse(std::string("a batond upgrade is in progress (") + handoff::to_string(predecessor_->state()) + ")");
   // Registered first: the "spawned" event comes from inside restart().
   if (session) restart_waiters_.push_back(session->id());
   if (auto st = app_->restart(trigger); !st) {
