@@ -27,6 +27,8 @@ int upgrade_over_control(const std::string& control_path, const std::string& bin
 int stop_over_control(const std::string& control_path, std::optional<double> timeout_s);
 int reload_over_control(const std::string& control_path);
 int restart_over_control(const std::string& control_path);
+int metrics_over_control(const std::string& control_path);
+int history_over_control(const std::string& control_path, bool json);
 
 int status_with_signals(const std::string& pid_file, bool json);
 int upgrade_with_signals(const std::string& pid_file, std::optional<double> timeout_s);
@@ -34,6 +36,9 @@ int stop_with_signals(const std::string& pid_file, std::optional<double> timeout
 
 // The human form of a status reply: a short aligned block.
 std::string format_status(const nlohmann::json& status);
+// The human form of the flight recorder: per record a header line, then one
+// line per event with its offset from the request.
+std::string format_history(const nlohmann::json& records);
 
 // True while `pid` names a live (not zombie) process.
 bool pid_alive(int pid);

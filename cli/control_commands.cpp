@@ -47,16 +47,38 @@ std::string error_text(const nlohmann::json& reply) {
 
 }  // namespace
 
-int status_over_control(const std::string& path, bool json) {
-  auto opened = open_and_send(path, control::Request{control::Command::Status, {}, {}});
+namespace {
+// One request, one reply (no progress events); `print` shows an ok reply.
+int ask(const std::string& path, control::Command command, const std::function<void(const nlohmann::json&)>& print) {
+  auto opened = open_and_send(path, control::Request{command, {}, {}});
   if (auto* code = std::get_if<int>(&opened)) return *code;
   auto reply = final_reply(std::get<ControlClient>(opened), after_seconds(10), [](const nlohmann::json&) {});
   if (auto* code = std::get_if<int>(&reply)) return *code;
   auto& j = std::get<nlohmann::json>(reply);
   if (!j.value("ok", false)) return fail(kFailed, error_text(j));
-  if (json) std::cout << j.dump(2) << "\n";
-  else std::cout << format_status(j);
+  print(j);
   return kDone;
+}
+}  // namespace
+
+int status_over_control(const std::string& path, bool json) {
+  return ask(path, control::Command::Status, [json](const nlohmann::json& j) {
+    if (json) std::cout << j.dump(2) << "\n";
+    else std::cout << format_status(j);
+  });
+}
+
+int metrics_over_control(const std::string& path) {
+  return ask(path, control::Command::Metrics,
+             [](const nlohmann::json& j) { std::cout << j.value("text", std::string()) << std::flush; });
+}
+
+int history_over_control(const std::string& path, bool json) {
+  return ask(path, control::Command::History, [json](const nlohmann::json& j) {
+    const auto records = j.value("records", nlohmann::json::array());
+    if (json) std::cout << records.dump(2) << "\n";
+    else std::cout << format_history(records);
+  });
 }
 
 int upgrade_over_control(const std::string& path, const std::string& binary, std::optional<double> timeout_s) {

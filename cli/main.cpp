@@ -20,7 +20,7 @@ int fail(int code, const std::string& message) {
 
 int main(int argc, char** argv) {
   using namespace baton::cli;
-  CLI::App app{"batonctl: control batond (status, upgrade, stop, reload, restart).\n"
+  CLI::App app{"batonctl: control batond (status, upgrade, stop, reload, restart, metrics, history).\n"
                "Exit status: 0 done, 1 the operation failed, 2 usage error, 3 cannot reach the daemon."};
   app.require_subcommand(1);
   app.fallthrough();
@@ -51,6 +51,10 @@ int main(int argc, char** argv) {
   auto* reload = app.add_subcommand("reload", "re-read the configuration");
   auto* restart = app.add_subcommand(
       "restart", "supervisor mode: replace the app by a new instance; exits 0 once it passed its probation");
+  auto* metrics = app.add_subcommand("metrics", "the Prometheus metrics (text exposition format 0.0.4)");
+  bool history_json = false;
+  auto* history = app.add_subcommand("history", "the last 32 upgrades and app restarts, each step's time");
+  history->add_flag("--json", history_json, "machine-readable output (see docs/cli.md)");
 
   try {
     app.parse(argc, argv);
@@ -70,6 +74,7 @@ int main(int argc, char** argv) {
     }
     if (stop->parsed()) return stop_with_signals(pid_file, stop_t);
     if (restart->parsed()) return fail(kFailed, "restart needs the control socket (or send batond SIGHUP)");
+    if (metrics->parsed() || history->parsed()) return fail(kFailed, "metrics and history need the control socket");
     return fail(kFailed, "reload needs the control socket");
   }
 
@@ -83,5 +88,7 @@ int main(int argc, char** argv) {
   if (stop->parsed()) return stop_over_control(target.control_path, stop_t);
   if (reload->parsed()) return reload_over_control(target.control_path);
   if (restart->parsed()) return restart_over_control(target.control_path);
+  if (metrics->parsed()) return metrics_over_control(target.control_path);
+  if (history->parsed()) return history_over_control(target.control_path, history_json);
   return kUsage;
 }

@@ -23,7 +23,7 @@ class Loader {
     }
     SettingsLayer s;
     if (auto st = check_keys(root, "", {"log_level", "pid_file", "control", "max_connections", "backlog", "listeners",
-                                        "drain", "upgrade", "app"});
+                                        "drain", "upgrade", "app", "metrics"});
         !st)
       return st.error();
     if (auto v = string_at(root, "log_level"); !v) return v.error();
@@ -81,6 +81,17 @@ class Loader {
       else if (*v) s.upgrade_probation = std::chrono::milliseconds(static_cast<long long>(**v * 1000));
       if (auto v = string_at(*u, "binary", "upgrade."); !v) return v.error();
       else if (*v) s.binary = **v;
+    }
+    if (auto* m = root["metrics"].as_table()) {
+      if (auto st = check_keys(*m, "metrics.", {"listen"}); !st) return st.error();
+      if (auto v = string_at(*m, "listen", "metrics."); !v) return v.error();
+      else if (*v) {
+        auto address = parse_metrics_address(**v);
+        if (!address) return at((*m)["listen"].node(), "metrics.listen", address.error().message);
+        s.metrics = std::move(address).value();
+      }
+    } else if (root.contains("metrics")) {
+      return at(root["metrics"].node(), "metrics", "must be a table, such as [metrics] listen = \"tcp://127.0.0.1:9100\"");
     }
     if (auto* a = root["app"].as_table()) {
       if (auto st = check_keys(*a, "app.", {"command", "ready", "ready_timeout", "probation", "drain_timeout", "stop_signal"});

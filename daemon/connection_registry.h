@@ -12,12 +12,13 @@ namespace baton::daemon {
 
 class EchoConnection;
 
-// How connections ended while the daemon drained: reported when it exits.
+// How connections ended (reported when the daemon exits, and in the metrics).
 struct DrainCounts {
   uint64_t closed_by_client = 0;  // the client closed (or reset) on its own
   uint64_t closed_at_deadline = 0;  // half-closed by us at the drain deadline
   uint64_t closed_forcibly = 0;   // closed at once (second signal, grace over, fatal error)
   uint64_t handed_over = 0;       // now served by the successor (drain = handoff)
+  uint64_t bytes_echoed = 0;      // every byte written back (or queued to be), for the metrics
 };
 
 class ConnectionRegistry {

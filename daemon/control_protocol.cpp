@@ -13,6 +13,8 @@ const char* to_string(Command c) {
     case Command::Stop: return "stop";
     case Command::Reload: return "reload";
     case Command::Restart: return "restart";
+    case Command::Metrics: return "metrics";
+    case Command::History: return "history";
   }
   return "?";
 }
@@ -35,6 +37,8 @@ handoff::Result<Request> parse_request(std::string_view line) {
   else if (cmd == "stop") r.command = Command::Stop;
   else if (cmd == "reload") r.command = Command::Reload;
   else if (cmd == "restart") r.command = Command::Restart;
+  else if (cmd == "metrics") r.command = Command::Metrics;
+  else if (cmd == "history") r.command = Command::History;
   else return handoff::Error{"unknown command '" + cmd + "'"};
 
   if (j.contains("timeout")) {

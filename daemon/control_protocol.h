@@ -9,6 +9,8 @@
 //              {"v":1,"cmd":"stop","timeout":5}
 //              {"v":1,"cmd":"reload"}
 //              {"v":1,"cmd":"restart"}                      (supervisor mode: the app)
+//              {"v":1,"cmd":"metrics"}                      (reply: "text", the Prometheus exposition)
+//              {"v":1,"cmd":"history"}                      (reply: "records", the flight recorder)
 //   progress:  {"v":1,"event":"spawned","pid":123}          (upgrade and restart)
 //   reply:     {"v":1,"ok":true,...} or {"v":1,"ok":false,"error":"..."}
 
@@ -25,7 +27,7 @@ namespace baton::control {
 inline constexpr int kProtocolVersion = 1;
 inline constexpr size_t kMaxLine = 64 * 1024;
 
-enum class Command { Status, Upgrade, Stop, Reload, Restart };
+enum class Command { Status, Upgrade, Stop, Reload, Restart, Metrics, History };
 const char* to_string(Command c);
 
 struct Request {

@@ -80,7 +80,9 @@ int Daemon::run() {
                   .successor_exit = [this](pid_t pid, bool clean, bool superseded,
                                            const std::string& how) { on_successor_exit(pid, clean, superseded, how); },
                   .succeeded = [this](pid_t pid) { relay_succeeded(pid); },
+                  .progress = [this](const char* step) { record_upgrade_step(step); },
               });
+  if (int rc = loop_lag_.start(&loop_); rc != 0) spdlog::warn("loop lag probe: uv_timer: {}", uv_strerror(rc));
 
   // Signals first: a new generation must not die of a SIGTERM or SIGUSR2
   // that arrives while it is still taking over.
@@ -137,6 +139,7 @@ handoff::Status Daemon::open_listeners() {
   // path never disappears. Owner-only; peers are checked again at accept.
   if (auto st = ensure_private_dir(options_.control_path); !st) return handoff::with_context("control socket", st.error());
   requests.push_back({kControlListenerName, *handoff::ListenAddress::parse("unix:" + options_.control_path), 0600});
+  if (options_.metrics) requests.push_back({kMetricsListenerName, *options_.metrics});
 
   std::vector<handoff::InheritedListener> inherited;
   std::vector<handoff::InheritedState> handed_state;
@@ -157,8 +160,10 @@ handoff::Status Daemon::open_listeners() {
     // Our parent is the predecessor, alive (it is about to answer our HELLO).
     predecessor_process_ = handoff::ProcessHandle::open(::getppid());
     spdlog::info("hand-off: taking over as generation {}", context_.generation);
+    note_takeover_step("exec", context_.started);
     auto got = successor.value()->take_listeners(options_.upgrade_timeout);
     if (!got) return handoff::with_context("hand-off", got.error());
+    note_takeover_step("listeners_received");
     inherited = std::move(got).value();
     handed_state = successor.value()->take_state();
     spdlog::info("hand-off: received {} listener(s), all valid, after {:.1f} ms", inherited.size(),
@@ -167,23 +172,24 @@ handoff::Status Daemon::open_listeners() {
     if (options_.listeners.empty()) {
       std::vector<handoff::ListenerRequest> handed;
       for (const auto& l : inherited)
-        if (l.name != kControlListenerName) handed.push_back({l.name, l.configured});
+        if (!is_batond_listener(l.name)) handed.push_back({l.name, l.configured});
       requests.insert(requests.begin(), handed.begin(), handed.end());
     }
   }
 
   if (options_.exec_mode())
-    for (auto& r : requests) r.blocking = r.name != kControlListenerName;  // the app's, as systemd would pass them
+    for (auto& r : requests) r.blocking = !is_batond_listener(r.name);  // the app's, as systemd would pass them
   auto opened = handoff::open_listeners(requests, std::move(inherited), options_.backlog);
   if (!opened) return opened.error();
   for (const auto& d : opened->dropped) spdlog::info("listener {} is no longer configured; closed it", d);
 
   for (auto& l : opened->listeners) {
-    const bool control = l.name == kControlListenerName;
+    const bool control = l.name == kControlListenerName, metrics = l.name == kMetricsListenerName;
     listeners_.push_back(std::make_unique<Listener>(
         &loop_, std::move(l),
-        [this, control](handoff::UniqueFd fd, Listener& from) {
+        [this, control, metrics](handoff::UniqueFd fd, Listener& from) {
           if (control) accept_control(std::move(fd));
+          else if (metrics) metrics_http_.start(&loop_, std::move(fd));
           else accept_echo(std::move(fd), from);
         },
         [this](const std::string& reason) { fatal(reason); }));
@@ -202,8 +208,13 @@ handoff::Status Daemon::open_listeners() {
     // READY, then COMMIT: only once the old generation has committed to the
     // hand-over may this one accept, so a rollback never kills a process that
     // holds client connections.
+    note_takeover_step("ready_sent");
     if (auto st = successor.value()->confirm_ready(options_.upgrade_timeout); !st)
       return handoff::with_context("hand-off", st.error());
+    // Counters and timelines came with COMMIT: ours start from them, so
+    // that no scrape of this generation sees a total go back.
+    for (const auto& update : successor.value()->take_state_updates()) apply_state_update(update);
+    note_takeover_step("commit_received");
     predecessor_link_ = std::make_unique<handoff::PredecessorLink>(
         &loop_, successor.value()->take_channel(), successor.value()->version(),
         [this](const std::vector<handoff::GenerationReport>& reports) { older_generations_ = reports; },
@@ -213,6 +224,7 @@ handoff::Status Daemon::open_listeners() {
           else spdlog::warn("previous generations: lost track of them: {}", why);
           older_generations_.clear();
         });
+    predecessor_link_->on_state_update([this](const handoff::StateUpdate& u) { apply_state_update(u); });
   }
   return {};
 }
@@ -226,6 +238,7 @@ handoff::Status Daemon::start_accepting() {
                  l->inherited() ? "yes" : "no", serves_itself(*l) ? "" : " (for the app)");
   }
   committed_ = true;
+  if (predecessor_link_) watch_predecessor_exit();
   if (auto st = start_app(); !st) return st;
   // Past COMMIT (or on a fresh start) this process is the one serving. Its
   // predecessor writes the same pid to its own path; writing here too covers
@@ -303,7 +316,13 @@ void Daemon::note_stop_requested(const std::string& by) {
 }
 
 void Daemon::accept_echo(handoff::UniqueFd fd, Listener& from) {
+  if (!first_accept_noted_ && predecessor_link_) {
+    first_accept_noted_ = true;
+    note_takeover_step("first_accept");
+  }
   if (registry_.size() >= options_.max_connections) {
+    own_events_.add(Counters::series("baton_connections_accepted_total"));
+    own_events_.add(Counters::series("baton_connections_closed_total", "reason", "max_connections"));
     if (auto n = max_connections_log_.allow())
       spdlog::warn("max-connections {} reached: closed {} new connection(s) at accept (listener {})",
                    options_.max_connections, *n, from.name());
@@ -381,6 +400,12 @@ void Daemon::on_drained() {
     return;
   }
   spdlog::info("exiting with status {}", exit_code_);
+  // Our successor's record of this upgrade ends with our exit, and its
+  // totals with our last counts.
+  if (handed_over()) {
+    record_upgrade_step("old_drained");
+    send_state_updates(true);
+  }
   close_everything();
 }
 
@@ -409,6 +434,8 @@ void Daemon::close_everything() {
   predecessor_link_.reset();
   if (drain_) drain_->stop_timers();
   control_sessions_.finish_all();
+  metrics_http_.close_all();
+  loop_lag_.stop();
   if (app_) app_->close();
   // A successor that took over lives on; one still starting is killed. The
   // object itself lives until the destructor: we may be inside its callback.

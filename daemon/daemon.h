@@ -21,9 +21,14 @@
 #include "connection_handover.h"
 #include "connection_registry.h"
 #include "control_session.h"
+#include "counters.h"
 #include "drain.h"
 #include "echo_connection.h"
+#include "flight_recorder.h"
 #include "listener.h"
+#include "loop_lag.h"
+#include "metrics_exposition.h"
+#include "metrics_http.h"
 #include "options.h"
 #include "pid_file.h"
 #include "rate_limited_log.h"
@@ -134,7 +139,7 @@ class Daemon {
 
   // Supervisor mode (daemon_app.cpp). The app gets every listener but the
   // control socket; batond accepts on none of them itself.
-  bool serves_itself(const Listener& l) const { return !options_.exec_mode() || l.name() == kControlListenerName; }
+  bool serves_itself(const Listener& l) const { return !options_.exec_mode() || is_batond_listener(l.name()); }
   // Before READY: the app an older generation ran, adopted (and paused until COMMIT).
   handoff::Status adopt_app(std::vector<handoff::InheritedState> state);
   // At start: a fresh app, or the adopted one supervised from now on.
@@ -145,8 +150,31 @@ class Daemon {
   void on_app_stopped();
   void on_app_serving(pid_t pid);
   void restart_app(const std::string& trigger, ControlSession* session);
-  // Watches the predecessor's pidfd; false if it is gone or cannot be watched.
+  // Watches the predecessor's pidfd (its exit ends the hold on an adopted
+  // app, and goes into the flight recorder); false if it is gone or cannot
+  // be watched. Once is enough: a second call says whether it watches.
   bool watch_predecessor_exit();
+
+  // Metrics and the flight recorder (daemon_metrics.cpp).
+  Counters own_counters() const;     // what this generation counted itself
+  Counters counter_totals() const;   // the service's: what older generations reported, plus ours
+  std::string metrics_text() const;  // the Prometheus exposition
+  nlohmann::json observability_status() const;
+  nlohmann::json metrics_reply() const;
+  nlohmann::json history_reply() const;
+  // The predecessor's STATE_UPDATE: its counters, its timelines.
+  void apply_state_update(const handoff::StateUpdate& update);
+  // A step of our own take-over (exec, listeners, READY, COMMIT, first
+  // accept, the predecessor's exit), for the record our predecessor began.
+  void note_takeover_step(const std::string& step,
+                          std::chrono::steady_clock::time_point at = std::chrono::steady_clock::now());
+  void attach_takeover_steps();
+  // A step of the upgrade this generation started.
+  void record_upgrade_step(const std::string& step, const std::string& detail = {});
+  void count_upgrade_outcome(bool ok, const std::string& error = {});
+  // To our successor: our totals and timelines, if they changed since last
+  // sent (always, with `force`: at READY, and on the way out).
+  void send_state_updates(bool force);
 
   DaemonOptions options_;
   StartupContext context_;
@@ -180,6 +208,20 @@ class Daemon {
   std::chrono::steady_clock::time_point upgrade_requested_{};
   std::string upgrade_trigger_;
   nlohmann::json last_upgrade_;  // the outcome of the latest attempt, for status
+
+  // Metrics and the flight recorder.
+  Counters inherited_counters_;  // the totals older generations reported, each series at its highest
+  Counters own_events_;          // our upgrades' outcomes and durations
+  Counters counters_sent_;       // what our successor last got
+  FlightRecorder history_;
+  uint64_t history_sent_ = 0;    // history_.version() our successor last got
+  std::string upgrade_record_;   // the record of the upgrade this generation started last
+  std::string takeover_record_;  // the record of the upgrade that started this generation
+  std::string restart_record_;   // the record of the app restart in flight ("" when none)
+  std::vector<TimelineEvent> takeover_steps_;  // ours, until that record arrives
+  bool first_accept_noted_ = false;
+  LoopLag loop_lag_;
+  MetricsHttpConnections metrics_http_{[this] { return metrics_text(); }};
 
   uint64_t adopted_connections_ = 0;  // handed to us by the previous generation
   int stop_signals_ = 0;

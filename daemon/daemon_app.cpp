@@ -10,7 +10,7 @@ namespace baton::daemon {
 void Daemon::make_app_supervisor() {
   std::vector<std::pair<std::string, int>> fds;
   for (const auto& l : listeners_)
-    if (l->name() != kControlListenerName) fds.emplace_back(l->name(), l->fd());
+    if (!is_batond_listener(l->name())) fds.emplace_back(l->name(), l->fd());
   app_ = std::make_unique<AppSupervisor>(&loop_, options_.app, std::move(fds),
                                          AppEvents{
                                              .progress = [this](const nlohmann::json& e) { on_app_progress(e); },
@@ -53,13 +53,16 @@ handoff::Status Daemon::start_app() {
 }
 
 bool Daemon::watch_predecessor_exit() {
+  if (predecessor_exit_) return true;
   if (!predecessor_alive() || predecessor_process_.fd() < 0) return false;  // gone, or cannot be watched
   if (predecessor_exit_.init(uv_poll_init, &loop_, this, predecessor_process_.fd()) != 0) return false;
   uv_poll_start(predecessor_exit_.get(), UV_READABLE, [](uv_poll_t* poll, int, int) {
     auto* self = static_cast<Daemon*>(poll->data);
     self->predecessor_exit_.close();
+    self->note_takeover_step("old_exited");
+    if (!self->app_) return;
     spdlog::info("app: the previous batond generation has exited; supervising alone");
-    if (self->app_) self->app_->set_held(false);
+    self->app_->set_held(false);
   });
   return true;
 }
@@ -74,7 +77,10 @@ void Daemon::restart_app(const std::string& trigger, ControlSession* session) {
     return refuse(std::string("a batond upgrade is in progress (") + handoff::to_string(predecessor_->state()) + ")");
   // Registered first: the "spawned" event comes from inside restart().
   if (session) restart_waiters_.push_back(session->id());
+  const auto serving = app_->status()["pid"];
+  restart_record_ = history_.begin("restart", trigger, serving.is_number() ? serving.get<pid_t>() : 0, context_.generation);
   if (auto st = app_->restart(trigger); !st) {
+    history_.finish(std::exchange(restart_record_, {}), false, st.error().message);
     if (session) {
       restart_waiters_.pop_back();
       session->send(control::error_reply(st.error().message));
@@ -83,11 +89,17 @@ void Daemon::restart_app(const std::string& trigger, ControlSession* session) {
 }
 
 void Daemon::on_app_progress(const nlohmann::json& event) {
+  // "spawned" and "ready", each with the new instance's pid.
+  const auto name = event.value("event", std::string());
+  if (name == "spawned") history_.set_to_pid(restart_record_, event.value("pid", pid_t{0}));
+  if (!name.empty()) history_.event(restart_record_, name);
   for (uint64_t id : restart_waiters_)
     if (auto* s = control_sessions_.find(id)) s->send(event);
 }
 
 void Daemon::on_app_restart_outcome(const RestartOutcome& outcome) {
+  if (outcome.ok) history_.event(restart_record_, "probation_passed", "old pid " + std::to_string(outcome.old_pid) + " told to stop");
+  history_.finish(std::exchange(restart_record_, {}), outcome.ok, outcome.reason);
   auto reply = outcome.ok ? control::ok_reply() : control::error_reply(outcome.reason);
   reply["pid"] = outcome.pid;
   reply["old_pid"] = outcome.old_pid;

@@ -49,6 +49,7 @@ handoff::Result<nlohmann::json> Daemon::reload(const std::string& trigger) {
   if (next.pid_file != options_.pid_file) at_next_upgrade.push_back("pid_file");
   if (next.control_path != options_.control_path) at_next_upgrade.push_back("control");
   if (next.backlog != options_.backlog) at_next_upgrade.push_back("backlog");
+  if (next.metrics != options_.metrics) at_next_upgrade.push_back("metrics");
   if (next.exec_mode() != options_.exec_mode()) {
     // Into supervisor mode, an upgrade can go; out of it, it refuses (the
     // running app would be left unsupervised): that takes a stop and a start.
@@ -77,6 +78,7 @@ handoff::Result<nlohmann::json> Daemon::reload(const std::string& trigger) {
   next.pid_file = options_.pid_file;
   next.control_path = options_.control_path;
   next.backlog = options_.backlog;
+  next.metrics = options_.metrics;
   options_ = std::move(next);
 
   auto join = [](const std::vector<std::string>& v) {
@@ -146,6 +148,12 @@ void Daemon::handle_control(ControlSession& session, const control::Request& req
     case Command::Restart:
       restart_app("batonctl", &session);
       return;
+    case Command::Metrics:
+      session.send(metrics_reply());
+      return;
+    case Command::History:
+      session.send(history_reply());
+      return;
     case Command::Stop: {
       auto reply = control::ok_reply();
       reply["pid"] = ::getpid();
@@ -192,6 +200,7 @@ nlohmann::json Daemon::status() const {
                      {"probation_left_ms", g.probation_left_ms ? nlohmann::json(g.probation_left_ms) : nlohmann::json(nullptr)}});
   j["draining_generations"] = older;
   j["mode"] = options_.exec_mode() ? "exec" : "echo";
+  j.update(observability_status());
   if (app_) j["app"] = app_->status();
   return j;
 }

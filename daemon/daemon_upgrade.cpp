@@ -54,12 +54,16 @@ handoff::Status Daemon::request_upgrade(const std::string& trigger, const std::s
   spdlog::info("upgrade ({}): starting {} as generation {}", trigger, spec.binary, context_.generation + 1);
   upgrade_requested_ = std::chrono::steady_clock::now();
   upgrade_trigger_ = trigger;
+  upgrade_record_ = history_.begin("upgrade", trigger, ::getpid(), context_.generation);
   const handoff::UpgradeTimeouts timeouts{timeout.value_or(options_.upgrade_timeout), options_.upgrade_probation};
   if (auto st = predecessor_->start(spec, std::move(offers), timeouts, std::move(state)); !st) {
     spdlog::error("upgrade failed ({}), nothing started, still serving: {}", trigger, st.error().message);
     last_upgrade_ = {{"ok", false}, {"trigger", trigger}, {"error", st.error().message}};
+    count_upgrade_outcome(false, st.error().message);
     return st;
   }
+  history_.set_to_pid(upgrade_record_, predecessor_->successor_pid());
+  record_upgrade_step("spawned");
   // The app as it was sent is what the new generation takes over: nothing
   // changes it (no restart, no replacement) until the outcome. At COMMIT
   // the new generation supervises it; on a rollback we do again.
@@ -71,14 +75,19 @@ handoff::Status Daemon::before_commit(pid_t pid) {
   // Told before COMMIT, not after: should we die between the two, our
   // predecessor must not resume beside a generation that may be serving.
   // The message sits in its socket even if we die right after sending it.
-  if (!predecessor_link_ || !predecessor_alive()) return {};  // nobody left who could resume
   // Closed by its side (EOF): it is exiting. Closed by ours on a bad message:
   // it lives on and could resume, and cannot be told.
-  if (predecessor_link_->broken())
-    return handoff::Error{"the previous generation (pid " + std::to_string(predecessor_process_.pid()) +
-                          ") lives, but its hand-off channel is closed: it could not be told, and could resume beside "
-                          "the new generation"};
-  return predecessor_link_->notify_succeeded(pid);
+  if (predecessor_link_ && predecessor_alive()) {
+    if (predecessor_link_->broken())
+      return handoff::Error{"the previous generation (pid " + std::to_string(predecessor_process_.pid()) +
+                            ") lives, but its hand-off channel is closed: it could not be told, and could resume "
+                            "beside the new generation"};
+    if (auto st = predecessor_link_->notify_succeeded(pid); !st) return st;
+  }
+  // Our totals and timelines reach the new generation before COMMIT: it
+  // serves (and is scraped) with them from its first moment.
+  send_state_updates(/*force=*/true);
+  return {};
 }
 
 void Daemon::relay_succeeded(pid_t pid) {
@@ -109,6 +118,7 @@ void Daemon::on_committed(pid_t pid) {
   if (options_.drain_mode == DaemonOptions::DrainMode::Handoff)
     deadline = options_.drain_timeout + options_.upgrade_timeout + options_.upgrade_probation;
   stop_accepting_and_drain("handed over to pid " + std::to_string(pid), deadline);
+  record_upgrade_step("old_stopped_accepting");
 }
 
 void Daemon::on_upgrade_outcome(const handoff::UpgradeOutcome& outcome) {
@@ -116,6 +126,7 @@ void Daemon::on_upgrade_outcome(const handoff::UpgradeOutcome& outcome) {
   if (!outcome.committed && drain_->active()) {
     // A stop came during the upgrade and cancelled it.
     spdlog::info("upgrade abandoned after {:.1f} ms because this generation is stopping: {}", ms, outcome.reason);
+    count_upgrade_outcome(false, "abandoned: stopping: " + outcome.reason);
     for (uint64_t id : upgrade_waiters_)
       if (auto* s = control_sessions_.find(id)) s->send(control::error_reply("abandoned: batond is stopping"));
     upgrade_waiters_.clear();
@@ -132,6 +143,8 @@ void Daemon::on_upgrade_outcome(const handoff::UpgradeOutcome& outcome) {
     spdlog::error("upgrade {} after {:.1f} ms, rolled back, still serving: {}", what, ms, outcome.reason);
     last_upgrade_ = {{"ok", false}, {"trigger", upgrade_trigger_}, {"pid", outcome.pid}, {"ms", ms},
                      {"error", outcome.reason}, {"committed", outcome.committed}};
+    record_upgrade_step("rolled_back");
+    count_upgrade_outcome(false, outcome.reason);
     for (auto* s : waiters) s->send(control::error_reply("rolled back: " + outcome.reason));
     if (outcome.committed) resume_serving(outcome.reason);
     else if (app_) app_->resume();
@@ -140,6 +153,8 @@ void Daemon::on_upgrade_outcome(const handoff::UpgradeOutcome& outcome) {
   spdlog::info("upgrade: pid {} is serving as generation {}; probation passed {:.1f} ms after the request",
                outcome.pid, context_.generation + 1, ms);
   last_upgrade_ = {{"ok", true}, {"trigger", upgrade_trigger_}, {"pid", outcome.pid}, {"ms", ms}};
+  record_upgrade_step("probation_passed");
+  count_upgrade_outcome(true);
   const size_t open = registry_.size();
   for (auto* s : waiters) {
     auto ready = control::event("ready");
@@ -162,6 +177,7 @@ void Daemon::on_upgrade_outcome(const handoff::UpgradeOutcome& outcome) {
   if (options_.drain_mode == DaemonOptions::DrainMode::Handoff && !registry_.empty()) {
     handover_ = std::make_unique<ConnectionHandover>(&loop_, registry_, *predecessor_, kHandoverFlushBound);
     handover_->start();
+    record_upgrade_step("handoff_started", std::to_string(registry_.size()) + " connection(s)");
   }
   exit_after_drained_upgrade();
 }
@@ -234,7 +250,11 @@ void Daemon::resume_serving(const std::string& why) {
   spdlog::critical("generation {} (pid {}) resumes serving: {}", context_.generation, ::getpid(), why);
 }
 
-void Daemon::on_report_timer(uv_timer_t* timer) { static_cast<Daemon*>(timer->data)->report_draining(); }
+void Daemon::on_report_timer(uv_timer_t* timer) {
+  auto* self = static_cast<Daemon*>(timer->data);
+  self->report_draining();
+  self->send_state_updates(/*force=*/false);
+}
 
 void Daemon::report_draining() {
   const auto left = predecessor_->probation_left();

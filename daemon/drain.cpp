@@ -14,7 +14,7 @@ void Drain::start(const std::string& cause, std::chrono::milliseconds deadline) 
   active_ = true;
   cause_ = cause;
   started_with_ = registry_.size();
-  counts_ = {};
+  at_start_ = counts_;  // the counts run for the whole life (metrics); the drain reports its own part
   spdlog::info("drain: started ({}); {} connection(s) open; deadline {} ms", cause, started_with_, deadline.count());
   registry_.on_empty([this] { check_done(); });
   if (registry_.empty()) {
@@ -53,7 +53,9 @@ void Drain::check_done() {
   stop_timers();
   spdlog::info(
       "drain: done ({}): {} closed by their clients, {} half-closed at the deadline, {} closed forcibly, {} handed over",
-      cause_, counts_.closed_by_client, counts_.closed_at_deadline, counts_.closed_forcibly, counts_.handed_over);
+      cause_, counts_.closed_by_client - at_start_.closed_by_client,
+      counts_.closed_at_deadline - at_start_.closed_at_deadline, counts_.closed_forcibly - at_start_.closed_forcibly,
+      counts_.handed_over - at_start_.handed_over);
   on_done_();
 }
 

@@ -46,6 +46,7 @@ class Drain {
   uv_loop_t* loop_;
   ConnectionRegistry& registry_;
   DrainCounts& counts_;
+  DrainCounts at_start_;  // counts_ when the drain started
   std::function<void()> on_done_;
   handoff::UvHandle<uv_timer_t> deadline_;
   handoff::UvHandle<uv_timer_t> grace_;

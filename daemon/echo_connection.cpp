@@ -93,6 +93,7 @@ void EchoConnection::echo(const char* data, size_t len) {
   // After our FIN (drain deadline) nothing can be echoed; what the client still
   // sends is read and dropped so that closing does not turn into a reset.
   if (finishing_ || closing_) return;
+  counts_.bytes_echoed += len;
   size_t done = 0;
   if (backpressure_.pending() == 0) {
     uv_buf_t b = uv_buf_init(const_cast<char*>(data), static_cast<unsigned>(len));

@@ -99,6 +99,10 @@ void Listener::accept_pending() {
       continue;
     }
     const int err = errno;
+    if (classify_accept_error(err) != AcceptError::Drained) {
+      const char* name = ::strerrorname_np(err);
+      ++accept_errors_[name ? name : std::to_string(err)];
+    }
     switch (classify_accept_error(err)) {
       case AcceptError::Drained:
         return;

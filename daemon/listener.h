@@ -8,7 +8,9 @@
 
 #include <uv.h>
 
+#include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
 
 #include "baton/handoff/listener_set.h"
@@ -50,6 +52,8 @@ class Listener {
   bool inherited() const { return open_.inherited; }
   bool is_unix() const { return open_.bound.family == handoff::ListenAddress::Family::Unix; }
   int fd() const { return open_.fd.get(); }
+  // accept(2) failures so far (EAGAIN aside), by errno name ("EMFILE").
+  const std::map<std::string, uint64_t>& accept_errors() const { return accept_errors_; }
 
  private:
   static void on_poll(uv_poll_t* poll, int status, int events);
@@ -66,6 +70,7 @@ class Listener {
   RateLimiter fd_limit_log_;
   RateLimiter retry_log_;
   bool accepting_ = false;
+  std::map<std::string, uint64_t> accept_errors_;
 };
 
 }  // namespace baton::daemon

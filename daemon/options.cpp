@@ -76,6 +76,10 @@ ParseOutcome parse_options(int argc, char** argv) {
                                    "control socket for batonctl (mode 0600; default $XDG_RUNTIME_DIR/baton/control.sock, "
                                    "else /run/baton/control.sock as root, else /tmp/baton-UID/control.sock)")
                         ->capture_default_str();
+  std::string metrics;
+  auto* o_metrics = app.add_option("--metrics", metrics,
+                                   "answer Prometheus scrapes (GET /metrics) on this TCP address, such as "
+                                   "tcp://127.0.0.1:9100; handed over at every upgrade like the listeners");
   bool exec = false;
   std::vector<std::string> command;
   double app_ready_timeout = 30, app_probation = 2, app_drain_timeout = 30;
@@ -149,6 +153,12 @@ ParseOutcome parse_options(int argc, char** argv) {
     if (auto a = handoff::ListenAddress::parse("unix:" + control_path); !a)
       return {std::nullopt, usage_error("--control '" + control_path + "': " + a.error().message), {}, {}};
     cli->control_path = control_path;
+  }
+
+  if (o_metrics->count()) {
+    auto a = parse_metrics_address(metrics);
+    if (!a) return {std::nullopt, usage_error("--metrics " + a.error().message), {}, {}};
+    cli->metrics = std::move(a).value();
   }
 
   if (!command.empty() && !exec)

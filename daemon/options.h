@@ -47,6 +47,8 @@ struct DaemonOptions {
   // to the new generation ("handoff").
   enum class DrainMode { Wait, Handoff } drain_mode = DrainMode::Wait;
   AppOptions app;
+  // --metrics: where GET /metrics is answered (a TCP address), if anywhere.
+  std::optional<handoff::ListenAddress> metrics;
   bool exec_mode() const { return !app.command.empty(); }
 };
 
@@ -59,6 +61,14 @@ std::string signal_to_string(int signo);
 inline constexpr const char* kDefaultListen = "tcp://127.0.0.1:7000";
 // The control socket is handed over like any listener, under this name.
 inline constexpr const char* kControlListenerName = "control";
+// So is the metrics endpoint's socket.
+inline constexpr const char* kMetricsListenerName = "metrics";
+// batond's own listeners, never the echo service's or the app's.
+inline bool is_batond_listener(const std::string& name) {
+  return name == kControlListenerName || name == kMetricsListenerName;
+}
+// A metrics address must be TCP: Prometheus scrapes over TCP.
+handoff::Result<handoff::ListenAddress> parse_metrics_address(const std::string& text);
 
 struct SettingsLayer;
 

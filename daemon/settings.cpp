@@ -31,6 +31,8 @@ DaemonOptions merge(const SettingsLayer& file, const SettingsLayer& cli) {
   pick(&SettingsLayer::app_probation, o.app.probation);
   pick(&SettingsLayer::app_drain_timeout, o.app.drain_timeout);
   pick(&SettingsLayer::app_stop_signal, o.app.stop_signal);
+  if (cli.metrics) o.metrics = cli.metrics;
+  else if (file.metrics) o.metrics = file.metrics;
   o.control_path = control::default_control_path();
   pick(&SettingsLayer::control_path, o.control_path);
   return o;
@@ -41,9 +43,19 @@ handoff::Status check_listeners(const std::vector<handoff::ListenSpec>& listener
   for (const auto& l : listeners) {
     if (l.name == kControlListenerName)
       return handoff::Error{where + ": the listener name '" + l.name + "' is reserved for the control socket"};
+    if (l.name == kMetricsListenerName)
+      return handoff::Error{where + ": the listener name '" + l.name + "' is reserved for the metrics endpoint (--metrics)"};
     if (!names.insert(l.name).second) return handoff::Error{where + ": listener name '" + l.name + "' used twice"};
   }
   return {};
+}
+
+handoff::Result<handoff::ListenAddress> parse_metrics_address(const std::string& text) {
+  auto a = handoff::ListenAddress::parse(text);
+  if (!a) return a.error();
+  if (a->family == handoff::ListenAddress::Family::Unix)
+    return handoff::Error{"'" + text + "' is not a tcp:// address (Prometheus scrapes over TCP)"};
+  return a;
 }
 
 handoff::Result<std::optional<std::chrono::milliseconds>> parse_app_ready(const std::string& text) {

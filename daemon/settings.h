@@ -33,13 +33,14 @@ struct SettingsLayer {
   std::optional<std::chrono::milliseconds> app_probation;
   std::optional<std::chrono::milliseconds> app_drain_timeout;
   std::optional<int> app_stop_signal;
+  std::optional<handoff::ListenAddress> metrics;
 };
 
 // Defaults, overridden by `file`, overridden by `command_line`.
 DaemonOptions merge(const SettingsLayer& file, const SettingsLayer& command_line);
 
 // Checks that hold whatever the source: listener names unique and not the
-// reserved "control". `where` prefixes the error ("--listen", "batond.toml").
+// reserved "control" or "metrics". `where` prefixes the error ("--listen", "batond.toml").
 handoff::Status check_listeners(const std::vector<handoff::ListenSpec>& listeners, const std::string& where);
 
 bool valid_log_level(const std::string& level);

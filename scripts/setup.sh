@@ -6,10 +6,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 PACKAGES=(
   cmake g++ make pkg-config
-  libuv1-dev libspdlog-dev libcli11-dev nlohmann-json3-dev libtomlplusplus-dev libsystemd-dev
+  libuv1-dev libspdlog-dev libcli11-dev nlohmann-json3-dev libtomlplusplus-dev libsystemd-dev libhttp-parser-dev
   libgtest-dev
   netcat-openbsd procps
-  python3 gunicorn uwsgi-core uwsgi-plugin-python3 lighttpd wrk
+  python3 gunicorn uwsgi-core uwsgi-plugin-python3 lighttpd wrk prometheus
   clang libclang-rt-14-dev
 )
 

@@ -31,6 +31,7 @@ const char* to_string(MessageType type) {
     case MessageType::Succeeded: return "SUCCEEDED";
     case MessageType::Serving: return "SERVING";
     case MessageType::State: return "STATE";
+    case MessageType::StateUpdate: return "STATE_UPDATE";
   }
   return "UNKNOWN";
 }

@@ -192,9 +192,11 @@ void Predecessor::handle_message(Message& m) {
     if (static_cast<pid_t>(hello->pid) != pid_)
       return fail("HELLO names pid " + std::to_string(hello->pid) + ", spawned pid " + std::to_string(pid_));
     version_ = hello->version;
+    if (events_.progress) events_.progress("hello");
     // A handful of datagrams into an empty socket buffer: if even these do
     // not fit, the new process is not reading and the attempt is over.
     if (auto st = send_listeners_now(); !st) return fail(st.error().message, /*let_it_exit=*/true);
+    if (events_.progress) events_.progress("listeners_sent");
     machine_.transition(UpgradeState::AwaitingReady, "HELLO from pid " + std::to_string(pid_) + " (protocol " +
                                                          std::to_string(version_) + "), sent " +
                                                          std::to_string(offers_.size()) + " listeners");
@@ -205,6 +207,7 @@ void Predecessor::handle_message(Message& m) {
     if (!ready) return fail("bad READY: " + ready.error().message);
     if (static_cast<pid_t>(ready->pid) != pid_)
       return fail("READY names pid " + std::to_string(ready->pid) + ", spawned pid " + std::to_string(pid_));
+    if (events_.progress) events_.progress("ready");
     return commit();
   }
   fail(std::string("unexpected ") + to_string(m.type) + " in state " + to_string(state()));
@@ -228,8 +231,13 @@ Status Predecessor::send_listeners_now() {
 
 void Predecessor::commit() {
   if (events_.before_commit) {
-    if (auto st = events_.before_commit(pid_); !st) return fail("not committing: " + st.error().message);
+    in_before_commit_ = true;
+    auto st = events_.before_commit(pid_);
+    in_before_commit_ = false;
+    if (!st) return fail("not committing: " + st.error().message);
+    if (state() != UpgradeState::AwaitingReady) return;  // the callback closed or cancelled us
   }
+  if (events_.progress) events_.progress("commit_sent");
   auto sent = link_.send_now(MessageType::Commit, {});
   if (!sent || !sent.value())
     return fail("sending COMMIT: " + (sent ? std::string("the new process is not reading") : sent.error().message),
@@ -265,7 +273,10 @@ void Predecessor::hand_over() {
 
 void Predecessor::handle_link_message(Message& m) {
   if (m.type == MessageType::Serving && version_ >= 2 && m.payload.empty()) {
-    if (state() == UpgradeState::Probation && probation_ends_ == Clock::time_point{}) start_probation_window();
+    if (state() == UpgradeState::Probation && probation_ends_ == Clock::time_point{}) {
+      if (events_.progress) events_.progress("serving");
+      start_probation_window();
+    }
     return;
   }
   if (m.type == MessageType::Succeeded) return take_succeeded(m);
@@ -446,6 +457,24 @@ Status Predecessor::resume() {
   newer_.clear();
   newer_unnamed_ = false;
   return {};
+}
+
+Status Predecessor::send_state_update(const std::string& key, const std::string& data) {
+  const bool after_commit = state() == UpgradeState::Probation || state() == UpgradeState::HandedOver;
+  if (!in_before_commit_ && !after_commit) return Error{"no successor between READY and its end to send state to"};
+  if (version_ < 4) return {};
+  if (!link_.is_open()) return Error{"the link to the successor is closed"};
+  auto payload = encode_state(key, data);
+  if (payload.size() > kMaxPayload) return Error{"STATE_UPDATE '" + key + "' is larger than one message"};
+  // Before COMMIT, the update must be in the socket ahead of COMMIT, which
+  // goes with send_now: queued behind a full channel, it would come after.
+  if (in_before_commit_) {
+    auto sent = link_.send_now(MessageType::StateUpdate, payload);
+    if (!sent) return sent.error();
+    if (!sent.value()) return Error{"sendmsg STATE_UPDATE: the new process is not reading"};
+    return {};
+  }
+  return link_.send(MessageType::StateUpdate, payload);
 }
 
 Status Predecessor::report_draining(const std::vector<GenerationReport>& reports) {

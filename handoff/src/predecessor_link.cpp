@@ -27,7 +27,14 @@ void PredecessorLink::handle(Message& m) {
     return;
   }
   std::string error;
-  if (m.type != MessageType::Draining || !m.fds.empty()) {
+  if (m.type == MessageType::StateUpdate && version_ >= 4 && m.fds.empty()) {
+    auto item = decode_state(m.payload);
+    if (item) {
+      if (on_state_) on_state_({std::move(item->first), std::move(item->second)});
+      return;
+    }
+    error = "bad STATE_UPDATE: " + item.error().message;
+  } else if (m.type != MessageType::Draining || !m.fds.empty()) {
     error = std::string("unexpected ") + to_string(m.type) + " after COMMIT";
   } else if (auto reports = decode_draining(m.payload, version_); !reports) {
     error = "bad DRAINING: " + reports.error().message;

@@ -105,11 +105,22 @@ Result<std::vector<InheritedListener>> Successor::take_listeners(std::chrono::mi
 Status Successor::confirm_ready(std::chrono::milliseconds timeout) {
   auto ready = encode(Ready{static_cast<uint32_t>(::getpid())});
   if (auto st = channel_.send(MessageType::Ready, ready); !st) return st.error();
-  auto commit = expect_message(channel_, MessageType::Commit, timeout);
-  if (!commit) return commit.error();
-  if (!commit->fds.empty()) return Error{"COMMIT carries unexpected fds"};
-  if (!commit->payload.empty()) return Error{"COMMIT payload must be empty"};
-  return {};
+  const auto deadline = Clock::now() + timeout;
+  for (bool first = true;; first = false) {
+    // The whole timeout for the first message (the error then names it), what is left of it after.
+    auto m = channel_.receive(first ? timeout : left_until(deadline));
+    if (!m) return Error{"waiting for COMMIT: " + m.error().message};
+    if (!m->fds.empty()) return Error{std::string(to_string(m->type)) + " carries unexpected fds"};
+    if (m->type == MessageType::StateUpdate && version_ >= 4) {
+      auto item = decode_state(m->payload);
+      if (!item) return Error{"bad STATE_UPDATE: " + item.error().message};
+      updates_.push_back({std::move(item->first), std::move(item->second)});
+      continue;
+    }
+    if (m->type != MessageType::Commit) return Error{std::string("expected COMMIT, got ") + to_string(m->type)};
+    if (!m->payload.empty()) return Error{"COMMIT payload must be empty"};
+    return {};
+  }
 }
 
 }  // namespace baton::handoff

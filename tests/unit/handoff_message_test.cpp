@@ -83,7 +83,7 @@ TEST(FrameErrors, WrongVersion) {
 
 TEST(FrameErrors, UnknownType) {
   EXPECT_EQ(frame_error(header(kMagic, kFrameVersion, 0, 0)), "unknown message type 0");
-  EXPECT_EQ(frame_error(header(kMagic, kFrameVersion, 12, 0)), "unknown message type 12");
+  EXPECT_EQ(frame_error(header(kMagic, kFrameVersion, 13, 0)), "unknown message type 13");
   EXPECT_EQ(frame_error(header(kMagic, kFrameVersion, 99, 0)), "unknown message type 99");
   EXPECT_EQ(frame_error(header(kMagic, kFrameVersion, 0xffff, 0)), "unknown message type 65535");
 }

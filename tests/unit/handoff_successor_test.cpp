@@ -786,5 +786,57 @@ TEST(SuccessorState, MalformedBodiesAreErrors) {
   EXPECT_FALSE(listener_messages({}, {{"app", "", fds}}).ok());
 }
 
+// ---- STATE_UPDATE (protocol 4): the caller's live state ------------------------------
+
+TEST(SuccessorStateUpdate, ComeBetweenReadyAndCommitInOrderAndOnlyOnce) {
+  Handoff h = make_handoff();
+  ASSERT_TRUE(h.peer.send(MessageType::StateUpdate, encode_state("metrics", "{\"a\":1}")).ok());
+  ASSERT_TRUE(h.peer.send(MessageType::StateUpdate, encode_state("metrics", "{\"a\":2}")).ok());
+  ASSERT_TRUE(h.peer.send(MessageType::StateUpdate, encode_state("history", "[]")).ok());
+  ASSERT_TRUE(h.peer.send(MessageType::Commit, {}).ok());
+  auto st = h.successor.confirm_ready(2s);
+  ASSERT_TRUE(st.ok()) << st.error().message;
+  expect_ready(h.peer);
+  EXPECT_EQ(h.successor.take_state_updates(),
+            (std::vector<StateUpdate>{{"metrics", "{\"a\":1}"}, {"metrics", "{\"a\":2}"}, {"history", "[]"}}));
+  EXPECT_TRUE(h.successor.take_state_updates().empty()) << "taken once";
+}
+
+TEST(SuccessorStateUpdate, CarryingFdsIsRefusedAndTheFdsClosed) {
+  auto [rd, wr] = unit::make_pipe();
+  Handoff h = make_handoff();
+  int fds[] = {wr.get()};
+  ASSERT_TRUE(h.peer.send(MessageType::StateUpdate, encode_state("metrics", "{}"), fds).ok());
+  const int before = open_fd_count();
+  auto st = h.successor.confirm_ready(1s);
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.error().message, "STATE_UPDATE carries unexpected fds");
+  EXPECT_EQ(open_fd_count(), before);
+  wr.reset();
+  EXPECT_TRUE(unit::pipe_writers_gone(rd.get()));
+}
+
+TEST(SuccessorStateUpdate, AMalformedOneIsRefused) {
+  Handoff h = make_handoff();
+  auto bytes = encode_state("metrics", "{}");
+  bytes.pop_back();
+  ASSERT_TRUE(h.peer.send(MessageType::StateUpdate, bytes).ok());
+  auto st = h.successor.confirm_ready(1s);
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.error().message, "bad STATE_UPDATE: payload truncated in field 'data'");
+}
+
+TEST(SuccessorStateUpdate, IsNotAMessageOfProtocolThree) {
+  auto p = HandoffChannel::create_pair();
+  ASSERT_TRUE(p.ok());
+  auto peer = HandoffChannel::adopt(std::move(p.value().second));
+  ASSERT_TRUE(peer.ok());
+  Successor successor(std::move(p.value().first), 3);
+  ASSERT_TRUE(peer->send(MessageType::StateUpdate, encode_state("metrics", "{}")).ok());
+  auto st = successor.confirm_ready(1s);
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.error().message, "expected COMMIT, got STATE_UPDATE");
+}
+
 }  // namespace
 }  // namespace baton::handoff

@@ -33,7 +33,8 @@ inline constexpr uint16_t kFrameVersion = 1;
 // 1: HELLO .. COMMIT, DRAINING, CONNECTIONS, CONNECTIONS_ACK.
 // 2: SERVING (probation), SUCCEEDED {pid}.
 // 3: STATE (the caller's own state and fds, before LISTENERS_END).
-inline constexpr uint16_t kProtocolVersion = 3;
+// 4: STATE_UPDATE (the caller's live state, at READY and after COMMIT).
+inline constexpr uint16_t kProtocolVersion = 4;
 inline constexpr uint16_t kMinProtocolVersion = 1;
 // Set by the predecessor in the new process's environment: the newest
 // protocol version it speaks. Absent: a predecessor that predates it (1).
@@ -57,8 +58,10 @@ enum class MessageType : uint16_t {
   Serving = 10,      // successor -> predecessor, after COMMIT: {}: it accepts; its probation starts
   // Version 3:
   State = 11,        // predecessor -> successor, before LISTENERS_END: {key, data} + fds, the caller's own
+  // Version 4:
+  StateUpdate = 12,  // predecessor -> successor, between READY and COMMIT and after COMMIT: {key, data}, no fds
 };
-inline constexpr MessageType kLastMessageType = MessageType::State;
+inline constexpr MessageType kLastMessageType = MessageType::StateUpdate;
 
 const char* to_string(MessageType type);
 

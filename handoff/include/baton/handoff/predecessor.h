@@ -6,6 +6,7 @@
 //        <- HELLO {pid, version}
 //   LISTENERS + fds (batches of <= 253), STATE + fds (protocol 3), LISTENERS_END ->
 //        <- READY {pid}
+//   [STATE_UPDATE ->]              (protocol 4: the caller's, from before_commit)
 //   COMMIT ->                      committed: the new process accepts, the caller stops
 //        <- SERVING                (protocol 2; a version 1 successor is taken as serving at COMMIT)
 //   probation window passes        outcome: ok
@@ -81,6 +82,12 @@ struct PredecessorEvents {
   // (PredecessorLink::notify_succeeded): every older generation must know
   // every newer one, or it could resume beside it once the ones between die.
   std::function<void(pid_t pid)> succeeded;
+  // A step of the exchange, when it happens: "hello" (a valid HELLO came),
+  // "listeners_sent", "ready" (before before_commit), "commit_sent" (just
+  // before COMMIT goes), "serving" (SERVING
+  // came: the probation window starts). For timelines; nothing may be
+  // changed from it.
+  std::function<void(const char* step)> progress;
 };
 
 class Predecessor {
@@ -105,6 +112,13 @@ class Predecessor {
   // After COMMIT: tells the successor which generations still drain
   // (this one first, then the older ones it knows of).
   Status report_draining(const std::vector<GenerationReport>& reports);
+
+  // Protocol 4: the caller's live state for the successor, say counters
+  // that must not restart from zero. Allowed inside `before_commit` (it then
+  // arrives before COMMIT, so the new process has it before it serves) and
+  // after COMMIT for as long as the link is open (queued, in order). With a
+  // successor below version 4 it does nothing: there is nobody to tell.
+  Status send_state_update(const std::string& key, const std::string& data);
 
   // After the probation, with `drain = handoff`: client connections go to
   // the successor in batches of at most kMaxFdsPerMessage.
@@ -184,6 +198,7 @@ class Predecessor {
   bool exited_ = false;
   bool killed_ = false;
   bool failed_after_commit_ = false;
+  bool in_before_commit_ = false;  // READY arrived, COMMIT not yet sent: state updates may go
   std::string failure_;
   // Every newer generation the successor told us of (SUCCEEDED, its own and
   // those it relayed), each taken while it lived. `newer_unnamed_`: a

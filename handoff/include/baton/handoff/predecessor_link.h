@@ -5,7 +5,8 @@
 // (SUCCEEDED). The predecessor, now draining, reports which generations
 // still drain (DRAINING) and, with `drain = handoff`, hands over its client
 // connections (CONNECTIONS), each validated here and offered to the caller,
-// whose answer goes back as CONNECTIONS_ACK. The channel closing means the
+// whose answer goes back as CONNECTIONS_ACK, and (protocol 4) sends the
+// caller's live state (STATE_UPDATE). The channel closing means the
 // predecessor has exited. Runs in the successor's loop; no send blocks it.
 
 #include <sys/types.h>
@@ -28,6 +29,8 @@ class PredecessorLink {
   using ConnectionCallback = std::function<bool(const ConnectionEntry& entry, UniqueFd fd)>;
   // `why` is "closed" when the predecessor exited, else what went wrong.
   using ClosedCallback = std::function<void(const std::string& why)>;
+  // A STATE_UPDATE: the predecessor's latest `data` under `key`.
+  using StateCallback = std::function<void(const StateUpdate& update)>;
 
   // `version`: the protocol version agreed in HELLO (Successor::version()).
   PredecessorLink(uv_loop_t* loop, HandoffChannel channel, uint16_t version, ReportCallback on_report,
@@ -35,6 +38,8 @@ class PredecessorLink {
   PredecessorLink(const PredecessorLink&) = delete;
   PredecessorLink& operator=(const PredecessorLink&) = delete;
   bool open() const { return link_.is_open(); }
+  // Where STATE_UPDATEs go; without a handler they are read and dropped.
+  void on_state_update(StateCallback cb) { on_state_ = std::move(cb); }
 
   // This process accepts now. Call before the first accept: until then the
   // predecessor may still kill it without losing a client.
@@ -64,6 +69,7 @@ class PredecessorLink {
   ReportCallback on_report_;
   ConnectionCallback on_connection_;
   ClosedCallback on_closed_;
+  StateCallback on_state_;
   ChannelLink link_;
   bool broken_ = false;
 };

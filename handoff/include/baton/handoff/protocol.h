@@ -87,6 +87,14 @@ struct InheritedState {
 // At most kMaxFdsPerMessage fds and one payload per item.
 std::vector<uint8_t> encode_state(const std::string& key, const std::string& data);
 Result<std::pair<std::string, std::string>> decode_state(std::span<const uint8_t> payload);
+// Protocol 4: the caller's live state (batond's counters, say), sent when the
+// new process said READY and again while the old one drains: the same body as
+// STATE, without fds. A key may come many times; each replaces the last.
+struct StateUpdate {
+  std::string key;
+  std::string data;
+  bool operator==(const StateUpdate&) const = default;
+};
 
 // A connection to hand over; the fd stays the caller's.
 struct ConnectionOffer {

@@ -3,7 +3,7 @@
 // loop, because nothing can be served until it is done:
 //
 //   HELLO ->   <- LISTENERS ... [STATE ...] LISTENERS_END   (validate every fd)
-//   READY ->   <- COMMIT                         (now accept)
+//   READY ->   <- [STATE_UPDATE ...] COMMIT       (now accept)
 //
 // Any malformed or unexpected message is an error naming the fault; the caller
 // exits non-zero with it, and the predecessor, seeing the channel close, rolls back.
@@ -45,6 +45,9 @@ class Successor {
 
   // The STATE items that came with the listeners (protocol 3), once.
   std::vector<InheritedState> take_state() { return std::move(state_); }
+  // The STATE_UPDATEs that came between READY and COMMIT (protocol 4), in
+  // order, once. Later ones arrive through PredecessorLink.
+  std::vector<StateUpdate> take_state_updates() { return std::move(updates_); }
 
   // After COMMIT: the channel, on which the predecessor reports its drain
   // (DrainWatch reads it). Empty before COMMIT.
@@ -54,6 +57,7 @@ class Successor {
   HandoffChannel channel_;
   uint16_t version_;
   std::vector<InheritedState> state_;
+  std::vector<StateUpdate> updates_;
 };
 
 }  // namespace baton::handoff

@@ -1,0 +1,152 @@
+// Daemon, what it shows of itself: the Prometheus metrics (counters that
+// survive upgrades: each generation hands its totals to the next), the loop
+// lag, and the flight recorder's timelines of upgrades and app restarts.
+
+#include <unistd.h>
+
+#include <spdlog/spdlog.h>
+
+#include "daemon.h"
+#include "daemon_internal.h"
+
+namespace baton::daemon {
+namespace {
+
+constexpr const char* kMetricsStateKey = "metrics";
+constexpr const char* kHistoryStateKey = "history";
+// While draining, only the latest records can still change: those are sent.
+constexpr size_t kHistoryUpdateRecords = 8;
+
+int64_t to_us(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count();
+}
+
+}  // namespace
+
+Counters Daemon::own_counters() const {
+  Counters c = own_events_;
+  // Adopted connections were accepted by an older generation, which counted them.
+  c.add(Counters::series("baton_connections_accepted_total"), registry_.accepted_total() - adopted_connections_);
+  c.add(Counters::series("baton_connections_closed_total", "reason", "client"), drain_counts_.closed_by_client);
+  c.add(Counters::series("baton_connections_closed_total", "reason", "drain_deadline"), drain_counts_.closed_at_deadline);
+  c.add(Counters::series("baton_connections_closed_total", "reason", "forced"), drain_counts_.closed_forcibly);
+  c.add(Counters::series("baton_connections_closed_total", "reason", "max_connections"), 0);
+  c.add(Counters::series("baton_connections_handed_off_total"), drain_counts_.handed_over);
+  c.add(Counters::series("baton_bytes_echoed_total"), drain_counts_.bytes_echoed);
+  for (const auto& l : listeners_)
+    for (const auto& [err, n] : l->accept_errors()) c.add(Counters::series("baton_accept_errors_total", "errno", err), n);
+  for (const char* outcome : {"ok", "failed"}) c.add(Counters::series("baton_upgrades_total", "outcome", outcome), 0);
+  return c;
+}
+
+Counters Daemon::counter_totals() const { return inherited_counters_.plus(own_counters()); }
+
+std::string Daemon::metrics_text() const {
+  Counters counters = counter_totals();
+  std::vector<GaugeSample> gauges;
+  uint64_t older_connections = 0;
+  for (const auto& g : older_generations_) older_connections += g.connections;
+  gauges.push_back({"baton_open_connections", static_cast<double>(registry_.size())});
+  gauges.push_back({"baton_draining_generations", static_cast<double>(older_generations_.size())});
+  gauges.push_back({"baton_draining_connections", static_cast<double>(older_connections)});
+  gauges.push_back({"baton_generation", static_cast<double>(context_.generation)});
+  gauges.push_back({"baton_loop_lag_seconds", loop_lag_.last_s()});
+  gauges.push_back({"baton_loop_lag_max_seconds", loop_lag_.max_s()});
+  if (app_) {
+    // The app's counts travel with its own state (app_supervisor.h), not with ours.
+    const auto a = app_->status();
+    counters.add(Counters::series("baton_app_restarts_total", "outcome", "ok"), a.value("restarts", uint64_t{0}));
+    counters.add(Counters::series("baton_app_restarts_total", "outcome", "failed"), a.value("failed_restarts", uint64_t{0}));
+    counters.add(Counters::series("baton_app_crashes_total"), a.value("crashes", uint64_t{0}));
+    gauges.push_back({"baton_app_ready", a.value("ready", false) ? 1.0 : 0.0});
+  }
+  return render_exposition(counters, gauges);
+}
+
+nlohmann::json Daemon::observability_status() const {
+  nlohmann::json j;
+  j["loop_lag_ms"] = {{"last", loop_lag_.last_s() * 1000}, {"max", loop_lag_.max_s() * 1000}};
+  j["metrics"] = options_.metrics ? nlohmann::json{{"address", options_.metrics->to_string()},
+                                                   {"scrapes", metrics_http_.served()}}
+                                  : nlohmann::json(nullptr);
+  return j;
+}
+
+// ---- the predecessor's state, as it arrives --------------------------------------------
+
+void Daemon::apply_state_update(const handoff::StateUpdate& update) {
+  const auto j = nlohmann::json::parse(update.data, nullptr, /*allow_exceptions=*/false);
+  if (update.key == kMetricsStateKey) {
+    auto counters = Counters::from_json(j);
+    if (!counters) return spdlog::warn("hand-off: ignored the previous generation's counters: {}", counters.error().message);
+    inherited_counters_.raise_to(counters.value());
+  } else if (update.key == kHistoryStateKey) {
+    if (auto st = history_.merge(j); !st)
+      return spdlog::warn("hand-off: ignored the previous generation's history: {}", st.error().message);
+    attach_takeover_steps();
+  } else {
+    spdlog::debug("hand-off: ignored state update '{}': not one this batond knows", update.key);
+  }
+}
+
+void Daemon::note_takeover_step(const std::string& step, std::chrono::steady_clock::time_point at) {
+  takeover_steps_.push_back({step, to_us(at), {}});
+  attach_takeover_steps();
+}
+
+void Daemon::attach_takeover_steps() {
+  if (takeover_record_.empty()) takeover_record_ = history_.upgrade_to(::getpid());
+  if (takeover_record_.empty()) return;  // not yet arrived (or an older predecessor keeps none)
+  for (const auto& e : takeover_steps_) history_.event(takeover_record_, e.name, e.detail, e.at_us);
+  takeover_steps_.clear();
+}
+
+// ---- this generation's own upgrades -------------------------------------------------------
+
+void Daemon::record_upgrade_step(const std::string& step, const std::string& detail) {
+  if (!upgrade_record_.empty()) history_.event(upgrade_record_, step, detail);
+}
+
+void Daemon::count_upgrade_outcome(bool ok, const std::string& error) {
+  const double seconds = ms_since(upgrade_requested_) / 1000.0;
+  own_events_.add(Counters::series("baton_upgrades_total", "outcome", ok ? "ok" : "failed"));
+  observe_upgrade_duration(own_events_, seconds);
+  history_.finish(upgrade_record_, ok, error);
+}
+
+void Daemon::send_state_updates(bool force) {
+  if (!predecessor_) return;
+  auto send = [&](const char* key, const std::string& data) {
+    auto st = predecessor_->send_state_update(key, data);
+    if (!st) spdlog::debug("state update '{}': {}", key, st.error().message);
+    return st.ok();
+  };
+  const auto totals = counter_totals();
+  if ((force || totals != counters_sent_) && send(kMetricsStateKey, totals.to_json().dump())) counters_sent_ = totals;
+  if (!force && history_.version() == history_sent_) return;
+  // At READY the whole history goes (it fits in one message unless its
+  // texts are unusually long: then fewer records); later, the latest.
+  for (size_t n : {force ? FlightRecorder::kCapacity : kHistoryUpdateRecords, kHistoryUpdateRecords, size_t{1}}) {
+    auto data = history_.to_json(n).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    if (data.size() + 64 > handoff::kMaxPayload) continue;
+    if (send(kHistoryStateKey, data)) history_sent_ = history_.version();
+    return;
+  }
+}
+
+// ---- control ------------------------------------------------------------------------------
+
+nlohmann::json Daemon::metrics_reply() const {
+  auto reply = control::ok_reply();
+  reply["content_type"] = kExpositionContentType;
+  reply["text"] = metrics_text();
+  return reply;
+}
+
+nlohmann::json Daemon::history_reply() const {
+  auto reply = control::ok_reply();
+  reply["records"] = history_.to_json();
+  return reply;
+}
+
+}  // namespace baton::daemon

@@ -1,0 +1,171 @@
+#include "metrics_http.h"
+
+#include <http_parser.h>
+#include <spdlog/spdlog.h>
+
+#include "baton/handoff/uv_handle.h"
+#include "metrics_exposition.h"
+
+namespace baton::daemon {
+
+// ---- the request ---------------------------------------------------------------------------
+
+struct MetricsRequestParser::State {
+  http_parser parser{};
+  http_parser_settings settings{};
+  std::string url;
+  size_t header_bytes = 0;
+  bool complete = false;
+  static constexpr size_t kMaxHead = 16 * 1024;  // a scrape's request is a few hundred bytes
+};
+
+MetricsRequestParser::MetricsRequestParser() : state_(std::make_shared<State>()) {
+  http_parser_init(&state_->parser, HTTP_REQUEST);
+  state_->parser.data = state_.get();
+  http_parser_settings_init(&state_->settings);
+  state_->settings.on_url = [](http_parser* p, const char* at, size_t len) {
+    auto* s = static_cast<State*>(p->data);
+    s->url.append(at, len);
+    return s->url.size() > State::kMaxHead ? 1 : 0;
+  };
+  auto count = [](http_parser* p, const char*, size_t len) {
+    auto* s = static_cast<State*>(p->data);
+    s->header_bytes += len;
+    return s->header_bytes > State::kMaxHead ? 1 : 0;
+  };
+  state_->settings.on_header_field = count;
+  state_->settings.on_header_value = count;
+  state_->settings.on_message_complete = [](http_parser* p) {
+    static_cast<State*>(p->data)->complete = true;
+    http_parser_pause(p, 1);  // one request per connection: the rest is not ours to read
+    return 0;
+  };
+}
+
+HttpAnswer MetricsRequestParser::feed(const char* data, size_t len) {
+  auto& s = *state_;
+  if (s.complete) return {};
+  http_parser_execute(&s.parser, &s.settings, data, len);
+  const auto err = HTTP_PARSER_ERRNO(&s.parser);
+  if (!s.complete && err != HPE_OK) return {400, http_errno_name(err)};
+  if (!s.complete) return {};
+  http_parser_url u{};
+  http_parser_url_init(&u);
+  std::string path = s.url;
+  if (http_parser_parse_url(s.url.data(), s.url.size(), 0, &u) == 0 && (u.field_set & (1 << UF_PATH)))
+    path = s.url.substr(u.field_data[UF_PATH].off, u.field_data[UF_PATH].len);
+  if (path != "/metrics") return {404, "not found: only /metrics is served here"};
+  if (s.parser.method != HTTP_GET && s.parser.method != HTTP_HEAD) return {405, "only GET"};
+  return {200, s.parser.method == HTTP_HEAD ? "HEAD" : "GET"};
+}
+
+// ---- one connection ------------------------------------------------------------------------
+
+class MetricsHttpConnection {
+ public:
+  MetricsHttpConnection(MetricsHttpConnections& all) : all_(all) {}
+
+  bool open(uv_loop_t* loop, handoff::UniqueFd fd) {
+    if (int rc = uv_tcp_init(loop, &tcp_); rc != 0) {
+      spdlog::warn("metrics: uv_tcp_init: {}", uv_strerror(rc));
+      return false;
+    }
+    tcp_.data = this;
+    all_.open_.insert(this);
+    if (int rc = uv_tcp_open(&tcp_, fd.get()); rc != 0) {
+      spdlog::warn("metrics: uv_tcp_open: {}", uv_strerror(rc));
+      close();  // `fd` still owns the descriptor
+      return true;
+    }
+    fd.release();
+    idle_.init(uv_timer_init, loop, this);
+    uv_timer_start(idle_.get(), [](uv_timer_t* t) { static_cast<MetricsHttpConnection*>(t->data)->close(); },
+                   kIdleMs, 0);
+    uv_read_start(stream(), &MetricsHttpConnection::on_alloc, &MetricsHttpConnection::on_read);
+    return true;
+  }
+
+  void close() {
+    if (closing_) return;
+    closing_ = true;
+    idle_.close();
+    uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), [](uv_handle_t* h) {
+      auto* c = static_cast<MetricsHttpConnection*>(h->data);
+      c->all_.open_.erase(c);
+      delete c;
+    });
+  }
+
+ private:
+  static constexpr uint64_t kIdleMs = 10000;
+  uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&tcp_); }
+
+  static void on_alloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
+    auto* c = static_cast<MetricsHttpConnection*>(h->data);
+    *buf = uv_buf_init(c->chunk_, sizeof c->chunk_);
+  }
+
+  static void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
+    auto* c = static_cast<MetricsHttpConnection*>(s->data);
+    if (nread < 0) return c->close();  // the client went before asking
+    if (nread == 0 || c->answered_) return;
+    auto answer = c->parser_.feed(buf->base, static_cast<size_t>(nread));
+    if (answer.status) c->respond(answer);
+  }
+
+  void respond(const HttpAnswer& a) {
+    answered_ = true;
+    uv_read_stop(stream());
+    std::string body, type = "text/plain; charset=utf-8";
+    if (a.status == 200) {
+      body = all_.render_();
+      type = kExpositionContentType;
+      ++all_.served_;
+    } else {
+      body = a.reason + "\n";
+      spdlog::debug("metrics: answered {}: {}", a.status, a.reason);
+    }
+    const char* status_text = a.status == 200 ? "OK" : a.status == 404 ? "Not Found" : a.status == 405 ? "Method Not Allowed" : "Bad Request";
+    response_ = "HTTP/1.1 " + std::to_string(a.status) + " " + status_text + "\r\nContent-Type: " + type +
+                "\r\nContent-Length: " + std::to_string(body.size()) + "\r\nConnection: close\r\n" +
+                (a.status == 405 ? "Allow: GET, HEAD\r\n" : "") + "\r\n";
+    if (a.reason != "HEAD") response_ += body;
+    write_.data = this;
+    uv_buf_t b = uv_buf_init(response_.data(), static_cast<unsigned>(response_.size()));
+    if (uv_write(&write_, stream(), &b, 1, &MetricsHttpConnection::on_written) != 0) close();
+  }
+
+  static void on_written(uv_write_t* req, int status) {
+    auto* c = static_cast<MetricsHttpConnection*>(req->data);
+    if (status < 0 || c->closing_) return c->close();
+    // FIN after the response, then close: the client reads it all first.
+    c->shutdown_.data = c;
+    if (uv_shutdown(&c->shutdown_, c->stream(), [](uv_shutdown_t* r, int) {
+          static_cast<MetricsHttpConnection*>(r->data)->close();
+        }) != 0)
+      c->close();
+  }
+
+  MetricsHttpConnections& all_;
+  uv_tcp_t tcp_{};
+  uv_write_t write_{};
+  uv_shutdown_t shutdown_{};
+  handoff::UvHandle<uv_timer_t> idle_;
+  MetricsRequestParser parser_;
+  std::string response_;
+  char chunk_[4096];
+  bool answered_ = false;
+  bool closing_ = false;
+};
+
+void MetricsHttpConnections::start(uv_loop_t* loop, handoff::UniqueFd fd) {
+  auto* c = new MetricsHttpConnection(*this);
+  if (!c->open(loop, std::move(fd))) delete c;
+}
+
+void MetricsHttpConnections::close_all() {
+  std::vector<MetricsHttpConnection*> all(open_.begin(), open_.end());
+  for (auto* c : all) c->close();
+}
+
+}  // namespace baton::daemon

@@ -1,0 +1,288 @@
+// Metrics and the flight recorder against the real batond: Prometheus's own
+// promtool accepts the exposition, a scraper hitting /metrics through 20
+// upgrades under load never fails and never sees a counter go back, and the
+// history explains every upgrade.
+
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <atomic>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include "support/batond.h"
+#include "support/client.h"
+#include "support/load.h"
+
+namespace baton::test {
+namespace {
+
+CommandResult batonctl(const BatondProcess& d, std::vector<std::string> args) {
+  args.insert(args.begin(), {batonctl_path(), "--control", d.control_path()});
+  return run_command(args, 60s);
+}
+
+// One scrape, as Prometheus does it: GET /metrics, the whole response.
+struct Scrape {
+  bool ok = false;
+  std::string error;
+  std::string body;
+};
+
+Scrape scrape(const std::string& endpoint, const std::string& request = "GET /metrics HTTP/1.1\r\nHost: baton\r\n\r\n") {
+  Scrape s;
+  auto fd = connect_to(endpoint);
+  if (!fd) return {false, std::string("connect: ") + std::strerror(errno), {}};
+  if (!send_all(fd.get(), request)) return {false, "send failed", {}};
+  std::string response;
+  char buf[8192];
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  for (;;) {
+    pollfd p{fd.get(), POLLIN, 0};
+    if (::poll(&p, 1, 200) < 0 || std::chrono::steady_clock::now() > deadline) return {false, "timed out", response};
+    if (!(p.revents & (POLLIN | POLLHUP | POLLERR))) continue;
+    ssize_t n = ::recv(fd.get(), buf, sizeof buf, 0);
+    if (n < 0) return {false, std::string("recv: ") + std::strerror(errno), response};
+    if (n == 0) break;
+    response.append(buf, static_cast<size_t>(n));
+  }
+  const auto head_end = response.find("\r\n\r\n");
+  if (head_end == std::string::npos) return {false, "no complete response head", response};
+  s.body = response.substr(head_end + 4);
+  const auto head = response.substr(0, head_end);
+  if (!head.starts_with("HTTP/1.1 200 ")) return {false, "status line: " + head.substr(0, head.find('\r')), s.body};
+  const auto cl = head.find("Content-Length: ");
+  if (cl == std::string::npos || std::stoul(head.substr(cl + 16)) != s.body.size())
+    return {false, "body shorter than its Content-Length", s.body};
+  s.ok = true;
+  return s;
+}
+
+// Samples of the counter families (names ending _total, _bucket, _count, _sum).
+std::map<std::string, double> counter_samples(const std::string& text) {
+  std::map<std::string, double> out;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    const auto sp = line.rfind(' ');
+    const std::string series = line.substr(0, sp);
+    const std::string family = series.substr(0, series.find('{'));
+    if (family.ends_with("_total") || family.ends_with("_bucket") || family.ends_with("_count") || family.ends_with("_sum"))
+      out[series] = std::stod(line.substr(sp + 1));
+  }
+  return out;
+}
+
+double sample(const std::string& text, const std::string& series) {
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line))
+    if (line.starts_with(series + " ")) return std::stod(line.substr(series.size() + 1));
+  return -1;
+}
+
+CommandResult promtool_check(const TempDir& dir, const std::string& text) {
+  const auto path = dir.file("metrics.txt");
+  std::ofstream(path) << text;
+  return run_command({"/bin/sh", "-c", "promtool check metrics < '" + path + "'"}, 60s);
+}
+
+TEST(Metrics, PromtoolAcceptsTheExpositionAndBatonctlPrintsTheSame) {
+  TempDir dir;
+  auto d = BatondProcess::start({"--listen", "echo=tcp://127.0.0.1:0", "--metrics", "tcp://127.0.0.1:0"});
+  auto conn = connect_to(d.address());
+  ASSERT_TRUE(echo_roundtrip(conn.get(), "hello"));
+  auto s = scrape(d.address("metrics"));
+  ASSERT_TRUE(s.ok) << s.error << "\n" << s.body;
+  auto check = promtool_check(dir, s.body);
+  EXPECT_EQ(check.status.code, 0) << check.out << check.err << "\n" << s.body;
+  EXPECT_EQ(sample(s.body, "baton_connections_accepted_total"), 1) << s.body;
+  EXPECT_EQ(sample(s.body, "baton_bytes_echoed_total"), 5) << s.body;
+  EXPECT_EQ(sample(s.body, "baton_open_connections"), 1) << s.body;
+  EXPECT_EQ(sample(s.body, "baton_generation"), 1) << s.body;
+
+  auto r = batonctl(d, {"metrics"});
+  ASSERT_EQ(r.status.code, 0) << r.err;
+  check = promtool_check(dir, r.out);
+  EXPECT_EQ(check.status.code, 0) << check.out << check.err << "\n" << r.out;
+  EXPECT_EQ(sample(r.out, "baton_bytes_echoed_total"), 5) << r.out;
+
+  // Anything but GET /metrics is refused, and the endpoint serves on.
+  for (const auto& [request, status] : std::vector<std::pair<std::string, std::string>>{
+           {"GET /other HTTP/1.1\r\nHost: b\r\n\r\n", "HTTP/1.1 404 "},
+           {"POST /metrics HTTP/1.1\r\nHost: b\r\nContent-Length: 0\r\n\r\n", "HTTP/1.1 405 "},
+           {"\x01\x02 garbage\r\n\r\n", "HTTP/1.1 400 "}}) {
+    auto fd = connect_to(d.address("metrics"));
+    ASSERT_TRUE(send_all(fd.get(), request));
+    std::string got;
+    recv_exact(fd.get(), 1 << 20, 5s, &got);
+    EXPECT_TRUE(got.starts_with(status)) << request << " -> " << got;
+  }
+  EXPECT_TRUE(scrape(d.address("metrics")).ok);
+}
+
+TEST(Metrics, ScrapesThroughTwentyUpgradesUnderLoadNeverFailAndNoCounterGoesBack) {
+  TempDir dir;
+  auto d = BatondProcess::start({"--listen", "echo=tcp://127.0.0.1:0", "--metrics", "tcp://127.0.0.1:0", "--drain",
+                                 "handoff", "--upgrade-probation", "0.2"});
+  const std::string endpoint = d.address("metrics");
+  auto load = LoadRun::start("tcp://" + d.address(), {"--connections", "8", "--pipeline", "2", "--rate", "200",
+                                                      "--churn-rate", "50"});
+  std::atomic<bool> done{false};
+  std::vector<std::string> problems;
+  int scrapes = 0;
+  std::string last;
+  std::thread scraper([&] {
+    std::map<std::string, double> previous;
+    // Bounded: about 20 scrapes a second, at most 10 minutes' worth.
+    for (int i = 0; i < 12000 && !done; ++i) {
+      auto s = scrape(endpoint);
+      ++scrapes;
+      if (!s.ok) {
+        problems.push_back("scrape " + std::to_string(i) + " failed: " + s.error);
+      } else {
+        for (const auto& [series, v] : counter_samples(s.body)) {
+          auto it = previous.find(series);
+          if (it != previous.end() && v < it->second)
+            problems.push_back("scrape " + std::to_string(i) + ": " + series + " went from " +
+                               std::to_string(it->second) + " to " + std::to_string(v));
+          previous[series] = v;
+        }
+        last = s.body;
+      }
+      std::this_thread::sleep_for(50ms);  // a scrape interval, not a wait for anything
+    }
+  });
+  for (int i = 0; i < 20; ++i) {
+    auto r = d.upgrade();
+    if (!r.ok) {
+      done = true;
+      scraper.join();
+      FAIL() << "upgrade " << i << ": " << r.line << "\n" << d.log();
+    }
+  }
+  // The last old generation gone: every total has reached the newest one.
+  auto status = nlohmann::json::parse(batonctl(d, {"status", "--json"}).out, nullptr, false);
+  EXPECT_TRUE(eventually([&] {
+    auto j = nlohmann::json::parse(batonctl(d, {"status", "--json"}).out, nullptr, false);
+    return j.is_object() && j["draining_generations"].empty();
+  }, 30s));
+  auto report = load.stop();
+  auto final_scrape = scrape(endpoint);
+  done = true;
+  scraper.join();
+  EXPECT_TRUE(problems.empty()) << problems.size() << " problem(s) in " << scrapes << " scrapes, the first: "
+                                << (problems.empty() ? "" : problems.front());
+  EXPECT_GT(scrapes, 20);
+  EXPECT_EQ(report.failures, 0) << report.summary;
+  ASSERT_TRUE(final_scrape.ok) << final_scrape.error;
+  EXPECT_EQ(sample(final_scrape.body, "baton_upgrades_total{outcome=\"ok\"}"), 20) << final_scrape.body;
+  EXPECT_EQ(sample(final_scrape.body, "baton_upgrade_duration_seconds_count"), 20) << final_scrape.body;
+  EXPECT_EQ(sample(final_scrape.body, "baton_generation"), 21) << final_scrape.body;
+  EXPECT_GT(sample(final_scrape.body, "baton_connections_handed_off_total"), 0) << final_scrape.body;
+  EXPECT_GT(sample(final_scrape.body, "baton_bytes_echoed_total"), 0) << final_scrape.body;
+  auto check = promtool_check(dir, final_scrape.body);
+  EXPECT_EQ(check.status.code, 0) << check.out << check.err;
+}
+
+// The steps every successful upgrade's timeline must have.
+const std::vector<std::string> kSteps = {"requested", "spawned", "exec", "hello", "listeners_sent",
+                                         "listeners_received", "ready_sent", "ready", "commit_sent",
+                                         "old_stopped_accepting", "commit_received", "serving", "first_accept",
+                                         "probation_passed", "old_drained", "old_exited"};
+
+// Each upgrade waits for the old generation's exit: then every count it
+// made reached the newest generation, and the totals are exact.
+TEST(History, FiveUpgradesUnderLoadGiveFiveCompleteTimelinesAndExactTotals) {
+  auto d = BatondProcess::start({"--listen", "echo=tcp://127.0.0.1:0", "--upgrade-probation", "0.2", "--drain",
+                                 "handoff", "--metrics", "tcp://127.0.0.1:0"});
+  auto load = LoadRun::start("tcp://" + d.address(), {"--connections", "4", "--rate", "100", "--churn-rate", "100"});
+  std::vector<pid_t> pids{d.serving_pid()};
+  for (int i = 0; i < 5; ++i) {
+    auto r = d.upgrade();
+    ASSERT_TRUE(r.ok) << r.line << "\n" << d.log();
+    pids.push_back(r.new_pid);
+    ASSERT_TRUE(d.wait_gone(pids[i]));
+  }
+  nlohmann::json records;
+  // The last old generation's exit reaches the record a moment after it exits.
+  auto complete = [](const nlohmann::json& r) {
+    for (const auto& e : r["events"])
+      if (e["name"] == "old_exited") return true;
+    return false;
+  };
+  EXPECT_TRUE(eventually([&] {
+    auto r = batonctl(d, {"history", "--json"});
+    records = nlohmann::json::parse(r.out, nullptr, false);
+    return records.is_array() && records.size() == 5 && std::all_of(records.begin(), records.end(), complete);
+  }, 20s)) << records.dump(2);
+  ASSERT_EQ(records.size(), 5u) << records.dump(2);
+  for (size_t i = 0; i < records.size(); ++i) {
+    const auto& r = records[i];
+    SCOPED_TRACE("record " + std::to_string(i) + ": " + r.dump());
+    EXPECT_EQ(r["kind"], "upgrade");
+    EXPECT_EQ(r["trigger"], "SIGUSR2");
+    EXPECT_EQ(r["outcome"], "ok");
+    EXPECT_EQ(r["from_pid"], pids[i]);
+    EXPECT_EQ(r["to_pid"], pids[i + 1]);
+    EXPECT_EQ(r["from_generation"], i + 1);
+    std::map<std::string, long long> at;
+    for (const auto& e : r["events"]) at[e["name"]] = e["offset_us"];
+    for (const auto& step : kSteps) EXPECT_TRUE(at.count(step)) << "no '" << step << "'";
+    // The order that matters: nobody accepts before COMMIT, the old one stops only then.
+    EXPECT_LE(at["requested"], at["spawned"]);
+    EXPECT_LE(at["hello"], at["ready"]);
+    EXPECT_LE(at["commit_sent"], at["commit_received"]);
+    EXPECT_LE(at["commit_received"], at["first_accept"]);
+    EXPECT_LE(at["old_drained"], at["old_exited"]);
+  }
+  auto human = batonctl(d, {"history"});
+  EXPECT_EQ(human.status.code, 0) << human.err;
+  EXPECT_NE(human.out.find("upgrade (SIGUSR2)  pid " + std::to_string(pids[4])), std::string::npos) << human.out;
+  auto report = load.stop();
+  EXPECT_EQ(report.failures, 0) << report.summary;
+  // Every byte the load had echoed was counted by some generation, once.
+  EXPECT_TRUE(eventually([&] { return scrape(d.address("metrics")).ok; }));
+  auto s = scrape(d.address("metrics"));
+  EXPECT_GE(sample(s.body, "baton_bytes_echoed_total"), static_cast<double>(report.bytes_verified)) << s.body << report.summary;
+  EXPECT_EQ(sample(s.body, "baton_upgrades_total{outcome=\"ok\"}"), 5) << s.body;
+}
+
+TEST(History, AFailedUpgradeIsRecordedWithItsCauseAndCounted) {
+  auto d = BatondProcess::start({"--listen", "echo=tcp://127.0.0.1:0", "--metrics", "tcp://127.0.0.1:0"});
+  auto r = batonctl(d, {"upgrade", "--binary", "/bin/false"});
+  EXPECT_EQ(r.status.code, 1) << r.out;
+  auto history = nlohmann::json::parse(batonctl(d, {"history", "--json"}).out, nullptr, false);
+  ASSERT_EQ(history.size(), 1u) << history.dump(2);
+  EXPECT_EQ(history[0]["outcome"], "failed");
+  EXPECT_EQ(history[0]["trigger"], "batonctl");
+  EXPECT_NE(history[0]["error"].get<std::string>().find("exit status 1"), std::string::npos) << history.dump(2);
+  auto s = scrape(d.address("metrics"));
+  ASSERT_TRUE(s.ok) << s.error;
+  EXPECT_EQ(sample(s.body, "baton_upgrades_total{outcome=\"failed\"}"), 1) << s.body;
+  EXPECT_EQ(sample(s.body, "baton_upgrades_total{outcome=\"ok\"}"), 0) << s.body;
+}
+
+TEST(Metrics, AnAddressThatIsNotTcpIsAUsageErrorAndABadConfigIsRejected) {
+  TempDir dir;
+  auto r = run_command({batond_path(), "--metrics", "unix:/tmp/x.sock"});
+  EXPECT_EQ(r.status.code, 2);
+  EXPECT_NE(r.err.find("--metrics 'unix:/tmp/x.sock' is not a tcp:// address"), std::string::npos) << r.err;
+  const auto conf = dir.file("batond.toml");
+  for (const std::string& body : {"[metrics]\nlisten = \"unix:/tmp/x.sock\"\n", "[metrics]\nport = 9100\n",
+                                  "metrics = \"tcp://127.0.0.1:9100\"\n", "[listeners]\nmetrics = \"tcp://127.0.0.1:0\"\n"}) {
+    std::ofstream(conf) << body;
+    auto c = run_command({batond_path(), "--check-config", conf});
+    EXPECT_EQ(c.status.code, 1) << body;
+    EXPECT_NE(c.err.find("metrics"), std::string::npos) << body << c.err;
+  }
+}
+
+}  // namespace
+}  // namespace baton::test
