@@ -57,10 +57,10 @@ pid_t wait_app_serving(const BatondProcess& d, std::chrono::milliseconds timeout
 }
 
 // One HTTP/1.0 GET; the body, or nullopt on any failure.
-std::optional<std::string> http_get(const std::string& endpoint) {
+std::optional<std::string> http_get(const std::string& endpoint, const std::string& path = "/") {
   auto fd = connect_to(endpoint);
   if (!fd) return std::nullopt;
-  if (!send_all(fd.get(), "GET / HTTP/1.0\r\nHost: test\r\n\r\n")) return std::nullopt;
+  if (!send_all(fd.get(), "GET " + path + " HTTP/1.0\r\nHost: test\r\n\r\n")) return std::nullopt;
   std::string response;
   for (;;) {
     std::string partial;
@@ -230,6 +230,19 @@ void restart_twenty_times_under_load(
   auto a = app_status(d);
   EXPECT_EQ(a["restarts"], 20);
   EXPECT_EQ(a["crashes"], 0);
+  // The flight recorder has each restart, from the pid it replaced to the new one.
+  auto history = nlohmann::json::parse(batonctl(d, {"history", "--json"}).out, nullptr, false);
+  ASSERT_TRUE(history.is_array());
+  ASSERT_EQ(history.size(), 20u) << history.dump(2);
+  for (const auto& rec : history) {
+    EXPECT_EQ(rec["kind"], "restart") << rec;
+    EXPECT_EQ(rec["trigger"], "batonctl") << rec;
+    EXPECT_EQ(rec["outcome"], "ok") << rec;
+    EXPECT_TRUE(served_by.count(rec["from_pid"].get<pid_t>()) && served_by.count(rec["to_pid"].get<pid_t>())) << rec;
+    std::set<std::string> steps;
+    for (const auto& e : rec["events"]) steps.insert(e["name"].get<std::string>());
+    EXPECT_EQ(steps, (std::set<std::string>{"requested", "spawned", "ready", "probation_passed"})) << rec;
+  }
   groups.add_from(d);
 }
 
@@ -355,10 +368,12 @@ TEST(Supervisor, ABrokenNewVersionIsRefusedWithItsStderrAndTheOldOneServesOn) {
   EXPECT_NE(body->find("version=v1"), std::string::npos) << *body;
 }
 
+// batond's own sockets (control, --metrics) are not the app's: batond serves them.
 TEST(Supervisor, TheEnvironmentIsSystemdsListenFdsAndTheAppLeadsItsOwnGroup) {
   TempDir dir;
   AppGroups groups;
-  auto d = BatondProcess::start(with_exec({"--listen", "web=tcp://127.0.0.1:0", "--listen", "admin=unix:" + dir.file("a.sock")},
+  auto d = BatondProcess::start(with_exec({"--listen", "web=tcp://127.0.0.1:0", "--listen", "admin=unix:" + dir.file("a.sock"),
+                                           "--metrics", "tcp://127.0.0.1:0"},
                                           helper_app({"--env-file", dir.file("env.json")})));
   const pid_t pid = wait_app_serving(d);
   ASSERT_GT(pid, 0) << d.log();
@@ -381,6 +396,10 @@ TEST(Supervisor, TheEnvironmentIsSystemdsListenFdsAndTheAppLeadsItsOwnGroup) {
   EXPECT_EQ(*web, *admin);
   // Its output is batond's log, one line each, with its pid.
   EXPECT_TRUE(d.process().wait_for_line("app pid=" + std::to_string(pid) + " stdout: listening on 2 socket(s)"));
+  auto metrics = http_get(d.address("metrics"), "/metrics");
+  ASSERT_TRUE(metrics) << d.log();
+  EXPECT_NE(metrics->find("\nbaton_app_ready 1\n"), std::string::npos) << *metrics;
+  EXPECT_NE(metrics->find("\nbaton_app_crashes_total 0\n"), std::string::npos) << *metrics;
 }
 
 TEST(Supervisor, AnAppThatIgnoresTheStopSignalIsKilledWithItsGroupAtTheDrainTimeout) {
