@@ -10,11 +10,11 @@
 #include <uv.h>
 
 #include <functional>
-#include <memory>
 #include <string>
 #include <unordered_set>
 
 #include "baton/handoff/unique_fd.h"
+#include "metrics_request.h"
 
 namespace baton::daemon {
 
@@ -40,22 +40,6 @@ class MetricsHttpConnections {
   Render render_;
   std::unordered_set<MetricsHttpConnection*> open_;
   uint64_t served_ = 0;
-};
-
-// Parses one request and says what to answer; no sockets, so it is unit-tested.
-struct HttpAnswer {
-  int status = 0;  // 0: the request is not complete yet
-  std::string reason;
-};
-class MetricsRequestParser {
- public:
-  MetricsRequestParser();
-  // Feeds bytes; returns the answer once the request is complete or malformed.
-  HttpAnswer feed(const char* data, size_t len);
-
- private:
-  struct State;
-  std::shared_ptr<State> state_;
 };
 
 }  // namespace baton::daemon

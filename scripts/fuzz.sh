@@ -26,7 +26,8 @@ if ! [[ $secs =~ ^[1-9][0-9]*$ ]]; then
   exit 2
 fi
 
-TARGETS=(fuzz_handoff_frame fuzz_handoff_channel fuzz_control_request fuzz_listen_address fuzz_config_file)
+TARGETS=(fuzz_handoff_frame fuzz_handoff_channel fuzz_control_request fuzz_listen_address fuzz_config_file
+         fuzz_metrics_request)
 BUILD=build-fuzz
 BIN=$BUILD/tests/fuzz
 
