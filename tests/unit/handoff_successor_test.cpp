@@ -47,13 +47,13 @@ struct Handoff {
   HandoffChannel peer;  // the test's end, playing the predecessor
 };
 
-Handoff make_handoff() {
+Handoff make_handoff(uint16_t version = kProtocolVersion) {
   auto p = HandoffChannel::create_pair();
   if (!p.ok()) throw std::runtime_error(p.error().message);
   // adopt() gives the peer a send timeout too: a test can never hang on a full queue.
   auto peer = HandoffChannel::adopt(std::move(p.value().second));
   if (!peer.ok()) throw std::runtime_error(peer.error().message);
-  return Handoff{Successor(std::move(p.value().first)), std::move(peer).value()};
+  return Handoff{Successor(std::move(p.value().first), version), std::move(peer).value()};
 }
 
 // The HELLO the successor sent first.
@@ -759,13 +759,9 @@ TEST(SuccessorState, AKeySentTwiceIsRefused) {
 }
 
 TEST(SuccessorState, IsNotAMessageOfProtocolTwo) {
-  auto p = HandoffChannel::create_pair();
-  ASSERT_TRUE(p.ok());
-  auto peer = HandoffChannel::adopt(std::move(p.value().second));
-  ASSERT_TRUE(peer.ok());
-  Successor successor(std::move(p.value().first), 2);
-  ASSERT_TRUE(peer->send(MessageType::State, encode_state("app", "x")).ok());
-  auto got = successor.take_listeners(2s);
+  Handoff h = make_handoff(2);
+  ASSERT_TRUE(h.peer.send(MessageType::State, encode_state("app", "x")).ok());
+  auto got = h.successor.take_listeners(2s);
   ASSERT_FALSE(got.ok());
   EXPECT_EQ(got.error().message, "expected LISTENERS, STATE or LISTENERS_END, got STATE");
 }
@@ -827,13 +823,9 @@ TEST(SuccessorStateUpdate, AMalformedOneIsRefused) {
 }
 
 TEST(SuccessorStateUpdate, IsNotAMessageOfProtocolThree) {
-  auto p = HandoffChannel::create_pair();
-  ASSERT_TRUE(p.ok());
-  auto peer = HandoffChannel::adopt(std::move(p.value().second));
-  ASSERT_TRUE(peer.ok());
-  Successor successor(std::move(p.value().first), 3);
-  ASSERT_TRUE(peer->send(MessageType::StateUpdate, encode_state("metrics", "{}")).ok());
-  auto st = successor.confirm_ready(1s);
+  Handoff h = make_handoff(3);
+  ASSERT_TRUE(h.peer.send(MessageType::StateUpdate, encode_state("metrics", "{}")).ok());
+  auto st = h.successor.confirm_ready(1s);
   ASSERT_FALSE(st.ok());
   EXPECT_EQ(st.error().message, "expected COMMIT, got STATE_UPDATE");
 }
