@@ -22,9 +22,9 @@ std::string local_time(long long unix_ms) {
   return out;
 }
 
-std::string ms(long long us) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%10.3f ms", static_cast<double>(us) / 1000.0);
+std::string ms(long long us, int width) {
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%*.3f ms", width, static_cast<double>(us) / 1000.0);
   return buf;
 }
 
@@ -46,7 +46,7 @@ std::string format_history(const nlohmann::json& records) {
       const long long offset = e.value("offset_us", 0LL);
       char name[32];
       std::snprintf(name, sizeof name, "%-24s", e.value("name", std::string("?")).c_str());
-      out << "    " << name << ms(offset) << "  (+" << ms(offset - previous).substr(1) << ")";
+      out << "    " << name << ms(offset, 10) << "  (+" << ms(offset - previous, 9) << ")";
       if (!e.value("detail", std::string()).empty()) out << "  " << e.value("detail", std::string());
       out << "\n";
       previous = offset;

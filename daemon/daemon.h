@@ -159,8 +159,17 @@ class Daemon {
   Counters own_counters() const;     // what this generation counted itself
   Counters counter_totals() const;   // the service's: what older generations reported, plus ours
   std::string metrics_text() const;  // the Prometheus exposition
+  // The exposition for a scraper: first told to our predecessor, which
+  // could serve again should we die, so that its totals never fall below
+  // what anyone saw from us.
+  std::string serve_metrics();
+  // Our successor's totals, as it last showed them.
+  void take_successor_state(const handoff::StateUpdate& update);
+  // Resuming after our successor died: what it counted is lost with it, but
+  // the totals it showed are a floor for ours.
+  void keep_successor_totals();
   nlohmann::json observability_status() const;
-  nlohmann::json metrics_reply() const;
+  nlohmann::json metrics_reply();
   nlohmann::json history_reply() const;
   // The predecessor's STATE_UPDATE: its counters, its timelines.
   void apply_state_update(const handoff::StateUpdate& update);
@@ -213,6 +222,8 @@ class Daemon {
   Counters inherited_counters_;  // the totals older generations reported, each series at its highest
   Counters own_events_;          // our upgrades' outcomes and durations
   Counters counters_sent_;       // what our successor last got
+  Counters successor_totals_;    // what our successor last showed (it tells us before each scrape)
+  Counters resumed_offset_;      // what successors that died had shown above our own counts
   FlightRecorder history_;
   uint64_t history_sent_ = 0;    // history_.version() our successor last got
   std::string upgrade_record_;   // the record of the upgrade this generation started last
@@ -221,7 +232,7 @@ class Daemon {
   std::vector<TimelineEvent> takeover_steps_;  // ours, until that record arrives
   bool first_accept_noted_ = false;
   LoopLag loop_lag_;
-  MetricsHttpConnections metrics_http_{[this] { return metrics_text(); }};
+  MetricsHttpConnections metrics_http_{[this] { return serve_metrics(); }};
 
   uint64_t adopted_connections_ = 0;  // handed to us by the previous generation
   int stop_signals_ = 0;

@@ -60,6 +60,8 @@ bool Daemon::watch_predecessor_exit() {
     auto* self = static_cast<Daemon*>(poll->data);
     self->predecessor_exit_.close();
     self->note_takeover_step("old_exited");
+    // Gone before it could report the end: we serve, so the upgrade stood.
+    self->history_.finish(self->takeover_record_, true);
     if (!self->app_) return;
     spdlog::info("app: the previous batond generation has exited; supervising alone");
     self->app_->set_held(false);
@@ -77,10 +79,16 @@ void Daemon::restart_app(const std::string& trigger, ControlSession* session) {
     return refuse(std::string("a batond upgrade is in progress (") + handoff::to_string(predecessor_->state()) + ")");
   // Registered first: the "spawned" event comes from inside restart().
   if (session) restart_waiters_.push_back(session->id());
-  const auto serving = app_->status()["pid"];
-  restart_record_ = history_.begin("restart", trigger, serving.is_number() ? serving.get<pid_t>() : 0, context_.generation);
+  // A restart already in flight keeps its record: this request is refused
+  // below, and is no restart of its own.
+  const bool recording = restart_record_.empty();
+  if (recording) {
+    const auto serving = app_->status()["pid"];
+    restart_record_ = history_.begin("restart", trigger, serving.is_number() ? serving.get<pid_t>() : 0,
+                                     context_.generation);
+  }
   if (auto st = app_->restart(trigger); !st) {
-    history_.finish(std::exchange(restart_record_, {}), false, st.error().message);
+    if (recording) history_.finish(std::exchange(restart_record_, {}), false, st.error().message);
     if (session) {
       restart_waiters_.pop_back();
       session->send(control::error_reply(st.error().message));

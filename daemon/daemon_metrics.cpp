@@ -17,10 +17,6 @@ constexpr const char* kHistoryStateKey = "history";
 // While draining, only the latest records can still change: those are sent.
 constexpr size_t kHistoryUpdateRecords = 8;
 
-int64_t to_us(std::chrono::steady_clock::time_point t) {
-  return std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count();
-}
-
 }  // namespace
 
 Counters Daemon::own_counters() const {
@@ -39,7 +35,31 @@ Counters Daemon::own_counters() const {
   return c;
 }
 
-Counters Daemon::counter_totals() const { return inherited_counters_.plus(own_counters()); }
+Counters Daemon::counter_totals() const { return inherited_counters_.plus(own_counters()).plus(resumed_offset_); }
+
+std::string Daemon::serve_metrics() {
+  if (predecessor_link_ && predecessor_alive()) {
+    if (auto st = predecessor_link_->send_state_update(kMetricsStateKey, counter_totals().to_json().dump()); !st)
+      spdlog::debug("state update to the previous generation: {}", st.error().message);
+  }
+  return metrics_text();
+}
+
+void Daemon::take_successor_state(const handoff::StateUpdate& update) {
+  if (update.key != kMetricsStateKey) return;
+  auto counters = Counters::from_json(nlohmann::json::parse(update.data, nullptr, false));
+  if (!counters) return spdlog::warn("upgrade: ignored the new generation's counters: {}", counters.error().message);
+  successor_totals_.raise_to(counters.value());
+}
+
+void Daemon::keep_successor_totals() {
+  // Its totals include ours up to our last report to it; what lies above
+  // our totals now is what it counted itself, and stays counted.
+  const Counters mine = counter_totals();
+  for (const auto& [series, shown] : successor_totals_.all())
+    if (shown > mine.value(series)) resumed_offset_.add(series, shown - mine.value(series));
+  successor_totals_ = {};
+}
 
 std::string Daemon::metrics_text() const {
   Counters counters = counter_totals();
@@ -90,7 +110,7 @@ void Daemon::apply_state_update(const handoff::StateUpdate& update) {
 }
 
 void Daemon::note_takeover_step(const std::string& step, std::chrono::steady_clock::time_point at) {
-  takeover_steps_.push_back({step, to_us(at), {}});
+  takeover_steps_.push_back({step, monotonic_us(at), {}});
   attach_takeover_steps();
 }
 
@@ -136,10 +156,10 @@ void Daemon::send_state_updates(bool force) {
 
 // ---- control ------------------------------------------------------------------------------
 
-nlohmann::json Daemon::metrics_reply() const {
+nlohmann::json Daemon::metrics_reply() {
   auto reply = control::ok_reply();
   reply["content_type"] = kExpositionContentType;
-  reply["text"] = metrics_text();
+  reply["text"] = serve_metrics();
   return reply;
 }
 

@@ -221,6 +221,7 @@ void Daemon::resume_serving(const std::string& why) {
   handover_.reset();
   report_timer_.close();
   last_report_sent_.clear();
+  keep_successor_totals();
   if (stop_requested_) {
     // Told to stop while the successor still had the service: nothing to
     // resume for. The drain runs on; the service stops, as asked.

@@ -48,9 +48,8 @@ handoff::Result<FlightRecord> record_from_json(const nlohmann::json& j) {
 
 }  // namespace
 
-int64_t monotonic_us() {
-  return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
+int64_t monotonic_us(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count();
 }
 
 const TimelineEvent* FlightRecord::find(const std::string& name) const {

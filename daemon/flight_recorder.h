@@ -15,6 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <string>
@@ -25,7 +26,7 @@
 namespace baton::daemon {
 
 // Microseconds on CLOCK_MONOTONIC (steady_clock), comparable between processes.
-int64_t monotonic_us();
+int64_t monotonic_us(std::chrono::steady_clock::time_point t = std::chrono::steady_clock::now());
 
 struct TimelineEvent {
   std::string name;  // "requested", "spawned", "hello", ...

@@ -77,7 +77,7 @@ class MetricsHttpConnection {
     response_ = "HTTP/1.1 " + std::to_string(a.status) + " " + status_text + "\r\nContent-Type: " + type +
                 "\r\nContent-Length: " + std::to_string(body.size()) + "\r\nConnection: close\r\n" +
                 (a.status == 405 ? "Allow: GET, HEAD\r\n" : "") + "\r\n";
-    if (a.reason != "HEAD") response_ += body;
+    if (!a.head) response_ += body;
     write_.data = this;
     uv_buf_t b = uv_buf_init(response_.data(), static_cast<unsigned>(response_.size()));
     if (uv_write(&write_, stream(), &b, 1, &MetricsHttpConnection::on_written) != 0) close();
@@ -107,6 +107,10 @@ class MetricsHttpConnection {
 };
 
 void MetricsHttpConnections::start(uv_loop_t* loop, handoff::UniqueFd fd) {
+  if (open_.size() >= kMaxOpen) {
+    spdlog::debug("metrics: {} scrapes open already; closed a new connection", open_.size());
+    return;  // `fd` closes here
+  }
   auto* c = new MetricsHttpConnection(*this);
   if (!c->open(loop, std::move(fd))) delete c;
 }

@@ -28,6 +28,10 @@ class MetricsHttpConnections {
   MetricsHttpConnections(const MetricsHttpConnections&) = delete;
   MetricsHttpConnections& operator=(const MetricsHttpConnections&) = delete;
 
+  // At most this many scrapes at once: each holds an fd (echo clients need
+  // them too) for up to 10 s; one more is closed at accept.
+  static constexpr size_t kMaxOpen = 32;
+
   // Serves one accepted TCP connection.
   void start(uv_loop_t* loop, handoff::UniqueFd fd);
   // Closes every connection (at exit; a scrape in flight fails, and is retried).

@@ -43,16 +43,17 @@ HttpAnswer MetricsRequestParser::feed(const char* data, size_t len) {
   if (s.complete) return {};
   http_parser_execute(&s.parser, &s.settings, data, len);
   const auto err = HTTP_PARSER_ERRNO(&s.parser);
-  if (!s.complete && err != HPE_OK) return {400, http_errno_name(err)};
+  if (!s.complete && err != HPE_OK) return {400, http_errno_name(err), false};
   if (!s.complete) return {};
   http_parser_url u{};
   http_parser_url_init(&u);
   std::string path = s.url;
   if (http_parser_parse_url(s.url.data(), s.url.size(), 0, &u) == 0 && (u.field_set & (1 << UF_PATH)))
     path = s.url.substr(u.field_data[UF_PATH].off, u.field_data[UF_PATH].len);
-  if (path != "/metrics") return {404, "not found: only /metrics is served here"};
-  if (s.parser.method != HTTP_GET && s.parser.method != HTTP_HEAD) return {405, "only GET"};
-  return {200, s.parser.method == HTTP_HEAD ? "HEAD" : "GET"};
+  const bool head = s.parser.method == HTTP_HEAD;
+  if (path != "/metrics") return {404, "not found: only /metrics is served here", head};
+  if (s.parser.method != HTTP_GET && !head) return {405, "only GET and HEAD", false};
+  return {200, "", head};
 }
 
 }  // namespace baton::daemon

@@ -13,6 +13,7 @@ namespace baton::daemon {
 struct HttpAnswer {
   int status = 0;  // 0: the request is not complete yet
   std::string reason;
+  bool head = false;  // a HEAD request: the answer has no body
 };
 class MetricsRequestParser {
  public:

@@ -43,9 +43,10 @@ handoff::Result<std::vector<handoff::ListenerRequest>> requests_for_activated(co
     if (auto st = handoff::validate_listener_name(name); !st) return handoff::with_context(who, st.error());
     if (!names.insert(name).second)
       return handoff::Error{who + ": another fd has the same name; give each socket a FileDescriptorName="};
-    // A socket named like the control listener is that listener, matched
-    // against --control like any other (see match_activated), not a second one.
-    if (name == kControlListenerName) continue;
+    // A socket named like the control listener (or the metrics endpoint) is
+    // that one, matched against --control (--metrics) like any other (see
+    // match_activated), not a second echo listener.
+    if (is_batond_listener(name)) continue;
     auto bound = handoff::local_address(fd.get());
     if (!bound) return handoff::with_context(who, bound.error());
     out.push_back({name, bound.value()});
@@ -66,8 +67,8 @@ handoff::Result<std::vector<handoff::InheritedListener>> match_activated(
     for (const auto& r : requests)
       if (r.name == name) match = &r;
     if (!match)
-      return handoff::Error{who + " (" + bound->to_string() +
-                            ") matches no configured listener; add --listen " + name + "=" + bound->to_string()};
+      return handoff::Error{who + " (" + bound->to_string() + ") matches no configured listener; add " +
+                            (name == kMetricsListenerName ? "--metrics " : "--listen " + name + "=") + bound->to_string()};
     if (!fits(match->address, bound.value()))
       return handoff::Error{who + " is bound to " + bound->to_string() + ", but listener '" + name + "' is configured as " +
                             match->address.to_string()};

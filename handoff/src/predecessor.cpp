@@ -280,6 +280,15 @@ void Predecessor::handle_link_message(Message& m) {
     return;
   }
   if (m.type == MessageType::Succeeded) return take_succeeded(m);
+  if (m.type == MessageType::StateUpdate && version_ >= 4) {
+    auto update = decode_state_update(m.payload);
+    if (!update) {
+      link_.close();
+      return on_link_closed(update.error().message);
+    }
+    if (events_.successor_state) events_.successor_state(update.value());
+    return;
+  }
   if (m.type == MessageType::ConnectionsAck && state() == UpgradeState::HandedOver) {
     auto acks = decode_connections_ack(m.payload);
     if (!acks) {

@@ -28,12 +28,12 @@ void PredecessorLink::handle(Message& m) {
   }
   std::string error;
   if (m.type == MessageType::StateUpdate && version_ >= 4 && m.fds.empty()) {
-    auto item = decode_state(m.payload);
-    if (item) {
-      if (on_state_) on_state_({std::move(item->first), std::move(item->second)});
+    auto update = decode_state_update(m.payload);
+    if (update) {
+      if (on_state_) on_state_(update.value());
       return;
     }
-    error = "bad STATE_UPDATE: " + item.error().message;
+    error = update.error().message;
   } else if (m.type != MessageType::Draining || !m.fds.empty()) {
     error = std::string("unexpected ") + to_string(m.type) + " after COMMIT";
   } else if (auto reports = decode_draining(m.payload, version_); !reports) {
@@ -94,6 +94,13 @@ Status PredecessorLink::notify_succeeded(pid_t pid) {
   if (!sent) return {};
   if (!sent.value()) return Error{"the previous generation's hand-off channel is full (it is not reading)"};
   return {};
+}
+
+Status PredecessorLink::send_state_update(const std::string& key, const std::string& data) {
+  if (version_ < 4 || !link_.is_open()) return {};  // nobody to tell, or it would not understand
+  auto payload = encode_state(key, data);
+  if (payload.size() > kMaxPayload) return Error{"STATE_UPDATE '" + key + "' is larger than one message"};
+  return link_.send(MessageType::StateUpdate, std::move(payload));
 }
 
 Status PredecessorLink::relay_succeeded(pid_t pid) {

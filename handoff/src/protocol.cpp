@@ -244,6 +244,12 @@ Result<std::pair<std::string, std::string>> decode_state(std::span<const uint8_t
   return std::pair{std::move(key).value(), std::move(data).value()};
 }
 
+Result<StateUpdate> decode_state_update(std::span<const uint8_t> payload) {
+  auto item = decode_state(payload);
+  if (!item) return Error{"bad STATE_UPDATE: " + item.error().message};
+  return StateUpdate{std::move(item->first), std::move(item->second)};
+}
+
 Result<std::vector<OutgoingMessage>> listener_messages(const std::vector<ListenerOffer>& offers,
                                                        const std::vector<StateOffer>& state) {
   // A batch ends at kMaxFdsPerMessage fds or when the next entry would not

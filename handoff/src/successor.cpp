@@ -112,9 +112,9 @@ Status Successor::confirm_ready(std::chrono::milliseconds timeout) {
     if (!m) return Error{"waiting for COMMIT: " + m.error().message};
     if (!m->fds.empty()) return Error{std::string(to_string(m->type)) + " carries unexpected fds"};
     if (m->type == MessageType::StateUpdate && version_ >= 4) {
-      auto item = decode_state(m->payload);
-      if (!item) return Error{"bad STATE_UPDATE: " + item.error().message};
-      updates_.push_back({std::move(item->first), std::move(item->second)});
+      auto update = decode_state_update(m->payload);
+      if (!update) return update.error();
+      updates_.push_back(std::move(update).value());
       continue;
     }
     if (m->type != MessageType::Commit) return Error{std::string("expected COMMIT, got ") + to_string(m->type)};

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -125,6 +126,18 @@ TEST(Metrics, PromtoolAcceptsTheExpositionAndBatonctlPrintsTheSame) {
     EXPECT_TRUE(got.starts_with(status)) << request << " -> " << got;
   }
   EXPECT_TRUE(scrape(d.address("metrics")).ok);
+
+  // Idle scrapers hold at most 32 connections: the next one is closed at
+  // accept, and the echo service and the endpoint serve on.
+  std::vector<UniqueFd> idle;
+  for (int i = 0; i < 32; ++i) idle.push_back(connect_to(d.address("metrics")));
+  ASSERT_TRUE(eventually([&] {
+    auto extra = connect_to(d.address("metrics"));
+    return wait_closed(extra.get(), 2s);
+  })) << "a 33rd idle scrape was not closed";
+  ASSERT_TRUE(echo_roundtrip(conn.get(), "still"));
+  idle.clear();
+  EXPECT_TRUE(eventually([&] { return scrape(d.address("metrics")).ok; }));
 }
 
 TEST(Metrics, ScrapesThroughTwentyUpgradesUnderLoadNeverFailAndNoCounterGoesBack) {
@@ -189,6 +202,40 @@ TEST(Metrics, ScrapesThroughTwentyUpgradesUnderLoadNeverFailAndNoCounterGoesBack
   EXPECT_GT(sample(final_scrape.body, "baton_bytes_echoed_total"), 0) << final_scrape.body;
   auto check = promtool_check(dir, final_scrape.body);
   EXPECT_EQ(check.status.code, 0) << check.out << check.err;
+}
+
+// A new generation that dies in its probation takes its own counts with it,
+// but the old one, resuming, never shows less than the new one showed: the
+// new one tells it before every scrape.
+TEST(Metrics, AResumingGenerationNeverShowsLessThanTheDeadOneShowed) {
+  auto d = BatondProcess::start({"--listen", "echo=tcp://127.0.0.1:0", "--metrics", "tcp://127.0.0.1:0",
+                                 "--upgrade-probation", "60"});
+  const pid_t gen1 = d.serving_pid();
+  auto before = scrape(d.address("metrics"));
+  ASSERT_TRUE(before.ok) << before.error;
+  d.signal_serving(SIGUSR2);
+  const pid_t gen2 = d.wait_commit(gen1);
+  ASSERT_GT(gen2, 0) << d.log();
+  // Clients and a scrape, all served by the new generation.
+  for (int i = 0; i < 5; ++i) {
+    auto c = connect_to(d.address());
+    ASSERT_TRUE(echo_roundtrip(c.get(), "from the new generation"));
+  }
+  std::string shown;
+  ASSERT_TRUE(eventually([&] {
+    auto s = scrape(d.address("metrics"));
+    shown = s.body;
+    return s.ok && sample(s.body, "baton_connections_accepted_total") >= 5;
+  })) << shown;
+  ASSERT_EQ(sample(shown, "baton_generation"), 2) << "the scrape should have reached the new generation";
+  ASSERT_EQ(::kill(gen2, SIGKILL), 0);
+  ASSERT_TRUE(d.wait_for_line(gen1, "resumes serving")) << d.log();
+  auto after = scrape(d.address("metrics"));
+  ASSERT_TRUE(after.ok) << after.error;
+  EXPECT_EQ(sample(after.body, "baton_generation"), 1);
+  for (const auto& [series, v] : counter_samples(shown))
+    EXPECT_GE(sample(after.body, series), v) << series << " went back after the resume\n" << after.body;
+  EXPECT_EQ(sample(after.body, "baton_upgrades_total{outcome=\"failed\"}"), 1) << after.body;
 }
 
 // The steps every successful upgrade's timeline must have.

@@ -495,6 +495,11 @@ TEST(Supervisor, ANewInstanceThatDiesInProbationLeavesTheOldOneServing) {
   write_helper_config(config, "\"--exit-after-ready\", \"0.5\"", "probation = 3\n");
   // SIGHUP: the config is re-read, then the app restarted on it.
   d.signal_serving(SIGHUP);
+  // A second restart meanwhile is refused, and is no restart of its own in the history.
+  ASSERT_TRUE(d.process().wait_for_line("app: started pid", 10s, 1)) << d.log();
+  auto second = batonctl(d, {"restart"});
+  EXPECT_EQ(second.status.code, 1) << second.out;
+  EXPECT_NE(second.err.find("a restart is in progress already"), std::string::npos) << second.err;
   auto failed = d.process().wait_for_line("app: restart (SIGHUP) failed", 20s);
   groups.add_from(d);
   ASSERT_TRUE(failed) << d.log();
@@ -503,6 +508,12 @@ TEST(Supervisor, ANewInstanceThatDiesInProbationLeavesTheOldOneServing) {
   EXPECT_EQ(a["pid"], old);
   EXPECT_EQ(a["instances"].size(), 1u);
   EXPECT_TRUE(http_get(d.address("http")));
+  auto history = nlohmann::json::parse(batonctl(d, {"history", "--json"}).out, nullptr, false);
+  ASSERT_EQ(history.size(), 1u) << history.dump(2);
+  EXPECT_EQ(history[0]["trigger"], "SIGHUP");
+  EXPECT_EQ(history[0]["outcome"], "failed");
+  EXPECT_EQ(history[0]["from_pid"], old);
+  EXPECT_NE(history[0]["error"].get<std::string>().find("exited in probation"), std::string::npos) << history.dump(2);
 }
 
 TEST(Supervisor, StopStopsTheAppFirstThenBatondExits) {

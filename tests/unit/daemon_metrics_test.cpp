@@ -128,6 +128,11 @@ TEST(MetricsRequest, OnlyACompleteGetOfMetricsGetsTheMetrics) {
     MetricsRequestParser p;
     EXPECT_EQ(p.feed(c.request.data(), c.request.size()).status, c.status);
   }
+  // HEAD gets no body, whatever the status.
+  for (const std::string r : {"HEAD /metrics HTTP/1.1\r\n\r\n", "HEAD /other HTTP/1.1\r\n\r\n"}) {
+    MetricsRequestParser p;
+    EXPECT_TRUE(p.feed(r.data(), r.size()).head) << r;
+  }
   // Byte by byte, as a slow client sends it.
   MetricsRequestParser p;
   const std::string r = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";

@@ -88,6 +88,9 @@ struct PredecessorEvents {
   // came: the probation window starts). For timelines; nothing may be
   // changed from it.
   std::function<void(const char* step)> progress;
+  // Protocol 4: the successor's live state (STATE_UPDATE after COMMIT), read
+  // before its exit is acted on, so a resuming caller knows what it last said.
+  std::function<void(const StateUpdate& update)> successor_state;
 };
 
 class Predecessor {

@@ -6,7 +6,7 @@
 // still drain (DRAINING) and, with `drain = handoff`, hands over its client
 // connections (CONNECTIONS), each validated here and offered to the caller,
 // whose answer goes back as CONNECTIONS_ACK, and (protocol 4) sends the
-// caller's live state (STATE_UPDATE). The channel closing means the
+// caller's live state (STATE_UPDATE), both ways. The channel closing means the
 // predecessor has exited. Runs in the successor's loop; no send blocks it.
 
 #include <sys/types.h>
@@ -56,6 +56,12 @@ class PredecessorLink {
   // is full (the newer generation is committed already; only the order with
   // COMMIT needed the kernel to take it at once).
   Status relay_succeeded(pid_t pid);
+  // Protocol 4: the caller's live state for the predecessor, which could
+  // serve again should this process die (batond: the totals it showed, so
+  // that the predecessor's never fall below them). Sent at once, or queued
+  // in order; a datagram in the predecessor's socket stays readable after we
+  // die. Nothing is sent to a predecessor below version 4.
+  Status send_state_update(const std::string& key, const std::string& data);
   // This side closed the link on a malformed or unexpected message: the
   // predecessor may live on, and can no longer be told anything.
   bool broken() const { return broken_; }

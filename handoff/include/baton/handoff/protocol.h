@@ -95,6 +95,8 @@ struct StateUpdate {
   std::string data;
   bool operator==(const StateUpdate&) const = default;
 };
+// Errors read "bad STATE_UPDATE: ...".
+Result<StateUpdate> decode_state_update(std::span<const uint8_t> payload);
 
 // A connection to hand over; the fd stays the caller's.
 struct ConnectionOffer {
