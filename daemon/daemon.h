@@ -168,6 +168,8 @@ class Daemon {
   // Resuming after our successor died: what it counted is lost with it, but
   // the totals it showed are a floor for ours.
   void keep_successor_totals();
+  // Totals (ours, or our successor's) to our predecessor, unless it has them.
+  void tell_predecessor_totals(const std::string& data);
   nlohmann::json observability_status() const;
   nlohmann::json metrics_reply();
   nlohmann::json history_reply() const;
@@ -223,7 +225,8 @@ class Daemon {
   Counters own_events_;          // our upgrades' outcomes and durations
   Counters counters_sent_;       // what our successor last got
   Counters successor_totals_;    // what our successor last showed (it tells us before each scrape)
-  Counters resumed_offset_;      // what successors that died had shown above our own counts
+  Counters resumed_offset_;      // what successors that died had counted themselves, as they showed it
+  std::string totals_told_up_;   // the totals our predecessor last got from us
   FlightRecorder history_;
   uint64_t history_sent_ = 0;    // history_.version() our successor last got
   std::string upgrade_record_;   // the record of the upgrade this generation started last

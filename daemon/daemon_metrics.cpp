@@ -38,11 +38,18 @@ Counters Daemon::own_counters() const {
 Counters Daemon::counter_totals() const { return inherited_counters_.plus(own_counters()).plus(resumed_offset_); }
 
 std::string Daemon::serve_metrics() {
-  if (predecessor_link_ && predecessor_alive()) {
-    if (auto st = predecessor_link_->send_state_update(kMetricsStateKey, counter_totals().to_json().dump()); !st)
-      spdlog::debug("state update to the previous generation: {}", st.error().message);
-  }
+  tell_predecessor_totals(counter_totals().to_json().dump());
   return metrics_text();
+}
+
+void Daemon::tell_predecessor_totals(const std::string& data) {
+  if (!predecessor_link_ || !predecessor_alive() || data == totals_told_up_) return;
+  auto sent = predecessor_link_->send_state_update(kMetricsStateKey, data);
+  // Not taken (its socket is full: it is not reading): the scrape is answered
+  // anyway; only if we died before the next one could it resume lower.
+  if (!sent || !sent.value())
+    return spdlog::debug("totals to the previous generation: {}", sent ? "its channel is full" : sent.error().message);
+  totals_told_up_ = data;
 }
 
 void Daemon::take_successor_state(const handoff::StateUpdate& update) {
@@ -50,15 +57,18 @@ void Daemon::take_successor_state(const handoff::StateUpdate& update) {
   auto counters = Counters::from_json(nlohmann::json::parse(update.data, nullptr, false));
   if (!counters) return spdlog::warn("upgrade: ignored the new generation's counters: {}", counters.error().message);
   successor_totals_.raise_to(counters.value());
+  // Up the chain too: should we and it both die, an older generation resumes,
+  // and what the newest showed is its floor as well.
+  tell_predecessor_totals(update.data);
 }
 
 void Daemon::keep_successor_totals() {
-  // Its totals include ours up to our last report to it; what lies above
-  // our totals now is what it counted itself, and stays counted.
-  const Counters mine = counter_totals();
+  // What it showed is what we last sent it (inherited) plus what it counted
+  // itself: that part stays counted, ours keep counting beside it.
   for (const auto& [series, shown] : successor_totals_.all())
-    if (shown > mine.value(series)) resumed_offset_.add(series, shown - mine.value(series));
+    if (shown > counters_sent_.value(series)) resumed_offset_.add(series, shown - counters_sent_.value(series));
   successor_totals_ = {};
+  tell_predecessor_totals(counter_totals().to_json().dump());
 }
 
 std::string Daemon::metrics_text() const {

@@ -45,7 +45,9 @@ class MetricsHttpConnection {
   }
 
  private:
-  static constexpr uint64_t kIdleMs = 10000;
+  // Prometheus sends its request as it connects: a connection silent this
+  // long holds one of the kMaxOpen places for nothing.
+  static constexpr uint64_t kIdleMs = 3000;
   uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&tcp_); }
 
   static void on_alloc(uv_handle_t* h, size_t, uv_buf_t* buf) {

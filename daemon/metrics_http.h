@@ -2,7 +2,7 @@
 // The /metrics endpoint: one HTTP/1.1 request per connection, parsed by
 // http-parser (Debian's libhttp-parser), answered and closed. GET /metrics
 // gets the exposition; anything else a 404 or 405; a malformed request a
-// 400. A connection that sends no complete request within 10 s is closed.
+// 400. A connection that sends no complete request within 3 s is closed.
 //
 // Like the control sessions, a connection owns itself until libuv's close
 // callback; MetricsHttpConnections knows them all so that exit closes them.
@@ -29,7 +29,7 @@ class MetricsHttpConnections {
   MetricsHttpConnections& operator=(const MetricsHttpConnections&) = delete;
 
   // At most this many scrapes at once: each holds an fd (echo clients need
-  // them too) for up to 10 s; one more is closed at accept.
+  // them too) for up to 3 s; one more is closed at accept.
   static constexpr size_t kMaxOpen = 32;
 
   // Serves one accepted TCP connection.

@@ -43,7 +43,8 @@ HttpAnswer MetricsRequestParser::feed(const char* data, size_t len) {
   if (s.complete) return {};
   http_parser_execute(&s.parser, &s.settings, data, len);
   const auto err = HTTP_PARSER_ERRNO(&s.parser);
-  if (!s.complete && err != HPE_OK) return {400, http_errno_name(err), false};
+  // A malformed request may still have said HEAD before it went wrong.
+  if (!s.complete && err != HPE_OK) return {400, http_errno_name(err), s.parser.method == HTTP_HEAD};
   if (!s.complete) return {};
   http_parser_url u{};
   http_parser_url_init(&u);

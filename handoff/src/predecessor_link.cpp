@@ -96,11 +96,11 @@ Status PredecessorLink::notify_succeeded(pid_t pid) {
   return {};
 }
 
-Status PredecessorLink::send_state_update(const std::string& key, const std::string& data) {
-  if (version_ < 4 || !link_.is_open()) return {};  // nobody to tell, or it would not understand
+Result<bool> PredecessorLink::send_state_update(const std::string& key, const std::string& data) {
+  if (version_ < 4 || !link_.is_open()) return true;  // nobody to tell, or it would not understand
   auto payload = encode_state(key, data);
   if (payload.size() > kMaxPayload) return Error{"STATE_UPDATE '" + key + "' is larger than one message"};
-  return link_.send(MessageType::StateUpdate, std::move(payload));
+  return link_.send_now(MessageType::StateUpdate, payload);
 }
 
 Status PredecessorLink::relay_succeeded(pid_t pid) {

@@ -57,11 +57,12 @@ class PredecessorLink {
   // COMMIT needed the kernel to take it at once).
   Status relay_succeeded(pid_t pid);
   // Protocol 4: the caller's live state for the predecessor, which could
-  // serve again should this process die (batond: the totals it showed, so
-  // that the predecessor's never fall below them). Sent at once, or queued
-  // in order; a datagram in the predecessor's socket stays readable after we
-  // die. Nothing is sent to a predecessor below version 4.
-  Status send_state_update(const std::string& key, const std::string& data);
+  // serve again should this process die (batond: the totals it is about to
+  // show, so that the predecessor's never fall below them). Sent at once or
+  // not at all, never queued: true once it is in the predecessor's socket
+  // (where it stays readable after we die), false if the channel is full.
+  // Nothing is sent to a predecessor below version 4, or gone (true).
+  Result<bool> send_state_update(const std::string& key, const std::string& data);
   // This side closed the link on a malformed or unexpected message: the
   // predecessor may live on, and can no longer be told anything.
   bool broken() const { return broken_; }
