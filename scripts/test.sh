@@ -26,7 +26,10 @@ echo "test.sh: install ok"
 # Sanitizers: every process writes its reports to one folder (a daemon killed
 # by a test would otherwise take its report with it); any report fails the run.
 echo "test.sh: the suite again under ASan + UBSan"
-cmake -S . -B build-asan -DBATON_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS=-O1 >/dev/null
+# -O0 and line tables only (-g1): the instrumented build compiles in about half
+# the time of -O1 -g (measured: 21 s against 45 s for daemon_metrics.cpp), the
+# reports keep file:line, and nothing here is CPU-bound enough to need more.
+cmake -S . -B build-asan -DBATON_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS=-O0 -DCMAKE_CXX_FLAGS_DEBUG=-g1 >/dev/null
 cmake --build build-asan -j"$(nproc)"
 reports=$(mktemp -d "${TMPDIR:-/tmp}/baton-sanitizer-XXXXXX")
 # The random chaos run and the endurance run are shortened here: the Release
