@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <fstream>
 
+#include "elapsed.h"
 #include "inherited_fds.h"
 
 namespace baton::daemon {
@@ -21,8 +22,6 @@ constexpr milliseconds kMaxBackoff{10000};
 constexpr milliseconds kStableAfter{10000};
 // How far up the process tree a notification's sender may be from an instance.
 constexpr int kMaxDepth = 32;
-
-double ms_since(Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); }
 
 std::string seconds(milliseconds ms) {
   char buf[32];

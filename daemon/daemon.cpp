@@ -13,7 +13,7 @@
 #include "baton/handoff/successor.h"
 #include "signal_mask.h"
 #include "socket_activation.h"
-#include "daemon_internal.h"
+#include "elapsed.h"
 
 namespace baton::daemon {
 namespace {
@@ -207,7 +207,7 @@ handoff::Status Daemon::open_listeners() {
 
   if (successor.value()) {
     // READY, then COMMIT: only once the old generation has committed to the
-    // hand-over may this one accept, so a rollback never kills a process that
+    // hand-off may this one accept, so a rollback never kills a process that
     // holds client connections.
     note_takeover_step("ready_sent");
     if (auto st = successor.value()->confirm_ready(options_.upgrade_timeout); !st)
@@ -430,7 +430,7 @@ void Daemon::close_everything() {
   signals_.clear();
   exit_timer_.close();
   predecessor_exit_.close();
-  handover_.reset();  // before the connections close: it settles their state
+  connection_handoff_.reset();  // before the connections close: it settles their state
   report_timer_.close();
   predecessor_link_.reset();
   if (drain_) drain_->stop_timers();

@@ -13,12 +13,12 @@
 #include <string>
 #include <vector>
 
+#include "baton/handoff/connection_handoff.h"
 #include "baton/handoff/predecessor_link.h"
 #include "baton/handoff/predecessor.h"
 #include "baton/handoff/process_handle.h"
 #include "baton/handoff/uv_handle.h"
 #include "app_supervisor.h"
-#include "connection_handover.h"
 #include "connection_registry.h"
 #include "control_session.h"
 #include "counters.h"
@@ -112,7 +112,7 @@ class Daemon {
   void exit_after_drained_upgrade();
   handoff::SpawnSpec spawn_spec(const std::string& binary) const;
 
-  // Stop accepting, then drain: for a stop and after a hand-over alike.
+  // Stop accepting, then drain: for a stop and after a hand-off alike.
   // After a successful upgrade (handed_over()) the listeners stay open, idle.
   void stop_accepting_and_drain(const std::string& cause,
                                 std::optional<std::chrono::milliseconds> deadline = {});
@@ -131,7 +131,7 @@ class Daemon {
   // not the link: a link closed on a bad message leaves it alive.
   bool predecessor_alive() const { return predecessor_process_.alive(); }
   static bool owned_by_systemd(const std::string& listener);
-  // After a hand-over: tell the successor what still drains here and before.
+  // After a hand-off: tell the successor what still drains here and before.
   static void on_report_timer(uv_timer_t* timer);
   void report_draining();
   void fatal(const std::string& reason);
@@ -203,7 +203,7 @@ class Daemon {
   std::unique_ptr<handoff::Predecessor> predecessor_;
   std::unique_ptr<handoff::PredecessorLink> predecessor_link_;  // reports and connections from the old generation
   handoff::ProcessHandle predecessor_process_;                  // that generation's process
-  std::unique_ptr<ConnectionHandover> handover_;                // ours, to the new generation
+  std::unique_ptr<handoff::ConnectionHandoff> connection_handoff_;  // ours, to the new generation
   std::unique_ptr<AppSupervisor> app_;                          // supervisor mode only
   bool app_adopted_ = false;                                    // app_ came from the previous generation
   bool exit_after_app_ = false;                                 // drained, waiting for the app's instances to exit

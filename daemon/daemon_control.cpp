@@ -10,8 +10,8 @@
 
 #include "config_file.h"
 #include "daemon.h"
-#include "daemon_internal.h"
-#include "executable_path.h"
+#include "elapsed.h"
+#include "baton/handoff/executable_path.h"
 #include "version.h"
 
 namespace baton::daemon {
@@ -63,7 +63,7 @@ handoff::Result<nlohmann::json> Daemon::reload(const std::string& trigger) {
   }
   if (next.binary != options_.binary) {
     // What the next upgrade starts: takes effect for that very upgrade.
-    auto resolved = next.binary.empty() ? handoff::Result<std::string>(context_.binary) : resolve_executable(next.binary);
+    auto resolved = next.binary.empty() ? handoff::Result<std::string>(context_.binary) : handoff::resolve_executable(next.binary);
     if (!resolved) {
       spdlog::error("reload ({}) rejected, the running configuration stays: upgrade.binary: {}", trigger,
                     resolved.error().message);

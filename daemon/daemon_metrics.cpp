@@ -7,7 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include "daemon.h"
-#include "daemon_internal.h"
+#include "elapsed.h"
 
 namespace baton::daemon {
 namespace {

@@ -9,11 +9,19 @@
 #include <spdlog/spdlog.h>
 
 #include "daemon.h"
-#include "daemon_internal.h"
+#include "elapsed.h"
 
 extern char** environ;
 
 namespace baton::daemon {
+namespace {
+
+// How long a connection being handed off may take to write back what it owes.
+constexpr std::chrono::milliseconds kHandoffFlushBound{1000};
+// How often a draining generation tells its successor how far it has got.
+constexpr uint64_t kDrainReportIntervalMs = 200;
+
+}  // namespace
 
 handoff::SpawnSpec Daemon::spawn_spec(const std::string& binary) const {
   handoff::SpawnSpec spec;
@@ -175,8 +183,10 @@ void Daemon::on_upgrade_outcome(const handoff::UpgradeOutcome& outcome) {
     s->send(done);
   }
   if (options_.drain_mode == DaemonOptions::DrainMode::Handoff && !registry_.empty()) {
-    handover_ = std::make_unique<ConnectionHandover>(&loop_, registry_, *predecessor_, kHandoverFlushBound);
-    handover_->start();
+    connection_handoff_ = std::make_unique<handoff::ConnectionHandoff>(&loop_, *predecessor_, kHandoffFlushBound);
+    std::vector<handoff::HandoffConnection*> connections;
+    registry_.for_each([&](EchoConnection& c) { connections.push_back(&c); });
+    connection_handoff_->start(connections);
     record_upgrade_step("handoff_started", std::to_string(registry_.size()) + " connection(s)");
   }
   exit_after_drained_upgrade();
@@ -195,7 +205,7 @@ void Daemon::on_successor_exit(pid_t pid, bool clean, bool superseded, const std
   if (superseded) {
     spdlog::info("successor pid {} exited with {} after handing over in turn", pid, how);
     // What it adopted from us it may have passed on: close our copies only.
-    if (handover_) handover_->abandon_unknown();
+    if (connection_handoff_) connection_handoff_->abandon_unknown();
     close_listeners(SocketFiles::Keep);  // the newer generation serves on them
     return;
   }
@@ -206,7 +216,7 @@ void Daemon::on_successor_exit(pid_t pid, bool clean, bool superseded, const std
     // serve on them, removing them would cut it off for good, while a file
     // left behind by a stopped service is only replaced at the next start.
     spdlog::info("successor pid {} exited with {}", pid, how);
-    handover_.reset();
+    connection_handoff_.reset();
     close_listeners(SocketFiles::Keep);
     return;
   }
@@ -218,7 +228,7 @@ void Daemon::on_successor_exit(pid_t pid, bool clean, bool superseded, const std
 void Daemon::resume_serving(const std::string& why) {
   // The successor is dead: every connection we still hold, those whose
   // hand-off was unanswered included, can be served by us alone.
-  handover_.reset();
+  connection_handoff_.reset();
   report_timer_.close();
   last_report_sent_.clear();
   keep_successor_totals();

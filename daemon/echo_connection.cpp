@@ -27,8 +27,6 @@ struct PendingWrite {
   }
 };
 
-uint64_t next_connection_id = 1;
-
 }  // namespace
 
 EchoConnection::EchoConnection(ConnectionRegistry& registry, SharedReadBuffer& buffer, DrainCounts& counts,
@@ -37,7 +35,6 @@ EchoConnection::EchoConnection(ConnectionRegistry& registry, SharedReadBuffer& b
       buffer_(buffer),
       counts_(counts),
       backpressure_(marks),
-      id_(next_connection_id++),
       kind_(kind) {}
 
 bool EchoConnection::start(uv_loop_t* loop, handoff::UniqueFd fd, Kind kind, ConnectionRegistry& registry,
@@ -53,7 +50,7 @@ bool EchoConnection::start(uv_loop_t* loop, handoff::UniqueFd fd, Kind kind, Con
   rc = kind == Kind::Tcp ? uv_tcp_open(&c->handle_.tcp, fd.get()) : uv_pipe_open(&c->handle_.pipe, fd.get());
   if (rc != 0) {
     spdlog::warn("connection: open fd {}: {}", fd.get(), uv_strerror(rc));
-    c->closing_ = true;
+    c->state_ = State::Closing;
     uv_close(reinterpret_cast<uv_handle_t*>(c->stream()), [](uv_handle_t* h) {
       delete static_cast<EchoConnection*>(h->data);
     });
@@ -68,7 +65,7 @@ bool EchoConnection::start(uv_loop_t* loop, handoff::UniqueFd fd, Kind kind, Con
 }
 
 void EchoConnection::read_start() {
-  if (reading_ || finishing_ || closing_ || handover_) return;
+  if (reading_ || state_ != State::Open) return;
   if (uv_read_start(stream(), &EchoConnection::on_alloc, &EchoConnection::on_read) == 0) reading_ = true;
 }
 
@@ -92,7 +89,7 @@ void EchoConnection::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf)
 void EchoConnection::echo(const char* data, size_t len) {
   // After our FIN (drain deadline) nothing can be echoed; what the client still
   // sends is read and dropped so that closing does not turn into a reset.
-  if (finishing_ || closing_) return;
+  if (state_ != State::Open) return;
   counts_.bytes_echoed += len;
   size_t done = 0;
   if (backpressure_.pending() == 0) {
@@ -134,34 +131,36 @@ void EchoConnection::on_write(uv_write_t* req, int status) {
     if (status != UV_ECANCELED) c->close_now(EndReason::Client);
     return;
   }
-  if (c->handover_ && c->backpressure_.pending() == 0) {
-    c->handover_->flushed(*c);
+  if (c->state_ == State::HandingOff && c->backpressure_.pending() == 0) {
+    c->handoff_->flushed(*c);
     return;
   }
   if (action == Backpressure::Action::ResumeReading) c->read_start();
 }
 
-bool EchoConnection::begin_handover(HandoverObserver* observer) {
-  if (finishing_ || shutting_down_ || closing_ || handover_) return false;
+bool EchoConnection::begin_handoff(handoff::ConnectionHandoff& handoff) {
+  if (state_ != State::Open) return false;
   if (reading_) uv_read_stop(stream());
   reading_ = false;
-  handover_ = observer;
-  if (backpressure_.pending() == 0) observer->flushed(*this);
+  state_ = State::HandingOff;
+  handoff_ = &handoff;
+  if (backpressure_.pending() == 0) handoff.flushed(*this);
   return true;
 }
 
-void EchoConnection::cancel_handover() {
-  if (!handover_) return;
-  handover_ = nullptr;
+void EchoConnection::cancel_handoff() {
+  if (state_ != State::HandingOff) return;
+  handoff_ = nullptr;
+  state_ = State::Open;
   read_start();
 }
 
-void EchoConnection::close_handed_over() {
-  handover_ = nullptr;
+void EchoConnection::close_handed_off() {
+  handoff_ = nullptr;
   close_now(EndReason::HandedOver);
 }
 
-int EchoConnection::fd() const {
+int EchoConnection::handoff_fd() const {
   uv_os_fd_t fd = -1;
   uv_fileno(reinterpret_cast<const uv_handle_t*>(&handle_.stream), &fd);
   return fd;
@@ -170,16 +169,18 @@ int EchoConnection::fd() const {
 void EchoConnection::peer_finished() {
   // The client sent FIN: it may still read. Write back everything owed, then FIN.
   reading_ = false;
-  if (finishing_) {
-    if (shutdown_done_) close_now(end_reason_);  // else on_shutdown closes once our FIN is out
-    return;
+  switch (state_) {
+    case State::Open: half_close(State::ClientFinished); return;
+    case State::Finishing: state_ = State::ClientFinished; return;  // on_shutdown closes once our FIN is out
+    case State::FinSent: close_now(end_reason_); return;
+    case State::HandingOff:  // not reading: no EOF can come
+    case State::ClientFinished:
+    case State::Closing: return;
   }
-  half_close();
 }
 
-void EchoConnection::half_close() {
-  if (shutting_down_ || closing_) return;
-  shutting_down_ = true;
+void EchoConnection::half_close(State next) {
+  state_ = next;
   shutdown_req_.data = this;
   if (uv_shutdown(&shutdown_req_, stream(), &EchoConnection::on_shutdown) != 0) close_now(end_reason_);
 }
@@ -187,25 +188,28 @@ void EchoConnection::half_close() {
 void EchoConnection::on_shutdown(uv_shutdown_t* req, int status) {
   auto* c = static_cast<EchoConnection*>(req->data);
   if (status == UV_ECANCELED) return;  // closing already
-  c->shutdown_done_ = true;
   // Both directions are done unless we half-closed first (drain deadline):
   // then wait for the client's FIN, or the drain's grace timer.
-  if (!c->finishing_ || !c->reading_) c->close_now(c->end_reason_);
+  if (c->state_ == State::Finishing && c->reading_) {
+    c->state_ = State::FinSent;
+    return;
+  }
+  c->close_now(c->end_reason_);
 }
 
 void EchoConnection::finish() {
+  // Already flushing towards FIN after the client's own: it ends at the deadline's count.
+  if (state_ == State::ClientFinished) end_reason_ = EndReason::Deadline;
   // A connection on its way to the successor is the hand-off's to settle.
-  if (finishing_ || closing_ || handover_) return;
-  finishing_ = true;
+  if (state_ != State::Open) return;
   end_reason_ = EndReason::Deadline;
-  if (shutting_down_) return;  // already flushing towards FIN after the client's own
   if (!reading_ && uv_read_start(stream(), &EchoConnection::on_alloc, &EchoConnection::on_read) == 0) reading_ = true;
-  half_close();
+  half_close(State::Finishing);
 }
 
 void EchoConnection::close_now(EndReason why) {
-  if (closing_) return;
-  closing_ = true;
+  if (state_ == State::Closing) return;
+  state_ = State::Closing;
   end_reason_ = why;
   uv_close(reinterpret_cast<uv_handle_t*>(stream()), &EchoConnection::on_closed);
 }
@@ -218,7 +222,7 @@ void EchoConnection::on_closed(uv_handle_t* h) {
     case EndReason::Forced: ++c->counts_.closed_forcibly; break;
     case EndReason::HandedOver: ++c->counts_.handed_over; break;
   }
-  if (c->handover_) c->handover_->gone(*c);
+  if (c->handoff_) c->handoff_->gone(*c);
   c->registry_.remove(c);
   delete c;
 }

@@ -13,6 +13,7 @@
 #include <cstdint>
 
 #include "backpressure.h"
+#include "baton/handoff/connection_handoff.h"
 #include "baton/handoff/protocol.h"
 #include "baton/handoff/unique_fd.h"
 #include "connection_registry.h"
@@ -26,20 +27,7 @@ struct SharedReadBuffer {
   char data[kSize];
 };
 
-class EchoConnection;
-
-// Told when a connection being handed over has flushed what it owed, or is
-// gone (closed by its client) before it could be handed over.
-class HandoverObserver {
- public:
-  virtual void flushed(EchoConnection& c) = 0;
-  virtual void gone(EchoConnection& c) = 0;
-
- protected:
-  ~HandoverObserver() = default;
-};
-
-class EchoConnection {
+class EchoConnection final : public handoff::HandoffConnection {
  public:
   // The hand-off's own kind: a connection travels to the next generation as it is.
   using Kind = handoff::ConnectionKind;
@@ -56,21 +44,27 @@ class EchoConnection {
   // Closes at once; pending writes are dropped.
   void close_now(EndReason why);
 
-  // Connection hand-off: stop reading (what the client sends now waits in
-  // the kernel for the successor) and tell `observer` once everything read
-  // has been written back. False if the connection is already ending.
-  bool begin_handover(HandoverObserver* observer);
-  // The hand-off did not happen: serve (and drain) it here after all.
-  void cancel_handover();
-  // The successor serves it (or may): close our copy, which never shuts the
-  // socket down, and forget the observer, which may be gone before libuv's
-  // close callback runs.
-  void close_handed_over();
-  uint64_t id() const { return id_; }
-  Kind kind() const { return kind_; }
-  int fd() const;
+  // Connection hand-off (see handoff::HandoffConnection): every byte read
+  // has been echoed once the pending writes are out, so "flushed" is "no
+  // write pending".
+  int handoff_fd() const override;
+  bool begin_handoff(handoff::ConnectionHandoff& handoff) override;
+  void cancel_handoff() override;
+  void close_handed_off() override;
 
  private:
+  // Where the connection is in its life. Reading is a separate fact
+  // (`reading_`): backpressure pauses it in Open, and it goes on in
+  // Finishing so that the client's late bytes are dropped, not reset.
+  enum class State {
+    Open,            // echoing
+    HandingOff,      // not reading; handed to `handoff_` once nothing is owed
+    ClientFinished,  // the client sent FIN: what is owed, then our FIN (shutdown in flight), then close
+    Finishing,       // drain deadline: our FIN in flight, echoing nothing, reading and dropping
+    FinSent,         // drain deadline: our FIN is out; close at the client's FIN (or the drain's grace)
+    Closing,         // uv_close called
+  };
+
   EchoConnection(ConnectionRegistry& registry, SharedReadBuffer& buffer, DrainCounts& counts, WaterMarks marks,
                  Kind kind);
 
@@ -82,7 +76,7 @@ class EchoConnection {
 
   void echo(const char* data, size_t len);
   void peer_finished();
-  void half_close();
+  void half_close(State next);
   void read_start();
   uv_stream_t* stream() { return &handle_.stream; }
 
@@ -96,15 +90,11 @@ class EchoConnection {
   SharedReadBuffer& buffer_;
   DrainCounts& counts_;
   Backpressure backpressure_;
-  HandoverObserver* handover_ = nullptr;  // set while being handed over
-  uint64_t id_;
+  State state_ = State::Open;
+  handoff::ConnectionHandoff* handoff_ = nullptr;  // in HandingOff, and until the close if it ends there
   EndReason end_reason_ = EndReason::Client;
   Kind kind_;
   bool reading_ = false;
-  bool finishing_ = false;    // our FIN is on its way: nothing more is echoed
-  bool shutting_down_ = false;
-  bool shutdown_done_ = false;
-  bool closing_ = false;
 };
 
 }  // namespace baton::daemon

@@ -9,7 +9,7 @@
 #include <string>
 
 #include "daemon.h"
-#include "executable_path.h"
+#include "baton/handoff/executable_path.h"
 #include "inherited_fds.h"
 #include "logging.h"
 #include "options.h"
@@ -51,7 +51,7 @@ int main(int argc, char** argv) {
     spdlog::info("fd limit raised from {} to {} (the hard limit)", before, after);
   for (int i = 1; i < argc; ++i) context.args.emplace_back(argv[i]);
 
-  auto binary = baton::daemon::resolve_executable(options.binary.empty() ? argv[0] : options.binary);
+  auto binary = baton::handoff::resolve_executable(options.binary.empty() ? argv[0] : options.binary);
   if (binary) {
     context.binary = binary.value();
   } else {

@@ -2,7 +2,7 @@
 // What batond tells systemd (sd_notify), when NOTIFY_SOCKET is set; without
 // it every call does nothing. With NotifyAccess=all a new generation, a child
 // of the old one in the same unit, may notify too: the old one announces the
-// new MAINPID once the new one is READY, so systemd follows the hand-over
+// new MAINPID once the new one is READY, so systemd follows the hand-off
 // instead of killing the unit when the old main process exits.
 
 #include <sys/types.h>

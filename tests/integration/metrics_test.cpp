@@ -212,7 +212,7 @@ void expect_no_decrease_when_the_new_generation_dies(bool past_probation) {
   auto d = BatondProcess::start({"--listen", "echo=tcp://127.0.0.1:0", "--metrics", "tcp://127.0.0.1:0",
                                  "--upgrade-probation", past_probation ? "0.1" : "60"});
   const pid_t gen1 = d.serving_pid();
-  auto lingering = connect_to(d.address());  // keeps generation 1 draining after a hand-over
+  auto lingering = connect_to(d.address());  // keeps generation 1 draining after a hand-off
   ASSERT_TRUE(echo_roundtrip(lingering.get(), "old"));
   pid_t gen2 = 0;
   if (past_probation) {

@@ -1,6 +1,6 @@
 // resolve_executable: --binary or argv[0], made absolute once at start-up.
 
-#include "executable_path.h"
+#include "baton/handoff/executable_path.h"
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -14,7 +14,7 @@
 #include "support/process.h"
 #include "unit_util.h"
 
-namespace baton::daemon {
+namespace baton::handoff {
 namespace {
 
 namespace fs = std::filesystem;
@@ -109,4 +109,4 @@ TEST(ResolveExecutable, ADirectoryInPathIsNotAnExecutable) {
 }
 
 }  // namespace
-}  // namespace baton::daemon
+}  // namespace baton::handoff

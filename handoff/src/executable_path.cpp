@@ -1,4 +1,4 @@
-#include "executable_path.h"
+#include "baton/handoff/executable_path.h"
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -7,14 +7,14 @@
 #include <filesystem>
 #include <sstream>
 
-namespace baton::daemon {
+namespace baton::handoff {
 
-handoff::Result<std::string> resolve_executable(const std::string& given) {
-  if (given.empty()) return handoff::Error{"empty binary path"};
+Result<std::string> resolve_executable(const std::string& given) {
+  if (given.empty()) return Error{"empty binary path"};
   if (given.find('/') != std::string::npos) {
     std::error_code ec;
     auto abs = std::filesystem::absolute(given, ec);
-    if (ec) return handoff::Error{"absolute path of " + given + ": " + ec.message()};
+    if (ec) return Error{"absolute path of " + given + ": " + ec.message()};
     return abs.lexically_normal().string();
   }
   const char* path = std::getenv("PATH");
@@ -26,7 +26,7 @@ handoff::Result<std::string> resolve_executable(const std::string& given) {
     if (::stat(candidate.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(candidate.c_str(), X_OK) == 0)
       return resolve_executable(candidate);
   }
-  return handoff::Error{"'" + given + "' not found in PATH"};
+  return Error{"'" + given + "' not found in PATH"};
 }
 
-}  // namespace baton::daemon
+}  // namespace baton::handoff

@@ -10,8 +10,8 @@
 
 #include "baton/handoff/result.h"
 
-namespace baton::daemon {
+namespace baton::handoff {
 
-handoff::Result<std::string> resolve_executable(const std::string& given);
+Result<std::string> resolve_executable(const std::string& given);
 
-}  // namespace baton::daemon
+}  // namespace baton::handoff

@@ -1,21 +1,32 @@
-#include "connection_handover.h"
+#include "baton/handoff/connection_handoff.h"
+
+#include <sys/socket.h>
 
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
 
-namespace baton::daemon {
+namespace baton::handoff {
+namespace {
 
-ConnectionHandover::ConnectionHandover(uv_loop_t* loop, ConnectionRegistry& registry,
-                                       handoff::Predecessor& predecessor, std::chrono::milliseconds flush_bound)
-    : loop_(loop), registry_(registry), predecessor_(predecessor), flush_bound_(flush_bound) {}
+ConnectionKind kind_of(int fd) {
+  int domain = 0;
+  socklen_t len = sizeof domain;
+  if (::getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0 && domain == AF_UNIX) return ConnectionKind::Unix;
+  return ConnectionKind::Tcp;
+}
 
-ConnectionHandover::~ConnectionHandover() {
+}  // namespace
+
+ConnectionHandoff::ConnectionHandoff(uv_loop_t* loop, Predecessor& predecessor, std::chrono::milliseconds flush_bound)
+    : loop_(loop), predecessor_(predecessor), flush_bound_(flush_bound) {}
+
+ConnectionHandoff::~ConnectionHandoff() {
   // Whatever is still undecided stays here, served as before.
   size_t served_again = 0;
   for (auto& [id, e] : entries_) {
     if (!e.connection) continue;
-    e.connection->cancel_handover();
+    e.connection->cancel_handoff();
     ++served_again;
   }
   if (!reported_)
@@ -23,26 +34,29 @@ ConnectionHandover::~ConnectionHandover() {
                  handed_over_, kept_, served_again);
 }
 
-void ConnectionHandover::start() {
+void ConnectionHandoff::start(const std::vector<HandoffConnection*>& connections) {
   started_ = std::chrono::steady_clock::now();
   subscription_ = predecessor_.subscribe_link({
-      [this](const std::vector<handoff::ConnectionAck>& acks) { on_acks(acks); },
+      [this](const std::vector<ConnectionAck>& acks) { on_acks(acks); },
       [this](const std::string& why) { on_link_lost(why); },
       [this] { send_ready(); },
   });
   send_tick_.init(uv_timer_init, loop_, this);
   stall_.init(uv_timer_init, loop_, this);
   flush_deadline_.init(uv_timer_init, loop_, this);
-  uv_timer_start(flush_deadline_.get(), &ConnectionHandover::on_flush_deadline,
+  uv_timer_start(flush_deadline_.get(), &ConnectionHandoff::on_flush_deadline,
                  static_cast<uint64_t>(flush_bound_.count()), 0);
-  registry_.for_each([this](EchoConnection& c) {
-    entries_[c.id()] = {&c, Stage::Flushing};
+  for (HandoffConnection* c : connections) {
+    if (ids_.contains(c)) continue;
+    const uint64_t id = next_id_++;
+    ids_[c] = id;
+    entries_[id] = {c, Stage::Flushing};
     ++offered_;
-    if (!c.begin_handover(this)) {
-      entries_.erase(c.id());
-      --offered_;  // already closing: the drain sees it out
+    if (!c->begin_handoff(*this)) {
+      forget(entries_.find(id));
+      --offered_;  // already closing: the server sees it out
     }
-  });
+  }
   spdlog::info("handoff: handing {} connection(s) to the successor", offered_);
   // The link may have closed in the probation (the successor serves on, but
   // can take nothing from us): nothing is sent, everything is served here.
@@ -50,47 +64,59 @@ void ConnectionHandover::start() {
   log_if_settled();
 }
 
-size_t ConnectionHandover::count(Stage stage) const {
+size_t ConnectionHandoff::count(Stage stage) const {
   return static_cast<size_t>(
       std::count_if(entries_.begin(), entries_.end(), [stage](const auto& kv) { return kv.second.stage == stage; }));
 }
 
-void ConnectionHandover::flushed(EchoConnection& c) {
-  auto it = entries_.find(c.id());
+ConnectionHandoff::Entries::iterator ConnectionHandoff::forget(Entries::iterator it) {
+  if (it->second.connection) ids_.erase(it->second.connection);
+  return entries_.erase(it);
+}
+
+void ConnectionHandoff::flushed(HandoffConnection& c) {
+  auto known = ids_.find(&c);
+  if (known == ids_.end()) return;
+  const uint64_t id = known->second;
+  auto it = entries_.find(id);
   if (it == entries_.end() || it->second.stage != Stage::Flushing) return;
-  if (!sending_) return keep(c.id());
+  if (!sending_) return keep(id);
   it->second.stage = Stage::Ready;
-  ready_.push_back(c.id());
+  ready_.push_back(id);
   schedule_send();
 }
 
-void ConnectionHandover::schedule_send() {
+void ConnectionHandoff::schedule_send() {
   // Connections flushed in the same loop turn travel in one batch.
   if (!uv_is_active(reinterpret_cast<uv_handle_t*>(send_tick_.get())))
-    uv_timer_start(send_tick_.get(), &ConnectionHandover::on_send_tick, 0, 0);
+    uv_timer_start(send_tick_.get(), &ConnectionHandoff::on_send_tick, 0, 0);
 }
 
-void ConnectionHandover::gone(EchoConnection& c) {
-  auto it = entries_.find(c.id());
+void ConnectionHandoff::gone(HandoffConnection& c) {
+  auto known = ids_.find(&c);
+  if (known == ids_.end()) return;
+  const uint64_t id = known->second;
+  ids_.erase(known);
+  auto it = entries_.find(id);
   if (it == entries_.end()) return;
   if (it->second.stage == Stage::InFlight) {
     it->second.connection = nullptr;  // its ACK still counts
   } else {
     entries_.erase(it);
-    std::erase(ready_, c.id());
+    std::erase(ready_, id);
   }
   log_if_settled();
 }
 
-void ConnectionHandover::on_send_tick(uv_timer_t* t) { static_cast<ConnectionHandover*>(t->data)->send_ready(); }
+void ConnectionHandoff::on_send_tick(uv_timer_t* t) { static_cast<ConnectionHandoff*>(t->data)->send_ready(); }
 
-void ConnectionHandover::send_ready() {
+void ConnectionHandoff::send_ready() {
   while (sending_ && !ready_.empty() && batches_in_flight_ < kBatchesInFlight) {
-    std::vector<handoff::ConnectionOffer> batch;
+    std::vector<ConnectionOffer> batch;
     for (auto id : ready_) {
-      if (batch.size() == handoff::kMaxFdsPerMessage) break;
-      EchoConnection* c = entries_.at(id).connection;
-      batch.push_back({id, c->kind(), c->fd()});
+      if (batch.size() == kMaxFdsPerMessage) break;
+      HandoffConnection* c = entries_.at(id).connection;
+      batch.push_back({id, kind_of(c->handoff_fd()), c->handoff_fd()});
     }
     auto sent = predecessor_.send_connections(batch);
     if (!sent) {
@@ -109,18 +135,18 @@ void ConnectionHandover::send_ready() {
   }
   // Work left that cannot go now: the successor has kStallBound to make room.
   if (sending_ && !ready_.empty() && !uv_is_active(reinterpret_cast<uv_handle_t*>(stall_.get())))
-    uv_timer_start(stall_.get(), &ConnectionHandover::on_stall, static_cast<uint64_t>(kStallBound.count()), 0);
+    uv_timer_start(stall_.get(), &ConnectionHandoff::on_stall, static_cast<uint64_t>(kStallBound.count()), 0);
   log_if_settled();
 }
 
-void ConnectionHandover::progress() { uv_timer_stop(stall_.get()); }
+void ConnectionHandoff::progress() { uv_timer_stop(stall_.get()); }
 
-void ConnectionHandover::on_stall(uv_timer_t* t) {
-  auto* self = static_cast<ConnectionHandover*>(t->data);
+void ConnectionHandoff::on_stall(uv_timer_t* t) {
+  auto* self = static_cast<ConnectionHandoff*>(t->data);
   self->keep_unsent("the successor made no progress for " + std::to_string(kStallBound.count()) + " ms");
 }
 
-void ConnectionHandover::on_acks(const std::vector<handoff::ConnectionAck>& acks) {
+void ConnectionHandoff::on_acks(const std::vector<ConnectionAck>& acks) {
   if (batches_in_flight_ > 0) --batches_in_flight_;
   progress();
   for (const auto& a : acks) {
@@ -128,22 +154,22 @@ void ConnectionHandover::on_acks(const std::vector<handoff::ConnectionAck>& acks
     // before its exit is judged) still settles the connection's fate.
     auto it = entries_.find(a.id);
     if (it == entries_.end() || (it->second.stage != Stage::InFlight && it->second.stage != Stage::Unknown)) continue;
-    EchoConnection* c = it->second.connection;
+    HandoffConnection* c = it->second.connection;
     if (a.adopted) {
       ++handed_over_;
-      entries_.erase(it);
+      forget(it);
       // Our copy only: uv_close never shuts the socket down, the successor serves it.
-      if (c) c->close_handed_over();
+      if (c) c->close_handed_off();
     } else if (c) {
       keep(a.id);
     } else {
-      entries_.erase(it);
+      forget(it);
     }
   }
   send_ready();
 }
 
-void ConnectionHandover::on_link_lost(const std::string& why) {
+void ConnectionHandoff::on_link_lost(const std::string& why) {
   sending_ = false;
   // Sent and unanswered: the successor may have read the message before the
   // link broke, and serve them. Not ours to read until its exit says so.
@@ -161,7 +187,7 @@ void ConnectionHandover::on_link_lost(const std::string& why) {
   keep_unsent("link to the successor lost: " + why);
 }
 
-void ConnectionHandover::keep_unsent(const std::string& why) {
+void ConnectionHandoff::keep_unsent(const std::string& why) {
   sending_ = false;
   progress();
   std::vector<uint64_t> unsent;
@@ -174,31 +200,31 @@ void ConnectionHandover::keep_unsent(const std::string& why) {
   log_if_settled();
 }
 
-void ConnectionHandover::keep(uint64_t id) {
+void ConnectionHandoff::keep(uint64_t id) {
   auto it = entries_.find(id);
   if (it == entries_.end()) return;
-  EchoConnection* c = it->second.connection;
-  entries_.erase(it);
+  HandoffConnection* c = it->second.connection;
+  forget(it);
   std::erase(ready_, id);
   ++kept_;
-  if (c) c->cancel_handover();
+  if (c) c->cancel_handoff();
 }
 
-void ConnectionHandover::abandon_unknown() {
-  std::vector<EchoConnection*> copies;
+void ConnectionHandoff::abandon_unknown() {
+  std::vector<HandoffConnection*> copies;
   for (auto it = entries_.begin(); it != entries_.end();) {
     const bool unknown = it->second.stage == Stage::InFlight || it->second.stage == Stage::Unknown;
     if (unknown && it->second.connection) copies.push_back(it->second.connection);
-    it = unknown ? entries_.erase(it) : std::next(it);
+    it = unknown ? forget(it) : std::next(it);
   }
   if (!copies.empty())
     spdlog::info("handoff: closing our copy of {} connection(s) the successor may have passed on", copies.size());
-  for (auto* c : copies) c->close_handed_over();
+  for (auto* c : copies) c->close_handed_off();
   log_if_settled();
 }
 
-void ConnectionHandover::on_flush_deadline(uv_timer_t* t) {
-  auto* self = static_cast<ConnectionHandover*>(t->data);
+void ConnectionHandoff::on_flush_deadline(uv_timer_t* t) {
+  auto* self = static_cast<ConnectionHandoff*>(t->data);
   std::vector<uint64_t> stuck;
   for (auto& [id, e] : self->entries_)
     if (e.stage == Stage::Flushing) stuck.push_back(id);
@@ -209,7 +235,7 @@ void ConnectionHandover::on_flush_deadline(uv_timer_t* t) {
   self->log_if_settled();
 }
 
-void ConnectionHandover::log_if_settled() {
+void ConnectionHandoff::log_if_settled() {
   if (reported_ || !entries_.empty()) return;
   reported_ = true;
   const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started_).count();
@@ -217,4 +243,4 @@ void ConnectionHandover::log_if_settled() {
                kept_);
 }
 
-}  // namespace baton::daemon
+}  // namespace baton::handoff

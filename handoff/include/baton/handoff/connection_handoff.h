@@ -1,0 +1,140 @@
+#pragma once
+// ConnectionHandoff: once the new generation has passed its probation, the
+// old process gives it its open connections instead of waiting for them to
+// end. The server's connections take part through HandoffConnection.
+//
+// For each connection: stop reading, let what it owes the client flush
+// (bounded by `flush_bound`), send its fd over the channel in batches, and
+// close our copy only when the successor acknowledges it. A connection is
+// read by one process only:
+//   - one that will not flush, that the successor refuses, or that was never
+//     sent (the link broke, or the successor stopped reading for longer than
+//     kStallBound) is served here again and drained the ordinary way;
+//   - one whose fate is unknown (sent, unanswered, and the link broke: the
+//     successor may be serving it) is never read or shut down here. It is
+//     served again only once the successor's exit proves it cannot be
+//     serving it (this object is destroyed: see ~ConnectionHandoff), and
+//     otherwise only our copy is closed (abandon_unknown, or the drain's end).
+// Sends never block the loop: at most kBatchesInFlight batches wait for
+// their ACK, and a full channel is retried when it becomes writable.
+
+#include <uv.h>
+
+#include <chrono>
+#include <deque>
+#include <string>
+#include <unordered_map>
+
+#include <vector>
+
+#include "baton/handoff/predecessor.h"
+#include "baton/handoff/protocol.h"
+#include "baton/handoff/uv_handle.h"
+
+namespace baton::handoff {
+
+class ConnectionHandoff;
+
+// A server's client connection, as the hand-off sees it. The server
+// implements it; every call comes from the loop's thread.
+class HandoffConnection {
+ public:
+  // The connected socket (TCP or Unix stream); the hand-off sends a
+  // duplicate, this one stays the connection's.
+  virtual int handoff_fd() const = 0;
+  // Stop reading: what the client sends from now on waits in the kernel for
+  // the successor. Once everything already read has been answered and
+  // written, call `handoff.flushed(*this)` (at once, from inside this call,
+  // if nothing is owed). If the connection closes before it is settled,
+  // call `handoff.gone(*this)` (from its close callback). Return false if
+  // it is ending already: it is then left alone.
+  virtual bool begin_handoff(ConnectionHandoff& handoff) = 0;
+  // The hand-off did not happen: serve it here again (and drain it).
+  virtual void cancel_handoff() = 0;
+  // The successor serves it (or may): close this process's copy, which never
+  // shuts the socket down (no shutdown(2), no SO_LINGER reset), and forget
+  // the ConnectionHandoff, which may be destroyed before the close completes.
+  virtual void close_handed_off() = 0;
+
+ protected:
+  ~HandoffConnection() = default;
+};
+
+class ConnectionHandoff {
+ public:
+  // How long the successor may make no progress (no ACK, channel full)
+  // before the connections not yet sent stay here.
+  static constexpr std::chrono::milliseconds kStallBound{2000};
+  static constexpr size_t kBatchesInFlight = 4;
+
+  // `predecessor` has passed the probation (UpgradeState::HandedOver) and
+  // outlives this object.
+  ConnectionHandoff(uv_loop_t* loop, Predecessor& predecessor, std::chrono::milliseconds flush_bound);
+  // Serves again every connection not handed over, those of unknown fate
+  // included: destroy it only once the successor is dead (or this process
+  // closes every connection anyway).
+  ~ConnectionHandoff();
+  ConnectionHandoff(const ConnectionHandoff&) = delete;
+  ConnectionHandoff& operator=(const ConnectionHandoff&) = delete;
+
+  // Offers each connection (begin_handoff), once.
+  void start(const std::vector<HandoffConnection*>& connections);
+  // The successor exited after committing to a newer generation, which may
+  // serve what it adopted from us: close our copies of those, nothing more.
+  void abandon_unknown();
+  // Every connection offered is settled: handed off, kept or gone.
+  bool settled() const { return reported_; }
+
+  // From the connections (see HandoffConnection).
+  void flushed(HandoffConnection& c);
+  void gone(HandoffConnection& c);
+
+ private:
+  enum class Stage {
+    Flushing,  // stopped reading, still writing back what it owes
+    Ready,     // flushed, waiting for a batch
+    InFlight,  // sent, no answer yet
+    Unknown,   // sent, and the link broke before the answer: not ours to read
+  };
+  struct Entry {
+    HandoffConnection* connection;  // nullptr: closed here since (in flight only)
+    Stage stage;
+  };
+  using Entries = std::unordered_map<uint64_t, Entry>;
+
+  static void on_send_tick(uv_timer_t* t);
+  static void on_flush_deadline(uv_timer_t* t);
+  static void on_stall(uv_timer_t* t);
+  void schedule_send();
+  void send_ready();
+  void on_acks(const std::vector<ConnectionAck>& acks);
+  void on_link_lost(const std::string& why);
+  // Stop handing over: what was not sent yet is served here.
+  void keep_unsent(const std::string& why);
+  void keep(uint64_t id);
+  // Drops an entry, and its connection's id.
+  Entries::iterator forget(Entries::iterator it);
+  void progress();
+  void log_if_settled();
+  size_t count(Stage stage) const;
+
+  uv_loop_t* loop_;
+  Predecessor& predecessor_;
+  Predecessor::LinkSubscription subscription_;
+  std::chrono::milliseconds flush_bound_;
+  // By the id the protocol carries (ours, counted from 1), and the reverse.
+  Entries entries_;
+  std::unordered_map<HandoffConnection*, uint64_t> ids_;
+  uint64_t next_id_ = 1;
+  std::deque<uint64_t> ready_;  // in the order they flushed
+  size_t batches_in_flight_ = 0;
+  bool sending_ = true;  // false once the link broke or the successor stalled
+  UvHandle<uv_timer_t> send_tick_;
+  UvHandle<uv_timer_t> flush_deadline_;
+  UvHandle<uv_timer_t> stall_;
+  std::chrono::steady_clock::time_point started_;
+  size_t offered_ = 0, handed_over_ = 0, kept_ = 0;
+  bool reported_ = false;
+};
+
+}  // namespace baton::handoff
