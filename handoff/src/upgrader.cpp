@@ -258,8 +258,9 @@ void Upgrader::serve_again(const std::string& why, bool listen_again) {
   // ours alone again: the successor is dead.
   connection_handoff_.reset();
   state_ = State::Serving;
-  if (listen_again)
-    handoff::notify_systemd("MAINPID=" + std::to_string(::getpid()) + "\nSTATUS=serving again: " + why);
+  // systemd follows the main pid back (it had been told the successor's at COMMIT).
+  handoff::notify_systemd((listen_again ? "MAINPID=" + std::to_string(::getpid()) + "\n" : std::string()) +
+                          "STATUS=upgrade failed, serving on: " + why);
   if (events_.failed) events_.failed(why, listen_again);
 }
 

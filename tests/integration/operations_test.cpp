@@ -12,6 +12,7 @@
 #include "baton/handoff/listener_socket.h"
 #include "support/batond.h"
 #include "support/client.h"
+#include "support/fake_notify_socket.h"
 
 namespace baton::test {
 namespace {
@@ -111,47 +112,6 @@ TEST(ConfigFile, AListenerAddedToTheFileIsServedAfterTheNextUpgrade) {
   EXPECT_TRUE(extra && echo_roundtrip(extra.get(), "new listener"));
   EXPECT_EQ(d.address("echo"), echo_addr) << "the existing listener must be inherited, same port";
 }
-
-// A fake systemd: a datagram socket that collects what batond notifies.
-class FakeNotifySocket {
- public:
-  explicit FakeNotifySocket(const std::string& path) : path_(path), fd_(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0)) {
-    sockaddr_un a{};
-    a.sun_family = AF_UNIX;
-    std::snprintf(a.sun_path, sizeof a.sun_path, "%s", path.c_str());
-    EXPECT_EQ(::bind(fd_.get(), reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-  }
-  const std::string& path() const { return path_; }
-  // Collects messages until one contains `needle` (or the deadline).
-  bool wait_for(const std::string& needle, std::chrono::milliseconds timeout = 10s) {
-    return eventually(
-        [&] {
-          char buf[4096];
-          ssize_t n;
-          while ((n = ::recv(fd_.get(), buf, sizeof buf, MSG_DONTWAIT)) > 0) messages_.emplace_back(buf, n);
-          for (const auto& m : messages_)
-            if (m.find(needle) != std::string::npos) return true;
-          return false;
-        },
-        timeout);
-  }
-  // Index of the first message containing `needle`, or -1.
-  int index_of(const std::string& needle) const {
-    for (size_t i = 0; i < messages_.size(); ++i)
-      if (messages_[i].find(needle) != std::string::npos) return static_cast<int>(i);
-    return -1;
-  }
-  std::string all() const {
-    std::string s;
-    for (const auto& m : messages_) s += "[" + m + "] ";
-    return s;
-  }
-
- private:
-  std::string path_;
-  UniqueFd fd_;
-  std::vector<std::string> messages_;
-};
 
 TEST(Systemd, NotifiesReadyMainPidReloadingAndStoppingInOrder) {
   TempDir dir;

@@ -1,0 +1,211 @@
+// The examples (examples/), built against an installed baton by
+// scripts/build-examples.sh (a ctest fixture), as an outside project would:
+// each upgraded 20 times under load without one failed or corrupted
+// connection; a failed upgrade and a new process killed in its probation
+// leave the old one serving; SIGTERM stops them cleanly.
+
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <regex>
+
+#include "support/client.h"
+#include "support/fake_notify_socket.h"
+#include "support/load.h"
+#include "support/process.h"
+#include "support/wrk.h"
+
+namespace baton::test {
+namespace {
+
+const std::string kExamples = BATON_EXAMPLES_DIR;
+constexpr int kUpgrades = 20;
+
+// A port nothing listens on now. The examples take HOST:PORT as their one
+// argument, so the port is chosen here; the kernel does not hand a port it
+// just gave out to the next bind(0), so the window is small.
+uint16_t free_port() {
+  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  EXPECT_EQ(::bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  socklen_t len = sizeof a;
+  EXPECT_EQ(::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&a), &len), 0);
+  return ntohs(a.sin_port);
+}
+
+pid_t main_pid_in(const std::string& message) {
+  std::smatch m;
+  return std::regex_search(message, m, std::regex("MAINPID=([0-9]+)")) ? std::stoi(m[1]) : 0;
+}
+
+// One example server, its generations followed through the MAINPID= that
+// the Upgrader sends to NOTIFY_SOCKET, as systemd would follow them.
+class Example {
+ public:
+  Example(const std::string& binary, const TempDir& dir)
+      : endpoint_("127.0.0.1:" + std::to_string(free_port())),
+        systemd_(dir.file("notify")),
+        first_(TestProcess::start({binary, endpoint_}, with_env({"NOTIFY_SOCKET=" + dir.file("notify")}))) {
+    auto ready = systemd_.wait_for_message("READY=1");
+    EXPECT_TRUE(ready) << first_.log();
+    pid_ = ready ? main_pid_in(*ready) : 0;
+    EXPECT_EQ(pid_, first_.pid()) << systemd_.all();
+  }
+  const std::string& endpoint() const { return endpoint_; }
+  pid_t pid() const { return pid_; }
+  std::string log() const { return first_.log() + "\nsystemd saw: " + systemd_.all(); }
+
+  // SIGUSR2 to the serving process: the new one must be READY with its
+  // own MAINPID. Returns its pid (0 if none came).
+  pid_t start_upgrade() {
+    const size_t from = systemd_.count();
+    ::kill(pid_, SIGUSR2);
+    auto ready = systemd_.wait_for_message("READY=1", 10s, from);
+    const pid_t next = ready ? main_pid_in(*ready) : 0;
+    if (next > 0) first_.track_descendant(next);
+    return next;
+  }
+  // One whole upgrade: the new process serves, the old one is gone.
+  bool upgrade() {
+    const pid_t old = pid_, next = start_upgrade();
+    if (next <= 0 || next == old) return false;
+    if (!wait_pid_gone(old, 15s)) return false;
+    reap_zombies();
+    pid_ = next;
+    return true;
+  }
+  // Failed upgrades: the old process says so to systemd (MAINPID= itself again) or keeps quiet.
+  FakeNotifySocket& systemd() { return systemd_; }
+
+  // SIGTERM to the serving process; true if it exits with status 0.
+  bool stop() {
+    ::kill(pid_, SIGTERM);
+    if (pid_ == first_.pid()) {
+      auto st = first_.wait_exit(15s);
+      return st && st->success();
+    }
+    int status = 0;
+    const bool reaped = eventually([&] { return ::waitpid(pid_, &status, WNOHANG) == pid_; }, 15s);
+    return reaped && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  }
+
+ private:
+  std::string endpoint_;
+  FakeNotifySocket systemd_;
+  TestProcess first_;
+  pid_t pid_ = 0;
+};
+
+// GET / on a fresh connection: the body ("hello from generation G (pid P)\n"), or "" on any failure.
+std::string http_get(const std::string& endpoint) {
+  auto fd = connect_to(endpoint);
+  if (!fd || !send_all(fd.get(), "GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")) return "";
+  std::string response;
+  char buf[4096];
+  for (ssize_t n; (n = ::recv(fd.get(), buf, sizeof buf, 0)) > 0;) response.append(buf, n);
+  if (!response.starts_with("HTTP/1.1 200")) return "";
+  auto body = response.find("\r\n\r\n");
+  return body == std::string::npos ? "" : response.substr(body + 4);
+}
+
+std::string served_by(pid_t pid) { return "(pid " + std::to_string(pid) + ")"; }
+
+TEST(Examples, MinimalEchoIsAtMostOneHundredLines) {
+  std::ifstream in(std::filesystem::path(BATON_SOURCE_DIR) / "examples/minimal-echo/main.cpp");
+  ASSERT_TRUE(in);
+  int lines = 0;
+  for (std::string line; std::getline(in, line);) ++lines;
+  EXPECT_LE(lines, 100);
+}
+
+void upgrade_minimal_echo_under_load(const std::string& binary) {
+  TempDir dir;
+  Example echo(binary, dir);
+  auto load = LoadRun::start("tcp://" + echo.endpoint(), {"--churn-rate", "50"});
+  for (int i = 0; i < kUpgrades; ++i) ASSERT_TRUE(echo.upgrade()) << "upgrade " << i + 1 << "\n" << echo.log();
+  auto report = load.stop();
+  EXPECT_TRUE(report.status.success()) << report.summary;
+  EXPECT_EQ(report.failures, 0) << report.summary;
+  EXPECT_GT(report.bytes_verified, 0) << report.summary;
+  EXPECT_GT(report.churn_succeeded, 0) << report.summary;
+  auto fd = connect_to(echo.endpoint());
+  EXPECT_TRUE(fd && echo_roundtrip(fd.get(), "still here")) << echo.log();
+  fd.reset();
+  EXPECT_TRUE(echo.stop()) << echo.log();
+}
+
+TEST(Examples, MinimalEchoUpgradesTwentyTimesUnderLoadWithoutAFailedConnection) {
+  upgrade_minimal_echo_under_load(kExamples + "/minimal-echo/minimal-echo");
+}
+
+TEST(Examples, MinimalEchoBuiltWithPkgConfigAloneUpgradesUnderLoadToo) {
+  upgrade_minimal_echo_under_load(kExamples + "/minimal-echo-pkgconfig");
+}
+
+TEST(Examples, HelloHttpUpgradesTwentyTimesUnderWrkWithoutAFailedRequest) {
+  TempDir dir;
+  Example http(kExamples + "/hello-http/hello-http", dir);
+  Wrk wrk(http.endpoint(), dir);
+  for (int i = 0; i < kUpgrades; ++i) ASSERT_TRUE(http.upgrade()) << "upgrade " << i + 1 << "\n" << http.log();
+  Wrk::expect_clean(wrk.finish());
+  EXPECT_EQ(http_get(http.endpoint()), "hello from generation 21 " + served_by(http.pid()) + "\n") << http.log();
+  EXPECT_TRUE(http.stop()) << http.log();
+}
+
+// The binary on disk is replaced by one that cannot take over: the upgrade
+// fails before COMMIT and the old process never stopped serving; with the
+// real binary back, the next upgrade works.
+TEST(Examples, AnUpgradeToABrokenBinaryFailsAndTheOldProcessServesOn) {
+  TempDir dir;
+  const std::string binary = dir.file("hello-http");
+  std::filesystem::copy_file(kExamples + "/hello-http/hello-http", binary);
+  Example http(binary, dir);
+  Wrk wrk(http.endpoint(), dir);
+  const std::string broken = dir.file("broken");
+  std::ofstream(broken) << "#!/bin/sh\necho 'this version cannot start' >&2\nexit 3\n";
+  std::filesystem::permissions(broken, std::filesystem::perms::owner_all);
+  std::filesystem::rename(binary, dir.file("good"));
+  std::filesystem::rename(broken, binary);
+  const size_t from = http.systemd().count();
+  ::kill(http.pid(), SIGUSR2);
+  auto failed = http.systemd().wait_for_message("STATUS=upgrade failed", 10s, from);
+  ASSERT_TRUE(failed) << http.log();
+  EXPECT_EQ(failed->find("MAINPID="), std::string::npos) << "it never stopped being the main process: " << *failed;
+  EXPECT_TRUE(pid_alive(http.pid()));
+  EXPECT_EQ(http_get(http.endpoint()), "hello from generation 1 " + served_by(http.pid()) + "\n") << http.log();
+  std::filesystem::rename(dir.file("good"), binary);
+  ASSERT_TRUE(http.upgrade()) << http.log();
+  Wrk::expect_clean(wrk.finish());
+  EXPECT_EQ(http_get(http.endpoint()), "hello from generation 2 " + served_by(http.pid()) + "\n") << http.log();
+}
+
+// The new process dies in its probation, after COMMIT: the old one had
+// stopped accepting and is told to listen again (`failed`, listen_again),
+// and systemd is told it is the main process again.
+TEST(Examples, ANewProcessKilledInItsProbationLeavesTheOldOneListeningAgain) {
+  TempDir dir;
+  Example http(kExamples + "/hello-http/hello-http", dir);
+  Wrk wrk(http.endpoint(), dir);
+  const size_t from = http.systemd().count();
+  const pid_t next = http.start_upgrade();
+  ASSERT_GT(next, 0) << http.log();
+  ::kill(next, SIGKILL);  // well inside the 1 s probation: READY came just now
+  ASSERT_TRUE(http.systemd().wait_for_message("MAINPID=" + std::to_string(http.pid()) + "\nSTATUS=upgrade failed",
+                                               10s, from))
+      << http.log();
+  EXPECT_EQ(http_get(http.endpoint()), "hello from generation 1 " + served_by(http.pid()) + "\n") << http.log();
+  ASSERT_TRUE(http.upgrade()) << http.log();
+  Wrk::expect_clean(wrk.finish());
+  EXPECT_TRUE(http.stop()) << http.log();
+}
+
+}  // namespace
+}  // namespace baton::test
