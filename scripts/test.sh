@@ -15,11 +15,16 @@ ctest --test-dir build --output-on-failure -j"$(nproc)" --timeout 300
 # cmake --install puts the binaries, the units and the docs where they belong.
 prefix=$(mktemp -d "${TMPDIR:-/tmp}/baton-install-XXXXXX")
 cmake --install build --prefix "$prefix" >/dev/null
+# The library too (its use by an outside project is tests/integration/examples_test.cpp).
 for f in bin/batond bin/batonctl lib/systemd/system/baton.service lib/systemd/system/baton.socket \
-         share/doc/baton/operations.md share/doc/baton/batond.toml; do
+         share/doc/baton/operations.md share/doc/baton/batond.toml share/doc/baton/embedding.md \
+         include/baton/upgrader.h lib/libbaton_handoff.so.0.1 lib/cmake/baton/batonConfig.cmake lib/pkgconfig/baton.pc; do
   [[ -e "$prefix/$f" ]] || { echo "test.sh: cmake --install did not install $f" >&2; exit 1; }
 done
+# The installed batond finds the installed library (RUNPATH $ORIGIN/../lib), not build/'s.
 "$prefix/bin/batond" --check-config "$prefix/share/doc/baton/batond.toml"
+ldd "$prefix/bin/batond" | grep -q "libbaton_handoff.so.0.1 => $prefix/bin/../lib/" \
+  || { echo "test.sh: the installed batond does not load the installed library:" >&2; ldd "$prefix/bin/batond" >&2; exit 1; }
 rm -rf "$prefix"
 echo "test.sh: install ok"
 

@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <regex>
@@ -118,12 +119,19 @@ std::string http_get(const std::string& endpoint) {
 
 std::string served_by(pid_t pid) { return "(pid " + std::to_string(pid) + ")"; }
 
-TEST(Examples, MinimalEchoIsAtMostOneHundredLines) {
-  std::ifstream in(std::filesystem::path(BATON_SOURCE_DIR) / "examples/minimal-echo/main.cpp");
-  ASSERT_TRUE(in);
-  int lines = 0;
-  for (std::string line; std::getline(in, line);) ++lines;
-  EXPECT_LE(lines, 100);
+std::string source_file(const std::string& relative) {
+  std::ifstream in(std::filesystem::path(BATON_SOURCE_DIR) / relative);
+  EXPECT_TRUE(in) << relative;
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// The copy-paste starting point: at most 100 lines, and shown whole, as it is, in the docs.
+TEST(Examples, MinimalEchoIsAtMostOneHundredLinesAndDocsEmbeddingShowsItWhole) {
+  const std::string code = source_file("examples/minimal-echo/main.cpp");
+  ASSERT_FALSE(code.empty());
+  EXPECT_LE(std::count(code.begin(), code.end(), '\n'), 100);
+  EXPECT_NE(source_file("docs/embedding.md").find("```cpp\n" + code + "```"), std::string::npos)
+      << "docs/embedding.md no longer shows examples/minimal-echo/main.cpp as it is";
 }
 
 void upgrade_minimal_echo_under_load(const std::string& binary) {
