@@ -1,12 +1,10 @@
 #include "systemd_notify.h"
 
-#include <systemd/sd-daemon.h>
 #include <time.h>
 
 #include <cstdlib>
-#include <cstring>
 
-#include <spdlog/spdlog.h>
+#include "baton/handoff/systemd_notify.h"
 
 namespace baton::daemon {
 
@@ -17,9 +15,8 @@ bool SystemdNotifier::enabled() const {
 
 void SystemdNotifier::send(const std::string& message) const {
   if (!enabled()) return;
-  // unset_environment = 0: the next generation notifies through the same socket.
-  if (int rc = sd_notify(0, message.c_str()); rc < 0)
-    spdlog::warn("sd_notify: {}", std::strerror(-rc));
+  // NOTIFY_SOCKET stays set: the next generation notifies through the same socket.
+  handoff::notify_systemd(message);
 }
 
 void SystemdNotifier::ready(const std::string& status) const { send("READY=1\nSTATUS=" + status); }

@@ -10,7 +10,7 @@
 
 #include "baton/handoff/executable_path.h"
 #include "baton/handoff/listener_socket.h"
-#include "systemd_notify.h"
+#include "baton/handoff/systemd_notify.h"
 
 extern char** environ;
 
