@@ -149,8 +149,10 @@ bool EchoConnection::begin_handoff(handoff::ConnectionHandoff& handoff) {
 }
 
 void EchoConnection::cancel_handoff() {
-  if (state_ != State::HandingOff) return;
+  // Always forgotten: a connection closing meanwhile must not tell a
+  // ConnectionHandoff that is being destroyed that it is gone.
   handoff_ = nullptr;
+  if (state_ != State::HandingOff) return;
   state_ = State::Open;
   read_start();
 }

@@ -4,8 +4,12 @@
 //   - a connection is handed off only between requests: once everything it
 //     read is a complete request, answered and written. One caught
 //     mid-request is read on until the request is whole;
+//   - a connection promised a close (Connection: close, HTTP/1.0) is closed,
+//     never handed off;
 //   - a connection that stays here (not flushed within the bound, refused by
-//     the new process) is served on and closed after its next response;
+//     the new process) is closed now if idle, else after its response;
+//   - once stopping (SIGTERM) or finishing, it takes no connection handed
+//     off by an older generation, and a failed upgrade does not undo a stop;
 //   - it tells who answered: "hello from generation G (pid P)".
 // HTTP parsing: Debian's libhttp-parser-dev (nodejs/http-parser).
 #include <baton/upgrader.h>
@@ -23,6 +27,7 @@ std::string address;
 std::unique_ptr<baton::Upgrader> upgrader;
 uv_tcp_t* server = nullptr;
 bool finishing = false;  // upgraded or stopping: exit once the last connection is gone
+bool stopping = false;   // SIGTERM: for good, whatever an upgrade does
 http_parser_settings settings;
 
 class Connection;
@@ -91,7 +96,8 @@ class Connection final : public baton::HandoffConnection {
   }
   void cancel_handoff() override {
     handoff_ = nullptr;
-    close_after_response_ = true;  // this process is finishing: one more answer, then close
+    close_after_response_ = true;  // this process is finishing: no more than the answer owed, then close
+    if (!in_request_ && writes_ == 0) return close();
     if (!reading_) read();
   }
   void close_handed_off() override {
@@ -127,7 +133,8 @@ class Connection final : public baton::HandoffConnection {
   }
 
   void settle_if_between_requests() {
-    if (in_request_) return;  // read on until the request is whole
+    // Read on until the request is whole; one promised a close ends here.
+    if (in_request_ || close_after_response_) return;
     if (reading_) uv_read_stop(stream());
     reading_ = false;
     if (writes_ == 0) handoff_->flushed(*this);
@@ -158,8 +165,8 @@ class Connection final : public baton::HandoffConnection {
       --c->writes_;
       if (status < 0) return c->close();
       if (c->writes_ > 0) return;
-      if (c->handoff_ && !c->reading_) return c->handoff_->flushed(*c);
-      if (c->close_after_response_ && !c->in_request_) c->close();
+      if (c->close_after_response_ && !c->in_request_) return c->close();  // gone(), if it was being handed off
+      if (c->handoff_ && !c->reading_) c->handoff_->flushed(*c);
     });
   }
 
@@ -195,6 +202,7 @@ void stop_accepting() {
 }
 
 bool adopt(baton::UniqueFd fd, baton::ConnectionKind) {
+  if (finishing) return false;  // it would never be passed on: the old process keeps it
   auto* c = new Connection;
   if (uv_tcp_open(c->tcp(), fd.get()) != 0) {
     c->close();
@@ -230,8 +238,9 @@ int main(int argc, char** argv) {
       .failed =
           [](const std::string& why, bool listen_again) {
             std::fprintf(stderr, "hello-http: upgrade failed, serving on: %s\n", why.c_str());
+            if (!listen_again || stopping) return;
             finishing = false;
-            if (listen_again) listen();
+            listen();
           },
       .adopt = adopt,
   };
@@ -252,10 +261,10 @@ int main(int argc, char** argv) {
   uv_signal_start(
       &sigterm,
       [](uv_signal_t*, int) {
+        stopping = finishing = true;
         stop_accepting();
-        finishing = true;
+        upgrader->close();  // no more upgrades; one not committed yet is killed
         for (auto* c : std::unordered_set<Connection*>(connections)) c->stop();
-        exit_if_done();
       },
       SIGTERM);
   uv_run(loop, UV_RUN_DEFAULT);

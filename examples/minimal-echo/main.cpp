@@ -8,7 +8,7 @@ static uv_loop_t* loop;
 static std::string address;  // HOST:PORT
 static std::unique_ptr<baton::Upgrader> upgrader;
 static uv_tcp_t* server = nullptr;
-static bool finishing = false;  // upgraded or stopped: exit once the last connection is gone
+static bool finishing = false, stopping = false;  // upgraded or stopped: exit once the last connection is gone
 struct Connection;
 static std::unordered_set<Connection*> connections;
 static void exit_if_done() { if (finishing && connections.empty()) upgrader->close(); }  // the loop ends
@@ -57,7 +57,7 @@ struct Connection final : baton::HandoffConnection {
     if (writes == 0) h.flushed(*this);
     return true;
   }
-  void cancel_handoff() override { handoff = nullptr, read(); }
+  void cancel_handoff() override { handoff = nullptr, stop(); }  // this process is finishing: end it
   void close_handed_off() override { handoff = nullptr, close(); }
 };
 
@@ -81,8 +81,9 @@ int main(int argc, char** argv) {
   auto up = baton::Upgrader::create(loop, argc, argv, {
       .stop_accepting = stop_accepting,
       .upgraded = [] { finishing = true, (void)upgrader->hand_off({connections.begin(), connections.end()}), exit_if_done(); },
-      .failed = [](const std::string&, bool listen_again) { finishing = false; if (listen_again) listen(); },
+      .failed = [](const std::string&, bool listen_again) { if (listen_again && !stopping) finishing = false, listen(); },
       .adopt = [](baton::UniqueFd fd, baton::ConnectionKind) {
+        if (finishing) return false;  // the old process keeps it
         auto* c = new Connection;
         return uv_tcp_open(&c->tcp, fd.get()) == 0 ? (fd.release(), c->start(), true) : (c->close(), false);
       }});
@@ -92,9 +93,8 @@ int main(int argc, char** argv) {
   uv_signal_t sigterm;  // unref: it never keeps the loop alive
   uv_signal_init(loop, &sigterm), uv_unref(reinterpret_cast<uv_handle_t*>(&sigterm));
   uv_signal_start(&sigterm, [](uv_signal_t*, int) {
-    stop_accepting(), finishing = true;
+    stopping = finishing = true, stop_accepting(), upgrader->close();  // no more upgrades
     for (auto* c : std::unordered_set<Connection*>(connections)) c->stop();
-    exit_if_done();
   }, SIGTERM);
   uv_run(loop, UV_RUN_DEFAULT);
 }

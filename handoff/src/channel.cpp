@@ -1,5 +1,7 @@
 #include "baton/handoff/channel.h"
 
+#include <fcntl.h>
+
 #include <poll.h>
 #include <sys/socket.h>
 
@@ -43,6 +45,10 @@ Result<HandoffChannel> HandoffChannel::adopt(UniqueFd fd) {
   if (sockopt_int(fd.get(), SO_DOMAIN) != AF_UNIX || sockopt_int(fd.get(), SO_TYPE) != SOCK_SEQPACKET)
     return Error{"hand-off fd " + std::to_string(fd.get()) + " is not an AF_UNIX SOCK_SEQPACKET socket"};
   if (auto st = set_send_timeout(fd.get()); !st) return st.error();
+  // It arrived without close-on-exec (it had to survive our exec): no child
+  // of ours may hold the channel that carries client connections.
+  if (int flags = ::fcntl(fd.get(), F_GETFD); flags < 0 || ::fcntl(fd.get(), F_SETFD, flags | FD_CLOEXEC) != 0)
+    return errno_error("hand-off fd " + std::to_string(fd.get()) + ": fcntl(FD_CLOEXEC)");
   return HandoffChannel(std::move(fd));
 }
 

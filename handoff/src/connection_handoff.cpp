@@ -54,6 +54,7 @@ void ConnectionHandoff::start(const std::vector<HandoffConnection*>& connections
     ++offered_;
     if (!c->begin_handoff(*this)) {
       forget(entries_.find(id));
+      std::erase(ready_, id);  // should it have said flushed before refusing
       --offered_;  // already closing: the server sees it out
     }
   }
@@ -113,11 +114,16 @@ void ConnectionHandoff::on_send_tick(uv_timer_t* t) { static_cast<ConnectionHand
 void ConnectionHandoff::send_ready() {
   while (sending_ && !ready_.empty() && batches_in_flight_ < kBatchesInFlight) {
     std::vector<ConnectionOffer> batch;
+    std::vector<uint64_t> no_fd;
     for (auto id : ready_) {
       if (batch.size() == kMaxFdsPerMessage) break;
       HandoffConnection* c = entries_.at(id).connection;
-      batch.push_back({id, kind_of(c->handoff_fd()), c->handoff_fd()});
+      const int fd = c->handoff_fd();
+      if (fd < 0) no_fd.push_back(id);  // closing: one bad fd must not fail the batch (EBADF breaks the link)
+      else batch.push_back({id, kind_of(fd), fd});
     }
+    for (auto id : no_fd) keep(id);
+    if (batch.empty()) continue;
     auto sent = predecessor_.send_connections(batch);
     if (!sent) {
       // The link is gone. If it broke on this send, on_link_lost has settled
@@ -241,6 +247,7 @@ void ConnectionHandoff::log_if_settled() {
   const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started_).count();
   spdlog::info("handoff: done in {:.1f} ms: {} connection(s) handed over, {} kept here to drain", ms, handed_over_,
                kept_);
+  if (on_settled_) on_settled_();
 }
 
 }  // namespace baton::handoff

@@ -43,16 +43,19 @@ Upgrader::~Upgrader() = default;
 
 Result<std::unique_ptr<Upgrader>> Upgrader::create(uv_loop_t* loop, int argc, char** argv, UpgraderEvents events,
                                                    UpgraderOptions options) {
-  if (!events.stop_accepting || !events.upgraded)
-    return Error{"baton::Upgrader: the stop_accepting and upgraded callbacks are required"};
+  if (!events.stop_accepting || !events.upgraded || !events.failed)
+    return Error{"baton::Upgrader: the stop_accepting, upgraded and failed callbacks are required"};
+  std::string binary_error;
   if (options.binary.empty()) {
-    if (argc < 1 || !argv || !argv[0]) return Error{"baton::Upgrader: no argv[0] to find the binary by"};
-    auto binary = handoff::resolve_executable(argv[0]);
-    if (!binary) return handoff::with_context("the binary to upgrade to", binary.error());
-    options.binary = std::move(binary).value();
+    // A server that cannot find itself still serves; its upgrades say why they cannot start.
+    auto binary = argc >= 1 && argv && argv[0] ? handoff::resolve_executable(argv[0])
+                                               : Result<std::string>(Error{"no argv[0] to find the binary by"});
+    if (binary) options.binary = std::move(binary).value();
+    else binary_error = binary.error().message;
   }
   if (!options.args) options.args = std::vector<std::string>(argv + std::min(argc, 1), argv + argc);
   std::unique_ptr<Upgrader> up(new Upgrader(loop, std::move(events), std::move(options)));
+  up->binary_error_ = std::move(binary_error);
 
   // The signal first: one that comes while we take over must not kill us.
   if (up->options_.upgrade_signal != 0) {
@@ -113,6 +116,7 @@ Result<UniqueFd> Upgrader::listener(const std::string& name, const std::string& 
     if (in.fd && in.name == name && in.configured == *configured) {
       own.bound = in.bound;
       own.fd = std::move(in.fd);
+      own.inherited = true;
       break;
     }
   }
@@ -129,7 +133,7 @@ Result<UniqueFd> Upgrader::listener(const std::string& name, const std::string& 
   auto copy = duplicate(own.fd.get());
   if (!copy) return copy;
   spdlog::info("listening name={} addr={} inherited={} pid={} generation={}", name, own.bound.endpoint(),
-               successor_ ? "yes" : "no", ::getpid(), generation_);
+               own.inherited ? "yes" : "no", ::getpid(), generation_);
   listeners_.push_back(std::move(own));
   return copy;
 }
@@ -141,7 +145,7 @@ Result<handoff::ListenAddress> Upgrader::bound_address(const std::string& name) 
 }
 
 Status Upgrader::ready() {
-  if (state_ != State::Starting) return Error{"ready() was called already"};
+  if (state_ != State::Starting) return Error{state_ == State::Closed ? "the upgrader is closed" : "ready() was called already"};
   if (successor_) {
     for (auto& in : inherited_)
       if (in.fd) spdlog::info("listener {} ({}) was not asked for; closed it", in.name, in.bound.to_string());
@@ -162,7 +166,7 @@ Status Upgrader::ready() {
       spdlog::warn("hand-off: could not tell the previous generation we serve: {}", st.error().message);
   }
   state_ = State::Serving;
-  handoff::notify_systemd("READY=1\nMAINPID=" + std::to_string(::getpid()) + "\nSTATUS=serving as generation " +
+  notify("READY=1\nMAINPID=" + std::to_string(::getpid()) + "\nSTATUS=serving as generation " +
                  std::to_string(generation_));
   spdlog::info("serving pid={} generation={}", ::getpid(), generation_);
   return {};
@@ -183,6 +187,7 @@ Status Upgrader::upgrade() {
   }
   if (predecessor_->state() != handoff::UpgradeState::Idle)
     return refuse(std::string("busy: ") + handoff::to_string(predecessor_->state()));
+  if (options_.binary.empty()) return refuse("no binary to start: " + binary_error_);
   handoff::SpawnSpec spec;
   spec.binary = options_.binary;
   spec.args = *options_.args;
@@ -205,6 +210,7 @@ Status Upgrader::upgrade() {
 }
 
 Status Upgrader::before_commit(pid_t pid) {
+  if (state_ == State::Closed) return Error{"this process is closing its upgrader"};
   // Told before COMMIT, not after: should we die between the two, our
   // predecessor must not resume beside a generation that may be serving.
   if (link_ && predecessor_process_.alive()) {
@@ -219,7 +225,7 @@ Status Upgrader::before_commit(pid_t pid) {
 void Upgrader::on_committed(pid_t pid) {
   state_ = State::Probation;
   // Before this process exits: systemd must follow the main pid to the new one.
-  handoff::notify_systemd("MAINPID=" + std::to_string(pid) + "\nSTATUS=handed off to pid " + std::to_string(pid));
+  notify("MAINPID=" + std::to_string(pid) + "\nSTATUS=handed off to pid " + std::to_string(pid));
   spdlog::info("upgrade: pid {} accepts as generation {}; pid {} stops accepting", pid, generation_ + 1, ::getpid());
   events_.stop_accepting();
 }
@@ -237,14 +243,17 @@ void Upgrader::on_outcome(const handoff::UpgradeOutcome& outcome) {
 }
 
 void Upgrader::on_successor_exit(pid_t pid, bool clean, bool superseded, const std::string& how) {
-  if (state_ == State::Closed) return;
   if (superseded) {
     // What it adopted from us it may have passed on: close our copies only.
+    // (Settling the hand-off lets a close() in waiting go on.)
     if (connection_handoff_) connection_handoff_->abandon_unknown();
     return;
   }
-  if (clean) {
+  if (clean || state_ == State::Closed) {
+    // What it never answered for, it cannot be serving: ours again. Closing,
+    // we do not listen again, but serve those to their end.
     connection_handoff_.reset();
+    if (state_ == State::Closed) schedule_teardown();
     return;
   }
   spdlog::critical("successor pid {} died with {} after taking over; pid {} generation {} serves again", pid, how,
@@ -259,9 +268,9 @@ void Upgrader::serve_again(const std::string& why, bool listen_again) {
   connection_handoff_.reset();
   state_ = State::Serving;
   // systemd follows the main pid back (it had been told the successor's at COMMIT).
-  handoff::notify_systemd((listen_again ? "MAINPID=" + std::to_string(::getpid()) + "\n" : std::string()) +
+  notify((listen_again ? "MAINPID=" + std::to_string(::getpid()) + "\n" : std::string()) +
                           "STATUS=upgrade failed, serving on: " + why);
-  if (events_.failed) events_.failed(why, listen_again);
+  events_.failed(why, listen_again);
 }
 
 Status Upgrader::hand_off(const std::vector<HandoffConnection*>& connections) {
@@ -281,11 +290,29 @@ void Upgrader::on_signal(uv_signal_t* handle, int) {
 
 void Upgrader::close() {
   if (state_ == State::Closed) return;
+  const bool uncommitted = state_ == State::Upgrading;
   state_ = State::Closed;
   signal_.close();
-  // Not from inside a callback of what is being destroyed: on the next turn.
+  // Killed and reaped, and no callback of it runs any more: it cannot commit now.
+  if (uncommitted) predecessor_->close();
+  // Tearing a hand-off down now would serve here again connections the
+  // successor may hold already: it settles first.
+  if (connection_handoff_ && !connection_handoff_->settled()) {
+    connection_handoff_->on_settled([this] { schedule_teardown(); });
+    return;
+  }
+  schedule_teardown();
+}
+
+void Upgrader::schedule_teardown() {
+  // Not from inside a callback of what is being destroyed: on a later turn.
+  if (close_timer_) return;
   if (close_timer_.init(uv_timer_init, loop_, this) == 0)
     uv_timer_start(close_timer_.get(), &Upgrader::on_close_timer, 0, 0);
+}
+
+void Upgrader::notify(const std::string& message) const {
+  if (options_.notify_systemd) handoff::notify_systemd(message);
 }
 
 void Upgrader::on_close_timer(uv_timer_t* timer) {

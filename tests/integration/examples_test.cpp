@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -89,6 +90,9 @@ class Example {
   // SIGTERM to the serving process; true if it exits with status 0.
   bool stop() {
     ::kill(pid_, SIGTERM);
+    return wait_stopped();
+  }
+  bool wait_stopped() {
     if (pid_ == first_.pid()) {
       auto st = first_.wait_exit(15s);
       return st && st->success();
@@ -117,7 +121,33 @@ std::string http_get(const std::string& endpoint) {
   return body == std::string::npos ? "" : response.substr(body + 4);
 }
 
+// GET / on a kept-alive connection: the body of the answer, or "" on any failure.
+std::string keep_alive_get(int fd) {
+  if (!send_all(fd, "GET / HTTP/1.1\r\nHost: test\r\n\r\n")) return "";
+  std::string response;
+  char buf[4096];
+  for (;;) {
+    const auto head_end = response.find("\r\n\r\n");
+    if (head_end != std::string::npos) {
+      const auto at = response.find("Content-Length: ");
+      if (at == std::string::npos || !response.starts_with("HTTP/1.1 200")) return "";
+      const size_t length = std::stoul(response.substr(at + 16));
+      if (response.size() >= head_end + 4 + length) return response.substr(head_end + 4, length);
+    }
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 10000) != 1) return "";
+    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) return "";
+    response.append(buf, n);
+  }
+}
+
 std::string served_by(pid_t pid) { return "(pid " + std::to_string(pid) + ")"; }
+
+size_t sockets_of(pid_t pid) {
+  auto fds = open_fds(pid);
+  return static_cast<size_t>(std::count_if(fds.begin(), fds.end(), [](const std::string& f) { return f.starts_with("socket:"); }));
+}
 
 std::string source_file(const std::string& relative) {
   std::ifstream in(std::filesystem::path(BATON_SOURCE_DIR) / relative);
@@ -158,11 +188,22 @@ TEST(Examples, MinimalEchoBuiltWithPkgConfigAloneUpgradesUnderLoadToo) {
   upgrade_minimal_echo_under_load(kExamples + "/minimal-echo-pkgconfig");
 }
 
+// wrk's connections, and one kept alive by the test that each new
+// generation must answer: the connection moved (wrk alone would reconnect
+// silently after a Connection: close and hide a connection that did not).
 TEST(Examples, HelloHttpUpgradesTwentyTimesUnderWrkWithoutAFailedRequest) {
   TempDir dir;
   Example http(kExamples + "/hello-http/hello-http", dir);
   Wrk wrk(http.endpoint(), dir);
-  for (int i = 0; i < kUpgrades; ++i) ASSERT_TRUE(http.upgrade()) << "upgrade " << i + 1 << "\n" << http.log();
+  auto kept = connect_to(http.endpoint());
+  ASSERT_TRUE(kept);
+  ASSERT_EQ(keep_alive_get(kept.get()), "hello from generation 1 " + served_by(http.pid()) + "\n");
+  for (int i = 0; i < kUpgrades; ++i) {
+    ASSERT_TRUE(http.upgrade()) << "upgrade " << i + 1 << "\n" << http.log();
+    ASSERT_EQ(keep_alive_get(kept.get()),
+              "hello from generation " + std::to_string(i + 2) + " " + served_by(http.pid()) + "\n")
+        << "the kept-alive connection after upgrade " << i + 1 << "\n" << http.log();
+  }
   Wrk::expect_clean(wrk.finish());
   EXPECT_EQ(http_get(http.endpoint()), "hello from generation 21 " + served_by(http.pid()) + "\n") << http.log();
   EXPECT_TRUE(http.stop()) << http.log();
@@ -195,17 +236,26 @@ TEST(Examples, AnUpgradeToABrokenBinaryFailsAndTheOldProcessServesOn) {
   EXPECT_EQ(http_get(http.endpoint()), "hello from generation 2 " + served_by(http.pid()) + "\n") << http.log();
 }
 
-// The new process dies in its probation, after COMMIT: the old one had
-// stopped accepting and is told to listen again (`failed`, listen_again),
-// and systemd is told it is the main process again.
-TEST(Examples, ANewProcessKilledInItsProbationLeavesTheOldOneListeningAgain) {
+// The new process dies right after COMMIT (before it says SERVING, or in
+// the probation that starts there: the old side tells systemd the new
+// MAINPID at COMMIT, so this kill always lands in one of the two): the old
+// one had stopped accepting and is told to listen again (`failed`,
+// listen_again), and systemd is told it is the main process again.
+TEST(Examples, ANewProcessKilledAfterCommitLeavesTheOldOneListeningAgain) {
   TempDir dir;
   Example http(kExamples + "/hello-http/hello-http", dir);
+  const size_t before = sockets_of(http.pid());
   Wrk wrk(http.endpoint(), dir);
+  // wrk's 8 connections are this process's before the upgrade starts: one
+  // still in the backlog at COMMIT would go to the process killed here.
+  ASSERT_TRUE(eventually([&] { return sockets_of(http.pid()) >= before + 8; })) << http.log();
   const size_t from = http.systemd().count();
-  const pid_t next = http.start_upgrade();
-  ASSERT_GT(next, 0) << http.log();
-  ::kill(next, SIGKILL);  // well inside the 1 s probation: READY came just now
+  ::kill(http.pid(), SIGUSR2);
+  auto committed = http.systemd().wait_for_message("STATUS=handed off to pid", 10s, from);
+  ASSERT_TRUE(committed) << http.log();
+  const pid_t next = main_pid_in(*committed);
+  ASSERT_GT(next, 0) << *committed;
+  ::kill(next, SIGKILL);
   ASSERT_TRUE(http.systemd().wait_for_message("MAINPID=" + std::to_string(http.pid()) + "\nSTATUS=upgrade failed",
                                                10s, from))
       << http.log();
@@ -213,6 +263,38 @@ TEST(Examples, ANewProcessKilledInItsProbationLeavesTheOldOneListeningAgain) {
   ASSERT_TRUE(http.upgrade()) << http.log();
   Wrk::expect_clean(wrk.finish());
   EXPECT_TRUE(http.stop()) << http.log();
+}
+
+// SIGTERM while an upgrade is in flight (the new binary fails after a
+// moment), with one request half read: the new process is killed at the
+// stop, the upgrade's failure does not undo the stop, the half-read request
+// is answered (with Connection: close) and the process exits with status 0.
+TEST(Examples, ASigtermDuringAnUpgradeStopsTheServerAndTheNewProcess) {
+  TempDir dir;
+  const std::string binary = dir.file("hello-http");
+  std::filesystem::copy_file(kExamples + "/hello-http/hello-http", binary);
+  Example http(binary, dir);
+  const std::string failing = dir.file("failing");
+  std::ofstream(failing) << "#!/bin/sh\necho $$ > " << dir.file("failing.pid") << "\nsleep 0.3\nexit 3\n";
+  std::filesystem::permissions(failing, std::filesystem::perms::owner_all);
+  std::filesystem::rename(failing, binary);
+  auto idle = connect_to(http.endpoint());  // kept alive, idle: closed at the stop
+  auto busy = connect_to(http.endpoint());  // a request half sent: answered, then closed
+  ASSERT_TRUE(idle && busy);
+  ASSERT_FALSE(keep_alive_get(idle.get()).empty());
+  ASSERT_TRUE(send_all(busy.get(), "GET / HTTP/1.1\r\nHost: test\r\n"));
+  ::kill(http.pid(), SIGUSR2);
+  pid_t started = 0;
+  ASSERT_TRUE(eventually([&] { return (started = read_pid_file(dir.file("failing.pid"))) > 0; })) << http.log();
+  ::kill(http.pid(), SIGTERM);
+  EXPECT_TRUE(wait_eof(idle.get())) << "the idle connection was not closed at the stop";
+  EXPECT_TRUE(wait_pid_gone(started, 10s)) << "the new process outlived the stop";
+  ASSERT_TRUE(send_all(busy.get(), "\r\n"));
+  char buf[4096];
+  std::string answer;
+  for (ssize_t n; (n = ::recv(busy.get(), buf, sizeof buf, 0)) > 0;) answer.append(buf, n);
+  EXPECT_TRUE(answer.starts_with("HTTP/1.1 200") && answer.find("Connection: close") != std::string::npos) << answer;
+  EXPECT_TRUE(http.wait_stopped()) << http.log();
 }
 
 }  // namespace

@@ -66,6 +66,10 @@ struct UpgraderOptions {
   // hand_off: how long a connection may take to write back what it owes.
   std::chrono::milliseconds flush_bound{1000};
   int backlog = SOMAXCONN;
+  // READY=1, MAINPID= and STATUS= to $NOTIFY_SOCKET (when set), so that
+  // systemd follows the main pid across upgrades. Off for a server that
+  // notifies systemd itself.
+  bool notify_systemd = true;
 };
 
 // Every callback runs on the loop's thread, from inside the loop, never
@@ -79,9 +83,9 @@ struct UpgraderEvents {
   // Required. The new generation served through its probation: finish your
   // connections (or hand_off() them), then close() and let the loop end.
   std::function<void()> upgraded;
-  // An upgrade failed and this process serves on. `listen_again`: it had
-  // stopped accepting (the new process died after COMMIT, in or after its
-  // probation): call listener() again for every listener and accept on it.
+  // Required. An upgrade failed and this process serves on. `listen_again`:
+  // it had stopped accepting (the new process died after COMMIT, in or after
+  // its probation): call listener() again for every listener and accept on it.
   std::function<void(const std::string& why, bool listen_again)> failed;
   // A new generation, after ready(): a connection the old one handed off,
   // with nothing owed on it and nothing of the client's read. Return true if
@@ -129,9 +133,12 @@ class Upgrader {
   // it will not flush within flush_bound or the new process cannot take it.
   Status hand_off(const std::vector<HandoffConnection*>& connections);
 
-  // Lets go of every handle (the signal, the channels) on the next loop
-  // turn, so that the loop can end. Safe from a callback. A successor that
-  // has not taken over yet is killed.
+  // For a stop, or once `upgraded` and your connections are gone: no more
+  // upgrades, and no more callbacks but `failed` for connections a hand-off
+  // gives back. A successor that has not committed is killed now. The
+  // handles (the signal, the channels, the listener copies) go on a later
+  // loop turn, once a hand-off in flight has settled (every connection
+  // handed off or given back), so that the loop can end. Safe from a callback.
   void close();
 
   // 1 for a fresh start, one more at each upgrade (BATON_GENERATION).
@@ -155,11 +162,14 @@ class Upgrader {
     handoff::ListenAddress configured;
     handoff::ListenAddress bound;
     UniqueFd fd;
+    bool inherited = false;
   };
 
   Upgrader(uv_loop_t* loop, UpgraderEvents events, UpgraderOptions options);
   static void on_signal(uv_signal_t* handle, int signo);
   static void on_close_timer(uv_timer_t* timer);
+  void schedule_teardown();
+  void notify(const std::string& message) const;
   Status before_commit(pid_t pid);
   void on_committed(pid_t pid);
   void on_outcome(const handoff::UpgradeOutcome& outcome);
@@ -169,6 +179,7 @@ class Upgrader {
   uv_loop_t* loop_;
   UpgraderEvents events_;
   UpgraderOptions options_;
+  std::string binary_error_;  // why there is no binary to upgrade to (upgrade() says it)
   State state_ = State::Starting;
   unsigned generation_ = 1;
   std::vector<OwnListener> listeners_;

@@ -22,6 +22,7 @@
 
 #include <chrono>
 #include <deque>
+#include <functional>
 #include <string>
 #include <unordered_map>
 
@@ -84,6 +85,9 @@ class ConnectionHandoff {
   void abandon_unknown();
   // Every connection offered is settled: handed off, kept or gone.
   bool settled() const { return reported_; }
+  // Called once, when that happens (from inside start() if nothing needs to
+  // wait). It must not destroy this object.
+  void on_settled(std::function<void()> fn) { on_settled_ = std::move(fn); }
 
   // From the connections (see HandoffConnection).
   void flushed(HandoffConnection& c);
@@ -135,6 +139,7 @@ class ConnectionHandoff {
   std::chrono::steady_clock::time_point started_;
   size_t offered_ = 0, handed_over_ = 0, kept_ = 0;
   bool reported_ = false;
+  std::function<void()> on_settled_;
 };
 
 }  // namespace baton::handoff
