@@ -7,16 +7,21 @@
 //   - a connection promised a close (Connection: close, HTTP/1.0) is closed,
 //     never handed off;
 //   - a connection that stays here (not flushed within the bound, refused by
-//     the new process) is closed now if idle, else after its response;
+//     the new process) is closed now if nothing of the client's waits unread,
+//     else after the answer to it;
 //   - once stopping (SIGTERM) or finishing, it takes no connection handed
-//     off by an older generation, and a failed upgrade does not undo a stop;
+//     off by an older generation;
+//   - HELLO_HTTP_PROBATION_MS, if set, is the new generation's probation
+//     (UpgraderOptions; 1000 ms by default).
 //   - it tells who answered: "hello from generation G (pid P)".
 // HTTP parsing: Debian's libhttp-parser-dev (nodejs/http-parser).
 #include <baton/upgrader.h>
 #include <http_parser.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <unordered_set>
 
@@ -27,7 +32,6 @@ std::string address;
 std::unique_ptr<baton::Upgrader> upgrader;
 uv_tcp_t* server = nullptr;
 bool finishing = false;  // upgraded or stopping: exit once the last connection is gone
-bool stopping = false;   // SIGTERM: for good, whatever an upgrade does
 http_parser_settings settings;
 
 class Connection;
@@ -96,8 +100,14 @@ class Connection final : public baton::HandoffConnection {
   }
   void cancel_handoff() override {
     handoff_ = nullptr;
-    close_after_response_ = true;  // this process is finishing: no more than the answer owed, then close
-    if (!in_request_ && writes_ == 0) return close();
+    if (finishing) {
+      // No more than the answer owed, then close. Closing with a request
+      // unread would reset it: one waiting in the kernel is read and answered.
+      close_after_response_ = true;
+      char byte;
+      const bool unread = ::recv(handoff_fd(), &byte, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+      if (!in_request_ && writes_ == 0 && !unread) return close();
+    }
     if (!reading_) read();
   }
   void close_handed_off() override {
@@ -238,13 +248,15 @@ int main(int argc, char** argv) {
       .failed =
           [](const std::string& why, bool listen_again) {
             std::fprintf(stderr, "hello-http: upgrade failed, serving on: %s\n", why.c_str());
-            if (!listen_again || stopping) return;
+            if (!listen_again) return;
             finishing = false;
             listen();
           },
       .adopt = adopt,
   };
-  auto up = baton::Upgrader::create(loop, argc, argv, std::move(events));
+  baton::UpgraderOptions options;
+  if (const char* ms = std::getenv("HELLO_HTTP_PROBATION_MS")) options.probation = std::chrono::milliseconds(std::atoi(ms));
+  auto up = baton::Upgrader::create(loop, argc, argv, std::move(events), options);
   if (!up) {
     std::fprintf(stderr, "hello-http: %s\n", up.error().message.c_str());
     return 1;
@@ -261,7 +273,7 @@ int main(int argc, char** argv) {
   uv_signal_start(
       &sigterm,
       [](uv_signal_t*, int) {
-        stopping = finishing = true;
+        finishing = true;
         stop_accepting();
         upgrader->close();  // no more upgrades; one not committed yet is killed
         for (auto* c : std::unordered_set<Connection*>(connections)) c->stop();

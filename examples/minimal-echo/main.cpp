@@ -8,7 +8,7 @@ static uv_loop_t* loop;
 static std::string address;  // HOST:PORT
 static std::unique_ptr<baton::Upgrader> upgrader;
 static uv_tcp_t* server = nullptr;
-static bool finishing = false, stopping = false;  // upgraded or stopped: exit once the last connection is gone
+static bool finishing = false;  // upgraded or stopped: exit once the last connection is gone
 struct Connection;
 static std::unordered_set<Connection*> connections;
 static void exit_if_done() { if (finishing && connections.empty()) upgrader->close(); }  // the loop ends
@@ -38,7 +38,7 @@ struct Connection final : baton::HandoffConnection {
     });
   }
   void stop() {  // what is owed, then FIN, then close
-    if (handoff || uv_is_closing(handle())) return;
+    if (handoff || uv_is_closing(handle()) || !uv_is_writable(stream())) return;  // not twice
     uv_read_stop(stream());
     uv_shutdown(new uv_shutdown_t, stream(), [](uv_shutdown_t* r, int) { static_cast<Connection*>(r->handle->data)->close(), delete r; });
   }
@@ -57,7 +57,7 @@ struct Connection final : baton::HandoffConnection {
     if (writes == 0) h.flushed(*this);
     return true;
   }
-  void cancel_handoff() override { handoff = nullptr, stop(); }  // this process is finishing: end it
+  void cancel_handoff() override { handoff = nullptr, finishing ? stop() : read(); }
   void close_handed_off() override { handoff = nullptr, close(); }
 };
 
@@ -81,7 +81,7 @@ int main(int argc, char** argv) {
   auto up = baton::Upgrader::create(loop, argc, argv, {
       .stop_accepting = stop_accepting,
       .upgraded = [] { finishing = true, (void)upgrader->hand_off({connections.begin(), connections.end()}), exit_if_done(); },
-      .failed = [](const std::string&, bool listen_again) { if (listen_again && !stopping) finishing = false, listen(); },
+      .failed = [](const std::string&, bool listen_again) { if (listen_again) finishing = false, listen(); },
       .adopt = [](baton::UniqueFd fd, baton::ConnectionKind) {
         if (finishing) return false;  // the old process keeps it
         auto* c = new Connection;
@@ -93,7 +93,7 @@ int main(int argc, char** argv) {
   uv_signal_t sigterm;  // unref: it never keeps the loop alive
   uv_signal_init(loop, &sigterm), uv_unref(reinterpret_cast<uv_handle_t*>(&sigterm));
   uv_signal_start(&sigterm, [](uv_signal_t*, int) {
-    stopping = finishing = true, stop_accepting(), upgrader->close();  // no more upgrades
+    finishing = true, stop_accepting(), upgrader->close();  // no more upgrades
     for (auto* c : std::unordered_set<Connection*>(connections)) c->stop();
   }, SIGTERM);
   uv_run(loop, UV_RUN_DEFAULT);

@@ -113,17 +113,20 @@ void ConnectionHandoff::on_send_tick(uv_timer_t* t) { static_cast<ConnectionHand
 
 void ConnectionHandoff::send_ready() {
   while (sending_ && !ready_.empty() && batches_in_flight_ < kBatchesInFlight) {
-    std::vector<ConnectionOffer> batch;
+    // One without an fd (closing) stays here, alone: it must not fail the
+    // batch (EBADF breaks the link). Kept before the batch is built: keep()
+    // runs the server's code, which may close others.
     std::vector<uint64_t> no_fd;
+    for (auto id : ready_)
+      if (entries_.at(id).connection->handoff_fd() < 0) no_fd.push_back(id);
+    for (auto id : no_fd) keep(id);
+    if (!sending_ || ready_.empty()) break;
+    std::vector<ConnectionOffer> batch;
     for (auto id : ready_) {
       if (batch.size() == kMaxFdsPerMessage) break;
-      HandoffConnection* c = entries_.at(id).connection;
-      const int fd = c->handoff_fd();
-      if (fd < 0) no_fd.push_back(id);  // closing: one bad fd must not fail the batch (EBADF breaks the link)
-      else batch.push_back({id, kind_of(fd), fd});
+      const int fd = entries_.at(id).connection->handoff_fd();
+      batch.push_back({id, kind_of(fd), fd});
     }
-    for (auto id : no_fd) keep(id);
-    if (batch.empty()) continue;
     auto sent = predecessor_.send_connections(batch);
     if (!sent) {
       // The link is gone. If it broke on this send, on_link_lost has settled

@@ -156,7 +156,7 @@ Status Upgrader::ready() {
     link_ = std::make_unique<handoff::PredecessorLink>(
         loop_, successor_->take_channel(), version, [](const std::vector<handoff::GenerationReport>&) {},
         [this](const handoff::ConnectionEntry& entry, UniqueFd fd) {
-          return events_.adopt && events_.adopt(std::move(fd), entry.kind);
+          return state_ != State::Closed && events_.adopt && events_.adopt(std::move(fd), entry.kind);
         },
         [](const std::string& why) {
           if (why != "closed") spdlog::warn("hand-off: link to the previous generation: {}", why);
@@ -210,7 +210,6 @@ Status Upgrader::upgrade() {
 }
 
 Status Upgrader::before_commit(pid_t pid) {
-  if (state_ == State::Closed) return Error{"this process is closing its upgrader"};
   // Told before COMMIT, not after: should we die between the two, our
   // predecessor must not resume beside a generation that may be serving.
   if (link_ && predecessor_process_.alive()) {
@@ -263,14 +262,18 @@ void Upgrader::on_successor_exit(pid_t pid, bool clean, bool superseded, const s
 }
 
 void Upgrader::serve_again(const std::string& why, bool listen_again) {
-  // Every connection not handed off yet, those of unknown fate included, is
-  // ours alone again: the successor is dead.
-  connection_handoff_.reset();
   state_ = State::Serving;
   // systemd follows the main pid back (it had been told the successor's at COMMIT).
   notify((listen_again ? "MAINPID=" + std::to_string(::getpid()) + "\n" : std::string()) +
-                          "STATUS=upgrade failed, serving on: " + why);
+         "STATUS=upgrade failed, serving on: " + why);
+  // Told first: the connections given back next (cancel_handoff) are served
+  // by a process that serves again, not one that finishes.
   events_.failed(why, listen_again);
+  // Every connection not handed off yet, those of unknown fate included, is
+  // ours alone again: the successor is dead. (A close() from `failed` or from
+  // a cancel_handoff settles nothing more: the teardown follows.)
+  connection_handoff_.reset();
+  if (state_ == State::Closed) schedule_teardown();
 }
 
 Status Upgrader::hand_off(const std::vector<HandoffConnection*>& connections) {
@@ -285,6 +288,7 @@ pid_t Upgrader::successor_pid() const { return predecessor_ ? predecessor_->succ
 
 void Upgrader::on_signal(uv_signal_t* handle, int) {
   auto* self = static_cast<Upgrader*>(handle->data);
+  if (self->state_ == State::Closed) return spdlog::info("upgrade signal ignored: pid {} is closing", ::getpid());
   (void)self->upgrade();  // refusals and failures are logged
 }
 
@@ -292,8 +296,11 @@ void Upgrader::close() {
   if (state_ == State::Closed) return;
   const bool uncommitted = state_ == State::Upgrading;
   state_ = State::Closed;
-  signal_.close();
-  // Killed and reaped, and no callback of it runs any more: it cannot commit now.
+  // Kept, but no longer keeping the loop alive: closing it would give the
+  // signal back its default action, and a late SIGUSR2 would kill a process
+  // that is still finishing its connections. It goes with the Upgrader.
+  if (signal_) uv_unref(signal_.handle());
+  // Killed (SIGKILL), and no callback of it runs any more: it cannot commit now.
   if (uncommitted) predecessor_->close();
   // Tearing a hand-off down now would serve here again connections the
   // successor may hold already: it settles first.

@@ -134,11 +134,13 @@ class Upgrader {
   Status hand_off(const std::vector<HandoffConnection*>& connections);
 
   // For a stop, or once `upgraded` and your connections are gone: no more
-  // upgrades, and no more callbacks but `failed` for connections a hand-off
-  // gives back. A successor that has not committed is killed now. The
-  // handles (the signal, the channels, the listener copies) go on a later
-  // loop turn, once a hand-off in flight has settled (every connection
-  // handed off or given back), so that the loop can end. Safe from a callback.
+  // upgrades (the signal is ignored from now on, never fatal) and no more
+  // callbacks; connections of a hand-off in flight still get
+  // close_handed_off or cancel_handoff. A successor that has not committed
+  // is killed now. The channels and the listener copies go on a later loop
+  // turn, once that hand-off has settled (which may take until the
+  // successor exits, if the link to it broke with connections unanswered),
+  // so that the loop can end. Safe from a callback.
   void close();
 
   // 1 for a fresh start, one more at each upgrade (BATON_GENERATION).
