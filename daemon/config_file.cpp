@@ -22,7 +22,7 @@ class Loader {
       return handoff::Error{path_ + ":" + std::to_string(e.source().begin.line) + ": " + std::string(e.description())};
     }
     SettingsLayer s;
-    if (auto st = check_keys(root, "", {"log_level", "pid_file", "control", "max_connections", "backlog", "listeners",
+    if (auto st = check_keys(root, "", {"log_level", "log_format", "pid_file", "control", "max_connections", "backlog", "listeners",
                                         "drain", "upgrade", "app", "metrics"});
         !st)
       return st.error();
@@ -30,6 +30,11 @@ class Loader {
     else if (*v) {
       if (!valid_log_level(**v)) return at(root["log_level"].node(), "log_level", "must be one of trace, debug, info, warn, error, off");
       s.log_level = **v;
+    }
+    if (auto v = string_at(root, "log_format"); !v) return v.error();
+    else if (*v) {
+      s.log_format = parse_log_format(**v);
+      if (!s.log_format) return at(root["log_format"].node(), "log_format", "must be text or json");
     }
     if (auto v = string_at(root, "pid_file"); !v) return v.error();
     else if (*v) s.pid_file = **v;

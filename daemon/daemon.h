@@ -110,6 +110,8 @@ class Daemon {
   void relay_succeeded(pid_t pid);
   // on_drained came while the upgrade was in flight: exit now it is over.
   void exit_after_drained_upgrade();
+  // The upgrade's loop-lag window ends: logged, and kept for status.
+  void end_loop_window();
   handoff::SpawnSpec spawn_spec(const std::string& binary) const;
 
   // Stop accepting, then drain: for a stop and after a hand-off alike.
@@ -171,6 +173,9 @@ class Daemon {
   // Totals (ours, or our successor's) to our predecessor, unless it has them.
   void tell_predecessor_totals(const std::string& data);
   nlohmann::json observability_status() const;
+  // The loop's cost of the last upgrade this generation ran, with its pid
+  // and generation; null before one ended.
+  nlohmann::json upgrade_loop_window() const;
   nlohmann::json metrics_reply();
   nlohmann::json history_reply() const;
   // The predecessor's STATE_UPDATE: its counters, its timelines.
@@ -235,6 +240,8 @@ class Daemon {
   std::vector<TimelineEvent> takeover_steps_;  // ours, until that record arrives
   bool first_accept_noted_ = false;
   LoopLag loop_lag_;
+  nlohmann::json inherited_loop_window_;  // the upgrade that started us, as its old generation measured it
+  uint64_t loop_windows_sent_ = 0;        // loop_lag_.windows_ended() our successor last got
   MetricsHttpConnections metrics_http_{[this] { return serve_metrics(); }};
 
   uint64_t adopted_connections_ = 0;  // handed to us by the previous generation

@@ -47,6 +47,7 @@ handoff::Result<nlohmann::json> Daemon::reload(const std::string& trigger) {
   };
   if (names(next) != names(options_)) at_next_upgrade.push_back("listeners");
   if (next.pid_file != options_.pid_file) at_next_upgrade.push_back("pid_file");
+  if (next.log_format != options_.log_format) at_next_upgrade.push_back("log_format");
   if (next.control_path != options_.control_path) at_next_upgrade.push_back("control");
   if (next.backlog != options_.backlog) at_next_upgrade.push_back("backlog");
   if (next.metrics != options_.metrics) at_next_upgrade.push_back("metrics");
@@ -76,6 +77,7 @@ handoff::Result<nlohmann::json> Daemon::reload(const std::string& trigger) {
   // What cannot change in a running process keeps its current value here.
   next.listeners = options_.listeners;
   next.pid_file = options_.pid_file;
+  next.log_format = options_.log_format;
   next.control_path = options_.control_path;
   next.backlog = options_.backlog;
   next.metrics = options_.metrics;

@@ -14,6 +14,9 @@ namespace {
 
 constexpr const char* kMetricsStateKey = "metrics";
 constexpr const char* kHistoryStateKey = "history";
+// The loop's cost of the last upgrade, measured by the generation that ran
+// it (the old one): sent down, so that the new one's status shows it.
+constexpr const char* kLoopLagStateKey = "loop_lag";
 // While draining, only the latest records can still change: those are sent.
 constexpr size_t kHistoryUpdateRecords = 8;
 
@@ -93,9 +96,20 @@ std::string Daemon::metrics_text() const {
   return render_exposition(counters, gauges);
 }
 
+nlohmann::json Daemon::upgrade_loop_window() const {
+  auto w = loop_lag_.last_window_json();
+  if (w.is_null()) return w;
+  w["pid"] = ::getpid();
+  w["generation"] = context_.generation;
+  return w;
+}
+
 nlohmann::json Daemon::observability_status() const {
   nlohmann::json j;
-  j["loop_lag_ms"] = {{"last", loop_lag_.last_s() * 1000}, {"max", loop_lag_.max_s() * 1000}};
+  j["loop_lag_ms"] = loop_lag_.to_json();
+  // Our own upgrade's, once we made one; before that, the one that started us.
+  auto own = upgrade_loop_window();
+  j["loop_lag_ms"]["last_upgrade"] = own.is_null() ? inherited_loop_window_ : own;
   j["metrics"] = options_.metrics ? nlohmann::json{{"address", options_.metrics->to_string()},
                                                    {"scrapes", metrics_http_.served()}}
                                   : nlohmann::json(nullptr);
@@ -110,6 +124,8 @@ void Daemon::apply_state_update(const handoff::StateUpdate& update) {
     auto counters = Counters::from_json(j);
     if (!counters) return spdlog::warn("hand-off: ignored the previous generation's counters: {}", counters.error().message);
     inherited_counters_.raise_to(counters.value());
+  } else if (update.key == kLoopLagStateKey) {
+    if (j.is_object()) inherited_loop_window_ = j;
   } else if (update.key == kHistoryStateKey) {
     if (auto st = history_.merge(j); !st)
       return spdlog::warn("hand-off: ignored the previous generation's history: {}", st.error().message);
@@ -153,6 +169,8 @@ void Daemon::send_state_updates(bool force) {
   };
   const auto totals = counter_totals();
   if ((force || totals != counters_sent_) && send(kMetricsStateKey, totals.to_json().dump())) counters_sent_ = totals;
+  if (loop_lag_.windows_ended() != loop_windows_sent_ && send(kLoopLagStateKey, upgrade_loop_window().dump()))
+    loop_windows_sent_ = loop_lag_.windows_ended();
   if (!force && history_.version() == history_sent_) return;
   // At READY the whole history goes (it fits in one message unless its
   // texts are unusually long: then fewer records); later, the latest.

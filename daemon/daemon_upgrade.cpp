@@ -63,8 +63,11 @@ handoff::Status Daemon::request_upgrade(const std::string& trigger, const std::s
   upgrade_requested_ = std::chrono::steady_clock::now();
   upgrade_trigger_ = trigger;
   upgrade_record_ = history_.begin("upgrade", trigger, ::getpid(), context_.generation);
+  // From before the spawn: what the upgrade costs this loop, uv_spawn included.
+  loop_lag_.begin_window();
   const handoff::UpgradeTimeouts timeouts{timeout.value_or(options_.upgrade_timeout), options_.upgrade_probation};
   if (auto st = predecessor_->start(spec, std::move(offers), timeouts, std::move(state)); !st) {
+    end_loop_window();
     spdlog::error("upgrade failed ({}), nothing started, still serving: {}", trigger, st.error().message);
     last_upgrade_ = {{"ok", false}, {"trigger", trigger}, {"error", st.error().message}};
     count_upgrade_outcome(false, st.error().message);
@@ -135,6 +138,7 @@ void Daemon::on_upgrade_outcome(const handoff::UpgradeOutcome& outcome) {
     // A stop came during the upgrade and cancelled it.
     spdlog::info("upgrade abandoned after {:.1f} ms because this generation is stopping: {}", ms, outcome.reason);
     count_upgrade_outcome(false, "abandoned: stopping: " + outcome.reason);
+    end_loop_window();
     for (uint64_t id : upgrade_waiters_)
       if (auto* s = control_sessions_.find(id)) s->send(control::error_reply("abandoned: batond is stopping"));
     upgrade_waiters_.clear();
@@ -153,6 +157,7 @@ void Daemon::on_upgrade_outcome(const handoff::UpgradeOutcome& outcome) {
                      {"error", outcome.reason}, {"committed", outcome.committed}};
     record_upgrade_step("rolled_back");
     count_upgrade_outcome(false, outcome.reason);
+    end_loop_window();
     for (auto* s : waiters) s->send(control::error_reply("rolled back: " + outcome.reason));
     if (outcome.committed) resume_serving(outcome.reason);
     else if (app_) app_->resume();
@@ -186,10 +191,20 @@ void Daemon::on_upgrade_outcome(const handoff::UpgradeOutcome& outcome) {
     connection_handoff_ = std::make_unique<handoff::ConnectionHandoff>(&loop_, *predecessor_, kHandoffFlushBound);
     std::vector<handoff::HandoffConnection*> connections;
     registry_.for_each([&](EchoConnection& c) { connections.push_back(&c); });
+    // The window runs on through the hand-off: it is part of what the loop pays.
+    connection_handoff_->on_settled([this] { end_loop_window(); });
     connection_handoff_->start(connections);
     record_upgrade_step("handoff_started", std::to_string(registry_.size()) + " connection(s)");
+  } else {
+    end_loop_window();
   }
   exit_after_drained_upgrade();
+}
+
+void Daemon::end_loop_window() {
+  spdlog::info("upgrade: {} during it (from the request to its outcome, or to the end of the connection hand-off)",
+               loop_lag_.window_summary());
+  loop_lag_.end_window();
 }
 
 void Daemon::exit_after_drained_upgrade() {

@@ -1,23 +1,91 @@
 #include "loop_lag.h"
 
+#include <cstdio>
+
 namespace baton::daemon {
+namespace {
+
+double ms(uint64_t ns) { return static_cast<double>(ns) / 1e6; }
+
+}  // namespace
 
 int LoopLag::start(uv_loop_t* loop) {
+  loop_ = loop;
+  // Without it (libuv before 1.39, or an error) the blocked time includes
+  // the time spent waiting in epoll: an upper bound, still worth showing.
+  idle_metric_ = uv_loop_configure(loop, UV_METRICS_IDLE_TIME) == 0;
   if (int rc = timer_.init(uv_timer_init, loop, this); rc != 0) return rc;
-  // The probe alone must not keep the loop alive once everything else is done.
+  // Neither probe alone may keep the loop alive once everything else is done.
   uv_unref(timer_.handle());
   due_ns_ = uv_hrtime() + kIntervalMs * 1000000;
-  return uv_timer_start(timer_.get(), &LoopLag::on_timer, kIntervalMs, kIntervalMs);
+  if (int rc = uv_timer_start(timer_.get(), &LoopLag::on_timer, kIntervalMs, kIntervalMs); rc != 0) return rc;
+  if (int rc = check_.init(uv_check_init, loop, this); rc != 0) return rc;
+  uv_unref(check_.handle());
+  last_check_ns_ = uv_hrtime();
+  last_idle_ns_ = idle_metric_ ? uv_metrics_idle_time(loop) : 0;
+  return uv_check_start(check_.get(), &LoopLag::on_check);
+}
+
+void LoopLag::stop() {
+  timer_.close();
+  check_.close();
 }
 
 void LoopLag::on_timer(uv_timer_t* t) {
   auto* self = static_cast<LoopLag*>(t->data);
   const uint64_t now = uv_hrtime();
   self->last_ns_ = now > self->due_ns_ ? now - self->due_ns_ : 0;
-  if (self->last_ns_ > self->max_ns_) self->max_ns_ = self->last_ns_;
+  self->lag_.record(self->last_ns_);
+  if (self->window_) self->window_->lag_max_ns = std::max(self->window_->lag_max_ns, self->last_ns_);
   // libuv re-arms a repeating timer from the loop's cached time when it ran,
   // so the next due time counts from now.
   self->due_ns_ = now + kIntervalMs * 1000000;
+}
+
+void LoopLag::on_check(uv_check_t* c) {
+  auto* self = static_cast<LoopLag*>(c->data);
+  const uint64_t now = uv_hrtime();
+  const uint64_t idle = self->idle_metric_ ? uv_metrics_idle_time(self->loop_) : self->last_idle_ns_;
+  const uint64_t wall = now - self->last_check_ns_, waited = idle - self->last_idle_ns_;
+  const uint64_t blocked = wall > waited ? wall - waited : 0;
+  self->last_check_ns_ = now;
+  self->last_idle_ns_ = idle;
+  self->blocked_.record(blocked);
+  if (self->window_) self->window_->blocked.record(blocked);
+}
+
+void LoopLag::begin_window() { window_.emplace(); }
+
+void LoopLag::end_window() {
+  if (!window_) return;
+  last_window_ = std::move(window_);
+  window_.reset();
+  ++windows_ended_;
+}
+
+nlohmann::json LoopLag::to_json() const {
+  return {{"last", ms(last_ns_)},
+          {"max", ms(lag_.max_ns())},
+          {"p99", ms(lag_.quantile_ns(0.99))},
+          {"blocked_max", ms(blocked_.max_ns())},
+          {"blocked_p99", ms(blocked_.quantile_ns(0.99))}};
+}
+
+nlohmann::json LoopLag::last_window_json() const {
+  if (!last_window_) return nullptr;
+  return {{"blocked_max", ms(last_window_->blocked.max_ns())},
+          {"blocked_p99", ms(last_window_->blocked.quantile_ns(0.99))},
+          {"lag_max", ms(last_window_->lag_max_ns)},
+          {"iterations", last_window_->blocked.count()}};
+}
+
+std::string LoopLag::window_summary() const {
+  if (!window_) return "no window";
+  char buf[160];
+  std::snprintf(buf, sizeof buf, "loop blocked at most %.2f ms (p99 %.2f ms) over %llu iteration(s)",
+                ms(window_->blocked.max_ns()), ms(window_->blocked.quantile_ns(0.99)),
+                static_cast<unsigned long long>(window_->blocked.count()));
+  return buf;
 }
 
 }  // namespace baton::daemon

@@ -1,14 +1,24 @@
 #pragma once
-// LoopLag: how late the event loop runs a timer, measured by a timer of its
-// own every 100 ms. A loop blocked (a slow syscall, a long callback) shows as
-// lag; it is the figure that says whether an upgrade was felt by the
-// connections the loop serves. Reported in status and metrics.
+// LoopLag: the event loop's own measure of how late it is, two ways.
+//   - Blocked: after each I/O poll (a check handle), the time the loop spent
+//     since the previous one doing anything but waiting in the kernel
+//     (libuv's idle-time metric subtracted): the longest a new event could
+//     have waited for it. Max and p99 per iteration since start.
+//   - Lag: how late a probe timer of its own fires, every 100 ms. Last, max
+//     and p99 since start.
+// Both also over a window (an upgrade: begin_window at its request,
+// end_window at its outcome), kept until the next one. It is how an upgrade
+// shows whether the connections it serves could feel it.
 
 #include <uv.h>
 
 #include <cstdint>
+#include <optional>
+
+#include <nlohmann/json.hpp>
 
 #include "baton/handoff/uv_handle.h"
+#include "latency_histogram.h"
 
 namespace baton::daemon {
 
@@ -16,21 +26,44 @@ class LoopLag {
  public:
   static constexpr uint64_t kIntervalMs = 100;
 
-  // Starts probing; an error is libuv's.
+  // Starts probing (and turns on libuv's idle-time metric); an error is libuv's.
   int start(uv_loop_t* loop);
-  void stop() { timer_.close(); }
+  void stop();
 
   // Seconds: the last probe's lateness, and the largest since start.
   double last_s() const { return last_ns_ / 1e9; }
-  double max_s() const { return max_ns_ / 1e9; }
+  double max_s() const { return lag_.max_ns() / 1e9; }
+
+  void begin_window();
+  void end_window();
+  // {"last","max","p99","blocked_max","blocked_p99"} in ms.
+  nlohmann::json to_json() const;
+  // The last window that ended: {"blocked_max","blocked_p99","lag_max"} in
+  // ms and "iterations"; null before one has.
+  nlohmann::json last_window_json() const;
+  uint64_t windows_ended() const { return windows_ended_; }
+  // "blocked at most 0.4 ms (p99 0.1 ms) over 38 loop iterations": the window so far, for a log line.
+  std::string window_summary() const;
 
  private:
+  struct Window {
+    LatencyHistogram blocked;
+    uint64_t lag_max_ns = 0;
+  };
   static void on_timer(uv_timer_t* t);
+  static void on_check(uv_check_t* c);
 
+  uv_loop_t* loop_ = nullptr;
   handoff::UvHandle<uv_timer_t> timer_;
-  uint64_t due_ns_ = 0;  // uv_hrtime() at which the probe should fire
+  handoff::UvHandle<uv_check_t> check_;
+  bool idle_metric_ = false;  // uv_loop_configure(UV_METRICS_IDLE_TIME) took
+  uint64_t due_ns_ = 0;       // uv_hrtime() at which the probe should fire
   uint64_t last_ns_ = 0;
-  uint64_t max_ns_ = 0;
+  uint64_t last_check_ns_ = 0, last_idle_ns_ = 0;
+  LatencyHistogram lag_, blocked_;
+  std::optional<Window> window_;       // open while an upgrade runs
+  std::optional<Window> last_window_;  // the last one that ended
+  uint64_t windows_ended_ = 0;
 };
 
 }  // namespace baton::daemon

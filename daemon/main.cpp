@@ -44,7 +44,7 @@ int main(int argc, char** argv) {
   context.command_line = parsed.command_line;
 
   context.generation = take_generation();
-  baton::daemon::setup_logging(options.log_level, context.generation);
+  baton::daemon::setup_logging(options.log_level, options.log_format, context.generation);
   if (int n = baton::daemon::close_inherited_fds_on_exec(); n > 0)
     spdlog::debug("{} inherited fd(s) marked close-on-exec: no successor will see them", n);
   if (auto [before, after] = baton::daemon::raise_fd_limit(); before != after)

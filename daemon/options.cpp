@@ -34,7 +34,7 @@ ParseOutcome parse_options(int argc, char** argv) {
   double drain_timeout = 30, upgrade_timeout = 10, upgrade_probation = 1;
   size_t max_connections = 10000;
   int backlog = 1024;
-  std::string pid_file, log_level = "info", binary, drain_mode = "wait", config, check_config;
+  std::string pid_file, log_level = "info", log_format = "text", binary, drain_mode = "wait", config, check_config;
   std::string control_path = control::default_control_path();
 
   auto* o_listen = app.add_option("--listen", listen,
@@ -63,6 +63,10 @@ ParseOutcome parse_options(int argc, char** argv) {
   auto* o_log = app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
                     ->capture_default_str()
                     ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
+  auto* o_log_format = app.add_option("--log-format", log_format,
+                                      "text (for people) or json (one object a line, for tools); microsecond timestamps")
+                           ->capture_default_str()
+                           ->check(CLI::IsMember({"text", "json"}));
   auto* o_binary = app.add_option(
       "--binary", binary, "binary to start on upgrade (default: this one's path as started, resolved once at start-up)");
   auto* o_backlog =
@@ -145,6 +149,7 @@ ParseOutcome parse_options(int argc, char** argv) {
   if (o_upgrade_probation->count()) cli->upgrade_probation = seconds_to_ms(upgrade_probation);
   if (o_pid->count()) cli->pid_file = pid_file;
   if (o_log->count()) cli->log_level = log_level;
+  if (o_log_format->count()) cli->log_format = parse_log_format(log_format);
   if (o_binary->count()) cli->binary = binary;
   if (o_backlog->count()) cli->backlog = backlog;
   if (o_drain->count())

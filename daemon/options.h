@@ -40,6 +40,9 @@ struct DaemonOptions {
   std::chrono::milliseconds upgrade_probation{1000};
   std::string pid_file;
   std::string log_level = "info";
+  // One line per event either way: words for people, or one JSON object for
+  // tools (logging.h says what is in it).
+  enum class LogFormat { Text, Json } log_format = LogFormat::Text;
   std::string binary;  // as given; resolved to an absolute path at start-up
   std::string control_path;  // the control socket (batonctl); see control::default_control_path()
   int backlog = 1024;

@@ -23,6 +23,7 @@ DaemonOptions merge(const SettingsLayer& file, const SettingsLayer& cli) {
   pick(&SettingsLayer::drain_mode, o.drain_mode);
   pick(&SettingsLayer::pid_file, o.pid_file);
   pick(&SettingsLayer::log_level, o.log_level);
+  pick(&SettingsLayer::log_format, o.log_format);
   pick(&SettingsLayer::binary, o.binary);
   pick(&SettingsLayer::backlog, o.backlog);
   pick(&SettingsLayer::app_command, o.app.command);
@@ -91,6 +92,12 @@ std::string signal_to_string(int signo) {
   for (const auto& [n, s] : kSignals)
     if (s == signo) return std::string("SIG") + n;
   return std::to_string(signo);
+}
+
+std::optional<DaemonOptions::LogFormat> parse_log_format(const std::string& text) {
+  if (text == "text") return DaemonOptions::LogFormat::Text;
+  if (text == "json") return DaemonOptions::LogFormat::Json;
+  return std::nullopt;
 }
 
 bool valid_log_level(const std::string& level) {

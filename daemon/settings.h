@@ -24,6 +24,7 @@ struct SettingsLayer {
   std::optional<DaemonOptions::DrainMode> drain_mode;
   std::optional<std::string> pid_file;
   std::optional<std::string> log_level;
+  std::optional<DaemonOptions::LogFormat> log_format;
   std::optional<std::string> binary;
   std::optional<std::string> control_path;
   std::optional<int> backlog;
@@ -44,5 +45,7 @@ DaemonOptions merge(const SettingsLayer& file, const SettingsLayer& command_line
 handoff::Status check_listeners(const std::vector<handoff::ListenSpec>& listeners, const std::string& where);
 
 bool valid_log_level(const std::string& level);
+// "text" or "json"; nullopt for anything else.
+std::optional<DaemonOptions::LogFormat> parse_log_format(const std::string& text);
 
 }  // namespace baton::daemon

@@ -16,13 +16,14 @@ now_us() { echo "${EPOCHREALTIME/./}"; }
 
 declare -A BENCH_DAY_MS=()
 # line_ms LINE: sets LINE_MS to the epoch milliseconds of a batond log line's
-# timestamp ("2026-11-21T05:43:34.330 info ..."). batond prints local time and
-# the bench exports TZ=UTC, so the date part is read as UTC. No fork after the
-# first line of a day. The timestamp is truncated to the millisecond.
+# timestamp ("2026-11-21T05:43:34.330512 info ..."; older batonds print
+# milliseconds only). batond prints local time and the bench exports TZ=UTC,
+# so the date part is read as UTC. No fork after the first line of a day.
+# Truncated to the millisecond.
 line_ms() {
   local ts=${1%% *}
   local d=${ts%T*} t=${ts#*T}
-  [[ $d =~ ^[0-9]{4}-[0-9]{2}-[0-9]{2}$ && $t =~ ^[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}$ ]] || {
+  [[ $d =~ ^[0-9]{4}-[0-9]{2}-[0-9]{2}$ && $t =~ ^[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}([0-9]{3})?$ ]] || {
     LINE_MS=""
     return 1
   }

@@ -7,6 +7,12 @@
 #include <sys/un.h>
 
 #include <fstream>
+#include <map>
+#include <regex>
+#include <set>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
 
 #include "baton/handoff/listen_address.h"
 #include "baton/handoff/listener_socket.h"
@@ -263,6 +269,63 @@ TEST(ConfigFile, APidFileMovedInTheFileIsWrittenByTheNextGeneration) {
   auto up = d.upgrade();
   ASSERT_TRUE(up.ok) << d.log();
   EXPECT_TRUE(eventually([&] { return read_pid_file(dir.file("new.pid")) == up.new_pid; }));
+}
+
+// --log-format json: every line of every generation (they share stderr) is
+// one JSON object with a microsecond timestamp, the level, pid, generation
+// and message; what tools read instead of the wording.
+TEST(Logs, JsonFormatIsOneObjectPerLineFromEveryGeneration) {
+  TempDir dir;
+  const std::string control = dir.file("ctl.sock");
+  auto first = TestProcess::start({batond_path(), "--listen", "echo=tcp://127.0.0.1:0", "--control", control,
+                                   "--log-format", "json", "--upgrade-probation", "0.2"});
+  auto ctl = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), {batonctl_path(), "--control", control});
+    return run_command(args);
+  };
+  ASSERT_TRUE(eventually([&] { return ctl({"status", "--json"}).status.success(); })) << first.log();
+  auto up = ctl({"upgrade"});
+  ASSERT_TRUE(up.status.success()) << up.err << first.log();
+  auto status = nlohmann::json::parse(ctl({"status", "--json"}).out, nullptr, false);
+  ASSERT_TRUE(status.is_object());
+  const pid_t second = status["pid"].get<pid_t>();
+  first.track_descendant(second);
+  ASSERT_TRUE(wait_pid_gone(first.pid(), 15s)) << first.log();
+  ::kill(second, SIGTERM);
+  ASSERT_TRUE(eventually([&] { return !pid_alive(second); }, 15s));
+  reap_zombies();
+
+  std::istringstream in(first.log());
+  std::map<pid_t, int64_t> last_us;  // per process, time never goes back
+  std::set<unsigned> generations;
+  int lines = 0;
+  for (std::string line; std::getline(in, line); ++lines) {
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    ASSERT_TRUE(j.is_object()) << "not JSON: " << line;
+    ASSERT_TRUE(j["ts_us"].is_number_integer() && j["level"].is_string() && j["pid"].is_number_integer() &&
+                j["gen"].is_number_integer() && j["msg"].is_string())
+        << line;
+    const pid_t pid = j["pid"].get<pid_t>();
+    EXPECT_TRUE(pid == first.pid() || pid == second) << line;
+    EXPECT_GE(j["ts_us"].get<int64_t>(), last_us[pid]) << line;
+    last_us[pid] = j["ts_us"].get<int64_t>();
+    generations.insert(j["gen"].get<unsigned>());
+  }
+  EXPECT_GT(lines, 5);
+  EXPECT_EQ(generations, (std::set<unsigned>{1, 2}));
+  const auto now_us = std::chrono::duration_cast<std::chrono::microseconds>(
+                          std::chrono::system_clock::now().time_since_epoch()).count();
+  EXPECT_LE(now_us - last_us[second], 60'000'000) << "ts_us is not microseconds since the epoch";
+}
+
+// The text format's timestamps carry microseconds.
+TEST(Logs, TextTimestampsCarryMicroseconds) {
+  auto d = BatondProcess::start({"--listen", "tcp://127.0.0.1:0"});
+  std::istringstream in(d.log());
+  std::string first_line;
+  std::getline(in, first_line);
+  EXPECT_TRUE(std::regex_search(first_line, std::regex("^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\\.[0-9]{6} ")))
+      << first_line;
 }
 
 }  // namespace

@@ -71,6 +71,16 @@ TEST(Options, EveryOtherOption) {
   EXPECT_EQ(r.options->upgrade_timeout, 2s);
 }
 
+TEST(Options, LogFormatIsTextByDefaultJsonOnAskingAndNothingElse) {
+  using F = baton::daemon::DaemonOptions::LogFormat;
+  EXPECT_EQ(parse({}).options->log_format, F::Text);
+  EXPECT_EQ(parse({"--log-format", "json"}).options->log_format, F::Json);
+  EXPECT_EQ(parse({"--log-format", "text"}).options->log_format, F::Text);
+  auto bad = parse({"--log-format", "xml"});
+  EXPECT_FALSE(bad.options.has_value());
+  EXPECT_EQ(bad.exit_code, 2);
+}
+
 TEST(Options, FractionalSecondsBecomeMilliseconds) {
   auto r = parse({"--drain-timeout", "1.5", "--upgrade-timeout", "0.25"});
   ASSERT_TRUE(r.options.has_value());
@@ -151,6 +161,20 @@ TEST(ConfigFileRegressions, NanIsNotANumberInRange) {
     ASSERT_FALSE(r.ok()) << text;
     EXPECT_NE(r.error().message.find("must be between"), std::string::npos) << r.error().message;
   }
+}
+
+TEST(ConfigFile, LogFormatIsTextOrJsonAndAnythingElseNamesTheKey) {
+  const auto good = write_temp("log_format = \"json\"\n");
+  auto r = baton::daemon::load_config_file(good);
+  ::unlink(good.c_str());
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->log_format, baton::daemon::DaemonOptions::LogFormat::Json);
+  const auto bad = write_temp("log_format = \"yaml\"\n");
+  auto e = baton::daemon::load_config_file(bad);
+  ::unlink(bad.c_str());
+  ASSERT_FALSE(e.ok());
+  EXPECT_NE(e.error().message.find("log_format"), std::string::npos) << e.error().message;
+  EXPECT_NE(e.error().message.find("must be text or json"), std::string::npos) << e.error().message;
 }
 
 TEST(ConfigFileRegressions, AListenerKeyIsANameNotPartOfAnAddress) {
