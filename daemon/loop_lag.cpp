@@ -6,6 +6,7 @@ namespace baton::daemon {
 namespace {
 
 double ms(uint64_t ns) { return static_cast<double>(ns) / 1e6; }
+double us_ms(uint64_t us) { return static_cast<double>(us) / 1e3; }
 
 }  // namespace
 
@@ -35,7 +36,7 @@ void LoopLag::on_timer(uv_timer_t* t) {
   auto* self = static_cast<LoopLag*>(t->data);
   const uint64_t now = uv_hrtime();
   self->last_ns_ = now > self->due_ns_ ? now - self->due_ns_ : 0;
-  self->lag_.record(self->last_ns_);
+  self->lag_.record(self->last_ns_ / 1000);
   if (self->window_) self->window_->lag_max_ns = std::max(self->window_->lag_max_ns, self->last_ns_);
   // libuv re-arms a repeating timer from the loop's cached time when it ran,
   // so the next due time counts from now.
@@ -50,8 +51,8 @@ void LoopLag::on_check(uv_check_t* c) {
   const uint64_t blocked = wall > waited ? wall - waited : 0;
   self->last_check_ns_ = now;
   self->last_idle_ns_ = idle;
-  self->blocked_.record(blocked);
-  if (self->window_) self->window_->blocked.record(blocked);
+  self->blocked_.record(blocked / 1000);
+  if (self->window_) self->window_->blocked.record(blocked / 1000);
 }
 
 void LoopLag::begin_window() { window_.emplace(); }
@@ -65,16 +66,16 @@ void LoopLag::end_window() {
 
 nlohmann::json LoopLag::to_json() const {
   return {{"last", ms(last_ns_)},
-          {"max", ms(lag_.max_ns())},
-          {"p99", ms(lag_.quantile_ns(0.99))},
-          {"blocked_max", ms(blocked_.max_ns())},
-          {"blocked_p99", ms(blocked_.quantile_ns(0.99))}};
+          {"max", us_ms(lag_.max())},
+          {"p99", us_ms(lag_.percentile(0.99))},
+          {"blocked_max", us_ms(blocked_.max())},
+          {"blocked_p99", us_ms(blocked_.percentile(0.99))}};
 }
 
 nlohmann::json LoopLag::last_window_json() const {
   if (!last_window_) return nullptr;
-  return {{"blocked_max", ms(last_window_->blocked.max_ns())},
-          {"blocked_p99", ms(last_window_->blocked.quantile_ns(0.99))},
+  return {{"blocked_max", us_ms(last_window_->blocked.max())},
+          {"blocked_p99", us_ms(last_window_->blocked.percentile(0.99))},
           {"lag_max", ms(last_window_->lag_max_ns)},
           {"iterations", last_window_->blocked.count()}};
 }
@@ -83,7 +84,7 @@ std::string LoopLag::window_summary() const {
   if (!window_) return "no window";
   char buf[160];
   std::snprintf(buf, sizeof buf, "loop blocked at most %.2f ms (p99 %.2f ms) over %llu iteration(s)",
-                ms(window_->blocked.max_ns()), ms(window_->blocked.quantile_ns(0.99)),
+                us_ms(window_->blocked.max()), us_ms(window_->blocked.percentile(0.99)),
                 static_cast<unsigned long long>(window_->blocked.count()));
   return buf;
 }

@@ -18,7 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "baton/handoff/uv_handle.h"
-#include "latency_histogram.h"
+#include "latency_histogram.h"  // stats/
 
 namespace baton::daemon {
 
@@ -32,7 +32,7 @@ class LoopLag {
 
   // Seconds: the last probe's lateness, and the largest since start.
   double last_s() const { return last_ns_ / 1e9; }
-  double max_s() const { return lag_.max_ns() / 1e9; }
+  double max_s() const { return lag_.max() / 1e6; }
 
   void begin_window();
   void end_window();
@@ -47,7 +47,7 @@ class LoopLag {
 
  private:
   struct Window {
-    LatencyHistogram blocked;
+    stats::LatencyHistogram blocked;  // µs
     uint64_t lag_max_ns = 0;
   };
   static void on_timer(uv_timer_t* t);
@@ -60,7 +60,7 @@ class LoopLag {
   uint64_t due_ns_ = 0;       // uv_hrtime() at which the probe should fire
   uint64_t last_ns_ = 0;
   uint64_t last_check_ns_ = 0, last_idle_ns_ = 0;
-  LatencyHistogram lag_, blocked_;
+  stats::LatencyHistogram lag_, blocked_;  // µs
   std::optional<Window> window_;       // open while an upgrade runs
   std::optional<Window> last_window_;  // the last one that ended
   uint64_t windows_ended_ = 0;

@@ -9,6 +9,8 @@
 #include <string_view>
 #include <vector>
 
+#include "latency_histogram.h"
+
 namespace baton::load {
 
 enum class Failure { Refused, Reset, Timeout, EarlyEof, Mismatch, Stall, Other };
@@ -20,24 +22,8 @@ Failure classify_connect_errno(int err);
 // Failure reason for a send()/recv() error on an established connection.
 Failure classify_io_errno(int err);
 
-// Log-linear histogram of microsecond values: exact below 128, then 64
-// buckets per power of two (under 1.6% error), in constant memory however long the run.
-class LatencyHistogram {
- public:
-  void record(uint64_t us);
-  uint64_t count() const { return count_; }
-  uint64_t max() const { return max_; }
-  // The smallest bucket bound with at least q (0..1] of the values at or below it; 0 when empty.
-  uint64_t percentile(double q) const;
-  void clear() { *this = LatencyHistogram(); }
-
- private:
-  static size_t bucket_of(uint64_t v);
-  static uint64_t bucket_upper(size_t b);
-  std::vector<uint64_t> buckets_;
-  uint64_t count_ = 0;
-  uint64_t max_ = 0;
-};
+// Round-trip latencies (µs), shared with batond's loop-lag measure.
+using stats::LatencyHistogram;
 
 // Totals, kept cumulative; the timeline stores differences between snapshots.
 struct Counters {
