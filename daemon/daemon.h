@@ -231,6 +231,12 @@ class Daemon {
   Counters counters_sent_;       // what our successor last got
   Counters successor_totals_;    // what our successor last showed (it tells us before each scrape)
   Counters resumed_offset_;      // what successors that died had counted themselves, as they showed it
+  // From COMMIT until we serve again: what a scrape still answered here (its
+  // connection accepted before COMMIT) shows, the totals the successor had
+  // before COMMIT. Ours keep growing while we drain, and the successor hears
+  // of that only every 200 ms: showing them could put a total above what the
+  // successor shows next, and Prometheus would read the drop as a reset.
+  std::optional<Counters> shown_after_commit_;
   std::string totals_told_up_;   // the totals our predecessor last got from us
   FlightRecorder history_;
   uint64_t history_sent_ = 0;    // history_.version() our successor last got

@@ -75,7 +75,7 @@ void Daemon::keep_successor_totals() {
 }
 
 std::string Daemon::metrics_text() const {
-  Counters counters = counter_totals();
+  Counters counters = shown_after_commit_ ? *shown_after_commit_ : counter_totals();
   std::vector<GaugeSample> gauges;
   uint64_t older_connections = 0;
   for (const auto& g : older_generations_) older_connections += g.connections;

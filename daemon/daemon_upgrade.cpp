@@ -98,6 +98,7 @@ handoff::Status Daemon::before_commit(pid_t pid) {
   // Our totals and timelines reach the new generation before COMMIT: it
   // serves (and is scraped) with them from its first moment.
   send_state_updates(/*force=*/true);
+  shown_after_commit_ = counters_sent_;
   return {};
 }
 
@@ -137,6 +138,7 @@ void Daemon::on_upgrade_outcome(const handoff::UpgradeOutcome& outcome) {
   if (!outcome.committed && drain_->active()) {
     // A stop came during the upgrade and cancelled it.
     spdlog::info("upgrade abandoned after {:.1f} ms because this generation is stopping: {}", ms, outcome.reason);
+    shown_after_commit_.reset();
     count_upgrade_outcome(false, "abandoned: stopping: " + outcome.reason);
     end_loop_window();
     for (uint64_t id : upgrade_waiters_)
@@ -156,6 +158,7 @@ void Daemon::on_upgrade_outcome(const handoff::UpgradeOutcome& outcome) {
     last_upgrade_ = {{"ok", false}, {"trigger", upgrade_trigger_}, {"pid", outcome.pid}, {"ms", ms},
                      {"error", outcome.reason}, {"committed", outcome.committed}};
     record_upgrade_step("rolled_back");
+    shown_after_commit_.reset();
     count_upgrade_outcome(false, outcome.reason);
     end_loop_window();
     for (auto* s : waiters) s->send(control::error_reply("rolled back: " + outcome.reason));
@@ -247,6 +250,7 @@ void Daemon::resume_serving(const std::string& why) {
   report_timer_.close();
   last_report_sent_.clear();
   keep_successor_totals();
+  shown_after_commit_.reset();
   if (stop_requested_) {
     // Told to stop while the successor still had the service: nothing to
     // resume for. The drain runs on; the service stops, as asked.
