@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <regex>
 
 #include "support/client.h"
@@ -175,6 +176,7 @@ void upgrade_minimal_echo_under_load(const std::string& binary) {
   auto load = LoadRun::start("tcp://" + echo.endpoint(), {"--churn-rate", "50"});
   for (int i = 0; i < kUpgrades; ++i) ASSERT_TRUE(echo.upgrade()) << "upgrade " << i + 1 << "\n" << echo.log();
   auto report = load.stop();
+  std::cout << "after " << kUpgrades << " upgrades: " << report.summary << "\n";
   EXPECT_TRUE(report.status.success()) << report.summary;
   EXPECT_EQ(report.failures, 0) << report.summary;
   EXPECT_GT(report.bytes_verified, 0) << report.summary;
@@ -209,7 +211,9 @@ TEST(Examples, HelloHttpUpgradesTwentyTimesUnderWrkWithoutAFailedRequest) {
               "hello from generation " + std::to_string(i + 2) + " " + served_by(http.pid()) + "\n")
         << "the kept-alive connection after upgrade " << i + 1 << "\n" << http.log();
   }
-  Wrk::expect_clean(wrk.finish());
+  const auto report = wrk.finish();
+  std::cout << "after " << kUpgrades << " upgrades, wrk: " << report << "\n";
+  Wrk::expect_clean(report);
   EXPECT_EQ(http_get(http.endpoint()), "hello from generation 21 " + served_by(http.pid()) + "\n") << http.log();
   EXPECT_TRUE(http.stop()) << http.log();
 }
