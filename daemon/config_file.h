@@ -2,7 +2,8 @@
 // The TOML configuration file (--config). Every key is optional; what is
 // given overrides the built-in default, and the command line overrides it.
 //
-//   log_level = "info"            pid_file = "/run/baton/batond.pid"
+//   log_level = "info"            log_format = "text" | "json"
+//   pid_file = "/run/baton/batond.pid"
 //   control = "/run/baton/control.sock"
 //   max_connections = 10000       backlog = 1024
 //   [listeners]                   # name = address; replaces the default listener

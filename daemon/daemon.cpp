@@ -83,7 +83,7 @@ int Daemon::run() {
                   .progress = [this](const char* step) { record_upgrade_step(step); },
                   .successor_state = [this](const handoff::StateUpdate& u) { take_successor_state(u); },
               });
-  if (int rc = loop_lag_.start(&loop_); rc != 0) spdlog::warn("loop lag probe: uv_timer: {}", uv_strerror(rc));
+  if (int rc = loop_lag_.start(&loop_); rc != 0) spdlog::warn("loop lag probes: {}", uv_strerror(rc));
 
   // Signals first: a new generation must not die of a SIGTERM or SIGUSR2
   // that arrives while it is still taking over.
@@ -405,6 +405,7 @@ void Daemon::on_drained() {
   // totals with our last counts.
   if (handed_over()) {
     record_upgrade_step("old_drained");
+    end_loop_window();  // a hand-off some connection of which never got its answer: over now
     send_state_updates(true);
   }
   close_everything();
@@ -430,7 +431,7 @@ void Daemon::close_everything() {
   signals_.clear();
   exit_timer_.close();
   predecessor_exit_.close();
-  connection_handoff_.reset();  // before the connections close: it settles their state
+  drop_connection_handoff();  // before the connections close: it settles their state
   report_timer_.close();
   predecessor_link_.reset();
   if (drain_) drain_->stop_timers();

@@ -110,8 +110,10 @@ class Daemon {
   void relay_succeeded(pid_t pid);
   // on_drained came while the upgrade was in flight: exit now it is over.
   void exit_after_drained_upgrade();
-  // The upgrade's loop-lag window ends: logged, and kept for status.
+  // The upgrade's loop-lag window ends (if open): logged, and kept for status.
   void end_loop_window();
+  // The connection hand-off is over, settled or not (its window with it).
+  void drop_connection_handoff();
   handoff::SpawnSpec spawn_spec(const std::string& binary) const;
 
   // Stop accepting, then drain: for a stop and after a hand-off alike.
@@ -190,7 +192,8 @@ class Daemon {
   void count_upgrade_outcome(bool ok, const std::string& error = {});
   // To our successor: our totals and timelines, if they changed since last
   // sent (always, with `force`: at READY, and on the way out).
-  void send_state_updates(bool force);
+  // Returns whether the totals went (or had gone, unchanged).
+  bool send_state_updates(bool force);
 
   DaemonOptions options_;
   StartupContext context_;
@@ -237,6 +240,7 @@ class Daemon {
   // of that only every 200 ms: showing them could put a total above what the
   // successor shows next, and Prometheus would read the drop as a reset.
   std::optional<Counters> shown_after_commit_;
+  std::optional<Counters> commit_totals_;  // sent in before_commit, for shown_after_commit_ at COMMIT
   std::string totals_told_up_;   // the totals our predecessor last got from us
   FlightRecorder history_;
   uint64_t history_sent_ = 0;    // history_.version() our successor last got

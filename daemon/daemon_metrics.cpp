@@ -160,26 +160,31 @@ void Daemon::count_upgrade_outcome(bool ok, const std::string& error) {
   history_.finish(upgrade_record_, ok, error);
 }
 
-void Daemon::send_state_updates(bool force) {
-  if (!predecessor_) return;
+bool Daemon::send_state_updates(bool force) {
+  if (!predecessor_) return false;
   auto send = [&](const char* key, const std::string& data) {
     auto st = predecessor_->send_state_update(key, data);
     if (!st) spdlog::debug("state update '{}': {}", key, st.error().message);
     return st.ok();
   };
   const auto totals = counter_totals();
-  if ((force || totals != counters_sent_) && send(kMetricsStateKey, totals.to_json().dump())) counters_sent_ = totals;
+  bool totals_sent = totals == counters_sent_ && !force;
+  if (!totals_sent && send(kMetricsStateKey, totals.to_json().dump())) {
+    counters_sent_ = totals;
+    totals_sent = true;
+  }
   if (loop_lag_.windows_ended() != loop_windows_sent_ && send(kLoopLagStateKey, upgrade_loop_window().dump()))
     loop_windows_sent_ = loop_lag_.windows_ended();
-  if (!force && history_.version() == history_sent_) return;
+  if (!force && history_.version() == history_sent_) return totals_sent;
   // At READY the whole history goes (it fits in one message unless its
   // texts are unusually long: then fewer records); later, the latest.
   for (size_t n : {force ? FlightRecorder::kCapacity : kHistoryUpdateRecords, kHistoryUpdateRecords, size_t{1}}) {
     auto data = history_.to_json(n).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     if (data.size() + 64 > handoff::kMaxPayload) continue;
     if (send(kHistoryStateKey, data)) history_sent_ = history_.version();
-    return;
+    return totals_sent;
   }
+  return totals_sent;
 }
 
 // ---- control ------------------------------------------------------------------------------

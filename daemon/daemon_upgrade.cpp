@@ -64,7 +64,9 @@ handoff::Status Daemon::request_upgrade(const std::string& trigger, const std::s
   upgrade_trigger_ = trigger;
   upgrade_record_ = history_.begin("upgrade", trigger, ::getpid(), context_.generation);
   // From before the spawn: what the upgrade costs this loop, uv_spawn included.
+  // An earlier attempt's window (one that failed) is not this upgrade's: not sent.
   loop_lag_.begin_window();
+  loop_windows_sent_ = loop_lag_.windows_ended();
   const handoff::UpgradeTimeouts timeouts{timeout.value_or(options_.upgrade_timeout), options_.upgrade_probation};
   if (auto st = predecessor_->start(spec, std::move(offers), timeouts, std::move(state)); !st) {
     end_loop_window();
@@ -97,8 +99,9 @@ handoff::Status Daemon::before_commit(pid_t pid) {
   }
   // Our totals and timelines reach the new generation before COMMIT: it
   // serves (and is scraped) with them from its first moment.
-  send_state_updates(/*force=*/true);
-  shown_after_commit_ = counters_sent_;
+  // What the successor surely has, shown by us after COMMIT (on_committed).
+  commit_totals_.reset();
+  if (send_state_updates(/*force=*/true)) commit_totals_ = counters_sent_;
   return {};
 }
 
@@ -112,6 +115,7 @@ void Daemon::relay_succeeded(pid_t pid) {
 }
 
 void Daemon::on_committed(pid_t pid) {
+  shown_after_commit_ = std::exchange(commit_totals_, std::nullopt);
   // The pid file first: whoever reads the outcome may read the file next.
   if (auto st = pid_file_.write(pid); !st) spdlog::error("pid file: {}", st.error().message);
   spdlog::info("upgrade: committed; successor={} accepts as generation {}, READY {:.1f} ms after the request; probation "
@@ -204,7 +208,13 @@ void Daemon::on_upgrade_outcome(const handoff::UpgradeOutcome& outcome) {
   exit_after_drained_upgrade();
 }
 
+void Daemon::drop_connection_handoff() {
+  if (connection_handoff_ && !connection_handoff_->settled()) end_loop_window();  // it will not settle now
+  connection_handoff_.reset();
+}
+
 void Daemon::end_loop_window() {
+  if (!loop_lag_.window_open()) return;
   spdlog::info("upgrade: {} during it (from the request to its outcome, or to the end of the connection hand-off)",
                loop_lag_.window_summary());
   loop_lag_.end_window();
@@ -234,7 +244,7 @@ void Daemon::on_successor_exit(pid_t pid, bool clean, bool superseded, const std
     // serve on them, removing them would cut it off for good, while a file
     // left behind by a stopped service is only replaced at the next start.
     spdlog::info("successor pid {} exited with {}", pid, how);
-    connection_handoff_.reset();
+    drop_connection_handoff();
     close_listeners(SocketFiles::Keep);
     return;
   }
@@ -246,7 +256,7 @@ void Daemon::on_successor_exit(pid_t pid, bool clean, bool superseded, const std
 void Daemon::resume_serving(const std::string& why) {
   // The successor is dead: every connection we still hold, those whose
   // hand-off was unanswered included, can be served by us alone.
-  connection_handoff_.reset();
+  drop_connection_handoff();
   report_timer_.close();
   last_report_sent_.clear();
   keep_successor_totals();

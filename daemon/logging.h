@@ -5,8 +5,11 @@
 //         (local time, microseconds; under journald, which stamps lines
 //         itself, "<6>" and no time instead)
 //   json: {"ts_us":1795967881123456,"level":"info","pid":812,"gen":2,"msg":"<message>"}
-//         (ts_us: microseconds since the Unix epoch, UTC; invalid UTF-8 in a
-//         message, an app's output say, is replaced, never breaks the line)
+//         (keys in this order; ts_us: microseconds since the Unix epoch,
+//         UTC; level: trace, debug, info, warning, error, critical; invalid
+//         UTF-8 in a message, an app's output say, is replaced; under
+//         journald "<N>" first, which journald takes off)
+// journald: JOURNAL_STREAM names stderr's device and inode (checked, not just present).
 
 #include <string>
 

@@ -12,8 +12,8 @@ double us_ms(uint64_t us) { return static_cast<double>(us) / 1e3; }
 
 int LoopLag::start(uv_loop_t* loop) {
   loop_ = loop;
-  // Without it (libuv before 1.39, or an error) the blocked time includes
-  // the time spent waiting in epoll: an upper bound, still worth showing.
+  // Without it (an error) the blocked time includes the time spent waiting
+  // in epoll: an upper bound, still worth showing.
   idle_metric_ = uv_loop_configure(loop, UV_METRICS_IDLE_TIME) == 0;
   if (int rc = timer_.init(uv_timer_init, loop, this); rc != 0) return rc;
   // Neither probe alone may keep the loop alive once everything else is done.
@@ -35,6 +35,11 @@ void LoopLag::stop() {
 void LoopLag::on_timer(uv_timer_t* t) {
   auto* self = static_cast<LoopLag*>(t->data);
   const uint64_t now = uv_hrtime();
+  if (!self->timer_based_) {
+    self->timer_based_ = true;
+    self->due_ns_ = now + kIntervalMs * 1000000;
+    return;
+  }
   self->last_ns_ = now > self->due_ns_ ? now - self->due_ns_ : 0;
   self->lag_.record(self->last_ns_ / 1000);
   if (self->window_) self->window_->lag_max_ns = std::max(self->window_->lag_max_ns, self->last_ns_);
@@ -51,6 +56,10 @@ void LoopLag::on_check(uv_check_t* c) {
   const uint64_t blocked = wall > waited ? wall - waited : 0;
   self->last_check_ns_ = now;
   self->last_idle_ns_ = idle;
+  if (!self->check_based_) {
+    self->check_based_ = true;
+    return;
+  }
   self->blocked_.record(blocked / 1000);
   if (self->window_) self->window_->blocked.record(blocked / 1000);
 }

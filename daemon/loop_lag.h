@@ -36,13 +36,14 @@ class LoopLag {
 
   void begin_window();
   void end_window();
+  bool window_open() const { return window_.has_value(); }
   // {"last","max","p99","blocked_max","blocked_p99"} in ms.
   nlohmann::json to_json() const;
   // The last window that ended: {"blocked_max","blocked_p99","lag_max"} in
   // ms and "iterations"; null before one has.
   nlohmann::json last_window_json() const;
   uint64_t windows_ended() const { return windows_ended_; }
-  // "blocked at most 0.4 ms (p99 0.1 ms) over 38 loop iterations": the window so far, for a log line.
+  // "loop blocked at most 0.40 ms (p99 0.10 ms) over 38 iteration(s)": the open window, for a log line.
   std::string window_summary() const;
 
  private:
@@ -60,6 +61,9 @@ class LoopLag {
   uint64_t due_ns_ = 0;       // uv_hrtime() at which the probe should fire
   uint64_t last_ns_ = 0;
   uint64_t last_check_ns_ = 0, last_idle_ns_ = 0;
+  // The first turn of each probe only sets its base: before the loop runs
+  // (a new generation's whole take-over) is not a loop turn.
+  bool timer_based_ = false, check_based_ = false;
   stats::LatencyHistogram lag_, blocked_;  // µs
   std::optional<Window> window_;       // open while an upgrade runs
   std::optional<Window> last_window_;  // the last one that ended

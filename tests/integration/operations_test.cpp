@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 
 #include <fstream>
@@ -318,14 +319,63 @@ TEST(Logs, JsonFormatIsOneObjectPerLineFromEveryGeneration) {
   EXPECT_LE(now_us - last_us[second], 60'000'000) << "ts_us is not microseconds since the epoch";
 }
 
-// The text format's timestamps carry microseconds.
+// The text format's timestamps carry microseconds; a JOURNAL_STREAM that
+// names another file (leaked from a parent shell) is not the journal.
 TEST(Logs, TextTimestampsCarryMicroseconds) {
-  auto d = BatondProcess::start({"--listen", "tcp://127.0.0.1:0"});
+  auto d = BatondProcess::start({"--listen", "tcp://127.0.0.1:0"}, with_env({"JOURNAL_STREAM=1:1"}));
   std::istringstream in(d.log());
   std::string first_line;
   std::getline(in, first_line);
   EXPECT_TRUE(std::regex_search(first_line, std::regex("^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\\.[0-9]{6} ")))
       << first_line;
+}
+
+// Under journald (JOURNAL_STREAM names stderr's device and inode) every
+// line starts with its syslog priority, in both formats, and has no
+// timestamp of batond's own; the JSON after it parses. A JOURNAL_STREAM that
+// names another file (leaked from a parent) changes nothing.
+TEST(Logs, UnderJournaldEveryLineStartsWithItsPriorityInBothFormats) {
+  for (const bool json : {false, true}) {
+    TempDir dir;
+    const std::string log = dir.file("journal"), control = dir.file("ctl.sock");
+    write_file(log, "");
+    struct stat st {};
+    ASSERT_EQ(::stat(log.c_str(), &st), 0);
+    TestProcess::Options options;
+    options.log_path = log;
+    options.extra_env = {"JOURNAL_STREAM=" + std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino)};
+    std::vector<std::string> args{batond_path(), "--listen", "echo=tcp://127.0.0.1:0", "--control", control};
+    if (json) args.insert(args.end(), {"--log-format", "json"});
+    auto d = TestProcess::start(args, options);
+    ASSERT_TRUE(eventually([&] {
+      return run_command({batonctl_path(), "--control", control, "status"}).status.success();
+    })) << d.log();
+    // A warning: an upgrade to a binary that does not exist is refused.
+    run_command({batonctl_path(), "--control", control, "upgrade", "--binary", dir.file("missing")});
+    d.signal(SIGTERM);
+    ASSERT_TRUE(d.wait_exit(15s));
+    std::istringstream in(d.log());
+    int lines = 0, warnings = 0;
+    for (std::string line; std::getline(in, line); ++lines) {
+      std::smatch m;
+      ASSERT_TRUE(std::regex_search(line, m, std::regex("^<([0-7])>"))) << line;
+      const std::string rest = line.substr(3);
+      if (json) {
+        auto j = nlohmann::json::parse(rest, nullptr, false);
+        ASSERT_TRUE(j.is_object()) << line;
+        const std::string level = j["level"];
+        EXPECT_EQ(m[1], level == "info" ? "6" : level == "warning" ? "4" : level == "error" ? "3" : m[1].str()) << line;
+        warnings += m[1] == "4" || m[1] == "3";
+      } else {
+        EXPECT_TRUE(rest.starts_with("info ") || rest.starts_with("warning ") || rest.starts_with("error ") ||
+                    rest.starts_with("critical ") || rest.starts_with("debug "))
+            << "a timestamp of batond's own under journald: " << line;
+        warnings += m[1] == "4" || m[1] == "3";
+      }
+    }
+    EXPECT_GT(lines, 3);
+    EXPECT_GT(warnings, 0) << d.log();
+  }
 }
 
 }  // namespace
