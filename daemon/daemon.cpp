@@ -80,7 +80,7 @@ int Daemon::run() {
                   .successor_exit = [this](pid_t pid, bool clean, bool superseded,
                                            const std::string& how) { on_successor_exit(pid, clean, superseded, how); },
                   .succeeded = [this](pid_t pid) { relay_succeeded(pid); },
-                  .progress = [this](const char* step) { record_upgrade_step(step); },
+                  .progress = [this](const char* step) { on_upgrade_progress(step); },
                   .successor_state = [this](const handoff::StateUpdate& u) { take_successor_state(u); },
               });
   if (int rc = loop_lag_.start(&loop_); rc != 0) spdlog::warn("loop lag probes: {}", uv_strerror(rc));

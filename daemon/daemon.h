@@ -189,6 +189,9 @@ class Daemon {
   void attach_takeover_steps();
   // A step of the upgrade this generation started.
   void record_upgrade_step(const std::string& step, const std::string& detail = {});
+  // A step of the upgrade (PredecessorEvents::progress): history, and
+  // "spawned" for batonctl.
+  void on_upgrade_progress(const char* step);
   void count_upgrade_outcome(bool ok, const std::string& error = {});
   // To our successor: our totals and timelines, if they changed since last
   // sent (always, with `force`: at READY, and on the way out).
@@ -225,6 +228,7 @@ class Daemon {
   ControlSessions control_sessions_;
   std::vector<uint64_t> upgrade_waiters_;  // control sessions waiting for the outcome
   std::chrono::steady_clock::time_point upgrade_requested_{};
+  std::chrono::milliseconds upgrade_timeout_{};  // the one the upgrade in progress applies
   std::string upgrade_trigger_;
   nlohmann::json last_upgrade_;  // the outcome of the latest attempt, for status
 

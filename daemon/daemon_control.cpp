@@ -138,12 +138,7 @@ void Daemon::handle_control(ControlSession& session, const control::Request& req
         session.send(control::error_reply(st.error().message));
         return;
       }
-      auto spawned = control::event("spawned");
-      spawned["pid"] = predecessor_->successor_pid();
-      // The longest it can take: READY, then SERVING, each within the
-      // timeout, then the probation.
-      spawned["timeout_ms"] = 2 * timeout().value_or(options_.upgrade_timeout).count() + options_.upgrade_probation.count();
-      session.send(spawned);
+      // It hears "spawned" once the new process exists (on_upgrade_progress).
       upgrade_waiters_.push_back(session.id());
       return;
     }

@@ -63,11 +63,12 @@ handoff::Status Daemon::request_upgrade(const std::string& trigger, const std::s
   upgrade_requested_ = std::chrono::steady_clock::now();
   upgrade_trigger_ = trigger;
   upgrade_record_ = history_.begin("upgrade", trigger, ::getpid(), context_.generation);
-  // From before the spawn: what the upgrade costs this loop, uv_spawn included.
+  // From before the spawn: what the upgrade costs this loop, the spawn included.
   // An earlier attempt's window (one that failed) is not this upgrade's: not sent.
   loop_lag_.begin_window();
   loop_windows_sent_ = loop_lag_.windows_ended();
-  const handoff::UpgradeTimeouts timeouts{timeout.value_or(options_.upgrade_timeout), options_.upgrade_probation};
+  upgrade_timeout_ = timeout.value_or(options_.upgrade_timeout);
+  const handoff::UpgradeTimeouts timeouts{upgrade_timeout_, options_.upgrade_probation};
   if (auto st = predecessor_->start(spec, std::move(offers), timeouts, std::move(state)); !st) {
     end_loop_window();
     spdlog::error("upgrade failed ({}), nothing started, still serving: {}", trigger, st.error().message);
@@ -75,13 +76,29 @@ handoff::Status Daemon::request_upgrade(const std::string& trigger, const std::s
     count_upgrade_outcome(false, st.error().message);
     return st;
   }
-  history_.set_to_pid(upgrade_record_, predecessor_->successor_pid());
-  record_upgrade_step("spawned");
   // The app as it was sent is what the new generation takes over: nothing
   // changes it (no restart, no replacement) until the outcome. At COMMIT
   // the new generation supervises it; on a rollback we do again.
   if (app_) app_->pause();
   return {};
+}
+
+void Daemon::on_upgrade_progress(const char* step) {
+  if (std::string_view(step) == "spawned") {
+    const pid_t pid = predecessor_->successor_pid();
+    history_.set_to_pid(upgrade_record_, pid);
+    // batonctl learns the pid, and the longest it can take: READY, then
+    // SERVING, each within the timeout, then the probation.
+    for (uint64_t id : upgrade_waiters_) {
+      if (auto* s = control_sessions_.find(id)) {
+        auto spawned = control::event("spawned");
+        spawned["pid"] = pid;
+        spawned["timeout_ms"] = 2 * upgrade_timeout_.count() + options_.upgrade_probation.count();
+        s->send(spawned);
+      }
+    }
+  }
+  record_upgrade_step(step);
 }
 
 handoff::Status Daemon::before_commit(pid_t pid) {

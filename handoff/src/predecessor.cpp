@@ -20,13 +20,6 @@ constexpr int kChildChannelFd = 3;
 // How long a new process that closed the channel gets to exit by itself.
 constexpr std::chrono::milliseconds kExitGrace{1000};
 
-std::vector<char*> c_strings(std::vector<std::string>& v) {
-  std::vector<char*> out;
-  for (auto& s : v) out.push_back(s.data());
-  out.push_back(nullptr);
-  return out;
-}
-
 std::string pid_text(pid_t pid) { return "pid " + std::to_string(pid); }
 
 }  // namespace
@@ -52,7 +45,8 @@ Predecessor::Predecessor(uv_loop_t* loop, PredecessorEvents events)
     : loop_(loop),
       events_(std::move(events)),
       link_(
-          loop, [this](Message& m) { handle_message(m); }, [this](const std::string& why) { on_link_closed(why); }) {
+          loop, [this](Message& m) { handle_message(m); }, [this](const std::string& why) { on_link_closed(why); }),
+      process_(loop) {
   link_.on_writable([this] {
     if (link_handlers_.writable) link_handlers_.writable();
   });
@@ -64,12 +58,13 @@ void Predecessor::close() {
   // A new process that has not committed must not outlive the attempt; one
   // that has is the service now (or about to be) and is left alone.
   const bool committed = state() == UpgradeState::Probation || state() == UpgradeState::HandedOver;
-  if (process_ && !exited_ && !committed) uv_process_kill(process_.get(), SIGKILL);
+  if (!exited_ && !committed) process_.kill(SIGKILL);
   events_ = {};
   link_handlers_ = {};
   link_.close();
   deadline_.close();
   process_.close();
+  channel_.reset();
 }
 
 Status Predecessor::start(const SpawnSpec& spec, std::vector<ListenerOffer> listeners, UpgradeTimeouts timeouts,
@@ -79,36 +74,26 @@ Status Predecessor::start(const SpawnSpec& spec, std::vector<ListenerOffer> list
       return Error{"busy: this generation already handed over to pid " + std::to_string(pid_)};
     return Error{std::string("busy: an upgrade is already in progress (") + to_string(state()) + ")"};
   }
+  // The usual mistakes (no such file, not executable) refused at once; what
+  // only the exec finds out (a bad format, a missing loader) is an outcome.
+  if (spec.binary.find('/') != std::string::npos && ::access(spec.binary.c_str(), X_OK) != 0)
+    return Error{"spawn " + spec.binary + ": " + uv_strerror(uv_translate_sys_error(errno))};
   auto pair = HandoffChannel::create_pair();
   if (!pair) return pair.error();
   auto [ours, theirs] = std::move(pair).value();
 
-  std::vector<std::string> argv{spec.binary};
-  argv.insert(argv.end(), spec.args.begin(), spec.args.end());
-  std::vector<std::string> env;
+  ChildSpec child;
+  child.file = spec.binary;
+  child.argv = {spec.binary};
+  child.argv.insert(child.argv.end(), spec.args.begin(), spec.args.end());
   const std::string version_prefix = std::string(kVersionVariable) + "=";
   for (const auto& kv : spec.env)
-    if (!kv.starts_with(spec.channel_variable + "=") && !kv.starts_with(version_prefix)) env.push_back(kv);
-  env.push_back(spec.channel_variable + "=" + std::to_string(kChildChannelFd));
-  env.push_back(version_prefix + advertised_version(::getpid()));
-  auto c_argv = c_strings(argv);
-  auto c_env = c_strings(env);
-
-  uv_stdio_container_t stdio[kChildChannelFd + 1];
-  for (int i = 0; i < kChildChannelFd; ++i) {
-    stdio[i].flags = UV_INHERIT_FD;
-    stdio[i].data.fd = i;
-  }
-  stdio[kChildChannelFd].flags = UV_INHERIT_FD;
-  stdio[kChildChannelFd].data.fd = theirs.get();
-
-  uv_process_options_t options{};
-  options.exit_cb = &Predecessor::on_exit;
-  options.file = c_argv[0];
-  options.args = c_argv.data();
-  options.env = c_env.data();
-  options.stdio_count = kChildChannelFd + 1;
-  options.stdio = stdio;
+    if (!kv.starts_with(spec.channel_variable + "=") && !kv.starts_with(version_prefix)) child.env.push_back(kv);
+  child.env.push_back(spec.channel_variable + "=" + std::to_string(kChildChannelFd));
+  child.env.push_back(version_prefix + advertised_version(::getpid()));
+  // `theirs` goes with the spawn and is closed once the child has its copy:
+  // ours would hide the child's death (no EOF while we hold the other end).
+  child.fds.emplace_back(kChildChannelFd, std::move(theirs));
 
   machine_.transition(UpgradeState::Spawning, "spawning " + spec.binary);
   exited_ = false;
@@ -120,24 +105,48 @@ Status Predecessor::start(const SpawnSpec& spec, std::vector<ListenerOffer> list
   probation_ends_ = {};
   newer_.clear();
   newer_unnamed_ = false;
-  if (int rc = process_.spawn(loop_, this, &options); rc != 0) {
-    process_.close();
-    std::string reason = "spawn " + spec.binary + ": " + uv_strerror(rc);
+  binary_ = spec.binary;
+  auto started = process_.start(
+      std::move(child), [this](Result<pid_t> pid) { on_spawned(std::move(pid)); },
+      [this](int64_t exit_status, int term_signal) { on_exit(exit_status, term_signal); });
+  if (!started) {
+    std::string reason = "spawn " + spec.binary + ": " + started.error().message;
     machine_.transition(UpgradeState::RollingBack, reason);
     machine_.transition(UpgradeState::Idle, "nothing to reap");
     return Error{reason};
   }
-  pid_ = process_.get()->pid;
-  // `theirs` closes here: the child holds its own copy now, and keeping ours
-  // would hide the child's death (no EOF while we hold the other end).
-  theirs.reset();
+  channel_ = std::move(ours);
   offers_ = std::move(listeners);
   state_ = std::move(caller_state);
   timeouts_ = timeouts;
-  arm_deadline(timeouts.ready);
-  spdlog::info("upgrade: spawned {} as pid {}", spec.binary, pid_);
-  if (auto st = link_.open(std::move(ours)); !st) fail(st.error().message);
+  arm_deadline(timeouts.ready);  // a spawn that hangs (an exec on a dead mount) fails too
   return {};
+}
+
+void Predecessor::on_spawned(Result<pid_t> pid) {
+  if (!pid) {
+    // Nothing was started, nothing to reap.
+    channel_.reset();
+    exited_ = true;
+    if (state() == UpgradeState::Spawning) {
+      failure_ = pid.error().message;
+      link_.close();
+      deadline_.close();
+      machine_.transition(UpgradeState::RollingBack, failure_);
+    }
+    finish_rollback("never started");
+    return;
+  }
+  pid_ = pid.value();
+  spdlog::info("upgrade: spawned {} as pid {}", binary_, pid_);
+  // Failed while it was being spawned (a deadline, a cancel): it was killed
+  // the moment it existed; its exit ends the rollback.
+  if (state() != UpgradeState::Spawning) return;
+  if (events_.progress) events_.progress("spawned");
+  if (state() != UpgradeState::Spawning) return;
+  auto channel = std::move(*channel_);
+  channel_.reset();
+  if (auto st = link_.open(std::move(channel)); !st) fail(st.error().message);
 }
 
 void Predecessor::arm_deadline(std::chrono::milliseconds after) {
@@ -366,64 +375,62 @@ void Predecessor::fail(const std::string& reason, bool let_it_exit) {
 void Predecessor::kill_successor() {
   // Before SERVING it has accepted no client: killing it loses nothing.
   killed_ = true;
-  if (process_ && !exited_) uv_process_kill(process_.get(), SIGKILL);
+  if (!exited_) process_.kill(SIGKILL);
 }
 
-void Predecessor::on_exit(uv_process_t* process, int64_t exit_status, int term_signal) {
-  auto* self = static_cast<Predecessor*>(process->data);
+void Predecessor::on_exit(int64_t exit_status, int term_signal) {
   // What it said last (SERVING, SUCCEEDED, ACKs) decides what its exit means:
   // read it before deciding. Before exited_ is set, so that a closed channel
   // found here waits for this very exit to name the cause.
-  if (self->state() == UpgradeState::Probation || self->state() == UpgradeState::HandedOver) {
-    self->link_.read_pending();
-    if (!self->process_) return;  // a callback closed us
+  if (state() == UpgradeState::Probation || state() == UpgradeState::HandedOver) {
+    link_.read_pending();
+    if (process_.state() == ChildProcess::State::Closed) return;  // a callback closed us
   }
-  self->exited_ = true;
+  exited_ = true;
   const std::string how = describe_exit(exit_status, term_signal);
-  const pid_t pid = self->pid_;
-  self->process_.close();
-  switch (self->state()) {
+  const pid_t pid = pid_;
+  switch (state()) {
     case UpgradeState::Spawning:
     case UpgradeState::AwaitingReady:
-      self->fail("new process pid " + std::to_string(pid) + " exited before READY with " + how);
+      fail("new process pid " + std::to_string(pid) + " exited before READY with " + how);
       break;
     case UpgradeState::RollingBack:
       // It died on its own while we waited: its exit status says more than
       // the closed channel did.
-      if (!self->killed_)
-        self->failure_ = "new process " + pid_text(pid) + " exited " +
-                         (self->failed_after_commit_ ? "during probation" : "before READY") + " with " + how;
-      self->finish_rollback(how);
+      if (!killed_)
+        failure_ = "new process " + pid_text(pid) + " exited " +
+                         (failed_after_commit_ ? "during probation" : "before READY") + " with " + how;
+      finish_rollback(how);
       break;
     case UpgradeState::Probation: {
-      self->deadline_.close();
-      auto elapsed = self->machine_.since_start();
-      if (self->newer_generation_alive()) {
+      deadline_.close();
+      auto elapsed = machine_.since_start();
+      if (newer_generation_alive()) {
         // It committed to a newer generation inside its own probation, and
         // that one lives: the service is there now. Ours is over, as if the
         // probation had passed: no resume beside it.
-        self->machine_.transition(UpgradeState::HandedOver, "successor pid " + std::to_string(pid) +
+        machine_.transition(UpgradeState::HandedOver, "successor pid " + std::to_string(pid) +
                                                                 " exited inside its probation, superseded");
-        self->report(UpgradeOutcome{true, pid, {}, elapsed, true});
+        report(UpgradeOutcome{true, pid, {}, elapsed, true});
         spdlog::info("upgrade: successor pid {} exited with {}, a newer generation serves", pid, how);
-        if (self->events_.successor_exit) self->events_.successor_exit(pid, false, true, how);
+        if (events_.successor_exit) events_.successor_exit(pid, false, true, how);
         break;
       }
       // Dead inside the window: whatever it accepted is gone with it, and the
       // listeners it shared with us never closed. We serve again.
-      self->link_.close();
+      link_.close();
       const std::string reason = "new process " + pid_text(pid) + " exited during probation with " + how;
-      self->machine_.transition(UpgradeState::Idle, reason + "; serving again");
-      self->report(UpgradeOutcome{false, pid, reason, elapsed, true});
+      machine_.transition(UpgradeState::Idle, reason + "; serving again");
+      report(UpgradeOutcome{false, pid, reason, elapsed, true});
       break;
     }
     case UpgradeState::HandedOver: {
-      const bool superseded = self->newer_generation_alive();
+      const bool superseded = newer_generation_alive();
       spdlog::info("upgrade: successor pid {} exited with {}", pid, how);
-      if (self->successor_superseded() && !superseded)
+      if (successor_superseded() && !superseded)
         spdlog::warn("upgrade: every newer generation pid {} committed to is gone too", pid);
-      if (self->events_.successor_exit)
-        self->events_.successor_exit(pid, exit_status == 0 && term_signal == 0, superseded, how);
+      if (events_.successor_exit)
+        events_.successor_exit(pid, exit_status == 0 && term_signal == 0, superseded, how);
       break;
     }
     case UpgradeState::Idle:

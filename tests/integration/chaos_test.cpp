@@ -511,8 +511,9 @@ Chaos::Outcome Chaos::wait_outcome(pid_t from, size_t mark) {
 }
 
 // Lets the new process `child` of `from` run to a random point before READY:
-//   at-fork       between fork and exec. The old process waits in uv_spawn for
-//                 the exec, so stopping the child there freezes it too.
+//   at-fork       between fork and exec. The old process's spawner thread
+//                 waits for the exec (its loop does not): stopping the child
+//                 there holds the upgrade at "spawning".
 //   after-exec    just after exec: it has said nothing yet.
 //   at-listeners  it logged that it took the listeners; READY is a few
 //                 microseconds away, so this lands just before READY or just

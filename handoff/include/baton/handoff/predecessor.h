@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "baton/handoff/channel_link.h"
+#include "baton/handoff/child_process.h"
 #include "baton/handoff/process_handle.h"
 #include "baton/handoff/protocol.h"
 #include "baton/handoff/result.h"
@@ -82,7 +83,8 @@ struct PredecessorEvents {
   // (PredecessorLink::notify_succeeded): every older generation must know
   // every newer one, or it could resume beside it once the ones between die.
   std::function<void(pid_t pid)> succeeded;
-  // A step of the exchange, when it happens: "hello" (a valid HELLO came),
+  // A step of the exchange, when it happens: "spawned" (the new process has
+  // exec'd: successor_pid() names it), "hello" (a valid HELLO came),
   // "listeners_sent", "ready" (before before_commit), "commit_sent" (just
   // before COMMIT goes), "serving" (SERVING
   // came: the probation window starts). For timelines; nothing may be
@@ -103,8 +105,11 @@ class Predecessor {
   Predecessor(const Predecessor&) = delete;
   Predecessor& operator=(const Predecessor&) = delete;
 
-  // Starts an upgrade. Fails at once ("busy", spawn errors) without calling
+  // Starts an upgrade. Fails at once ("busy", no channel) without calling
   // the outcome callback; otherwise the callback runs exactly once, later.
+  // The new process is spawned off the loop thread: its pid is known at the
+  // "spawned" progress step, and a binary that cannot be executed is an
+  // outcome (ok = false, pid 0), not an error from here.
   // `caller_state` goes with the listeners (protocol 3; a successor that speaks an
   // older version is refused, not served without it).
   Status start(const SpawnSpec& spec, std::vector<ListenerOffer> listeners, UpgradeTimeouts timeouts,
@@ -168,7 +173,8 @@ class Predecessor {
 
  private:
   static void on_deadline(uv_timer_t* timer);
-  static void on_exit(uv_process_t* process, int64_t exit_status, int term_signal);
+  void on_spawned(Result<pid_t> pid);
+  void on_exit(int64_t exit_status, int term_signal);
 
   void handle_message(Message& m);
   void handle_link_message(Message& m);
@@ -191,7 +197,9 @@ class Predecessor {
   UpgradeStateMachine machine_;
   ChannelLink link_;
   UvHandle<uv_timer_t> deadline_;
-  UvHandle<uv_process_t> process_;
+  ChildProcess process_;
+  std::optional<HandoffChannel> channel_;  // our end, until the new process exists (then the link's)
+  std::string binary_;
   std::vector<ListenerOffer> offers_;
   std::vector<StateOffer> state_;
   UpgradeTimeouts timeouts_;

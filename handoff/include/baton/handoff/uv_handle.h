@@ -43,15 +43,6 @@ class UvHandle {
     return 0;
   }
 
-  // For uv_spawn, which registers the handle with the loop even when it
-  // fails, so that a failed handle too must go through uv_close.
-  int spawn(uv_loop_t* loop, void* data, const uv_process_options_t* options) {
-    close();
-    h_ = new T{};
-    h_->data = data;
-    return uv_spawn(loop, h_, options);
-  }
-
   T* get() const { return h_; }
   explicit operator bool() const { return h_ != nullptr; }
   uv_handle_t* handle() const { return reinterpret_cast<uv_handle_t*>(h_); }

@@ -1,0 +1,94 @@
+#pragma once
+// ChildProcess: a process this one starts without stopping its loop.
+//
+// uv_spawn forks on the loop thread and then waits there until the child has
+// exec'd: 2 to 25 ms in which a serving loop answers nobody (338 ms was seen
+// under load). Here the spawn runs on a thread of its own (posix_spawn, which
+// glibc does with a vfork-style clone: no page tables copied, and only the
+// calling thread waits for the exec), and `started` reports back on the loop
+// through a uv_async. Not libuv's thread pool: its first use starts four
+// threads from the loop thread and waits for each, over a millisecond.
+// The exit is watched on the loop through a pidfd, so nothing depends on
+// SIGCHLD, and no other waitpid in the process can take the child's status.
+//
+// What the child gets: exactly the fds in `fds` at the numbers given (and
+// whatever this process has without close-on-exec: its stdio), every signal at
+// its default disposition, an empty signal mask. Linux 5.3 or later (pidfd).
+
+#include <sys/types.h>
+#include <uv.h>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "baton/handoff/result.h"
+#include "baton/handoff/unique_fd.h"
+#include "baton/handoff/uv_handle.h"
+
+namespace baton::handoff {
+
+struct ChildSpec {
+  std::string file;               // a path, or a name looked up in PATH
+  std::vector<std::string> argv;  // argv[0] included
+  std::vector<std::string> env;   // "NAME=value"
+  // The child's fd number, and the fd it gets there. Closed here once the
+  // spawn is over (the child holds its own copies).
+  std::vector<std::pair<int, UniqueFd>> fds;
+};
+
+class ChildProcess {
+ public:
+  // On the loop: the pid once the child has exec'd, or why it could not.
+  using StartedFn = std::function<void(Result<pid_t>)>;
+  // On the loop, once, after `started` succeeded: the child has exited and is
+  // reaped. `exit_status` if it exited, `term_signal` if a signal ended it.
+  using ExitedFn = std::function<void(int64_t exit_status, int term_signal)>;
+
+  explicit ChildProcess(uv_loop_t* loop) : loop_(loop) {}
+  ~ChildProcess() { close(); }
+  ChildProcess(const ChildProcess&) = delete;
+  ChildProcess& operator=(const ChildProcess&) = delete;
+
+  // Queues the spawn. Fails at once only if it cannot be queued (one child
+  // per object, until it has been reaped or close()d).
+  Status start(ChildSpec spec, StartedFn started, ExitedFn exited);
+
+  // Sends `signo`. While the spawn is still under way it is remembered and
+  // sent as soon as the child exists (the latest one wins). False once the
+  // child has been reaped, or was never started.
+  bool kill(int signo);
+
+  // Stops watching: no callback runs after this (safe from inside one). A
+  // child that is running is left running and is not reaped (it may be the
+  // service now); one whose spawn is still under way is killed as soon as it
+  // exists, since nobody could ever stop or wait for it otherwise.
+  void close();
+
+  enum class State { Idle, Starting, Running, Exited, Closed };
+  State state() const { return state_; }
+  pid_t pid() const { return pid_; }
+
+ private:
+  struct Job;
+  static void* spawn_on_thread(void* job);
+  static void on_spawned(uv_async_t* async);
+  static void free_job(uv_handle_t* async);
+  static void on_pidfd(uv_poll_t* poll, int status, int events);
+  void started(Job& job);
+  void reap();
+
+  uv_loop_t* loop_;
+  State state_ = State::Idle;
+  Job* job_ = nullptr;  // while Starting; freed once its report is in
+  pid_t pid_ = 0;
+  int pending_signal_ = 0;  // kill() while Starting
+  UniqueFd pidfd_;
+  UvHandle<uv_poll_t> exit_watch_;
+  StartedFn on_started_;
+  ExitedFn on_exited_;
+};
+
+}  // namespace baton::handoff

@@ -1,0 +1,217 @@
+// ChildProcess: spawned off the loop thread, it reports its pid and later its
+// exit on the loop; the child gets exactly the fds given, default signal
+// dispositions and an empty mask; a kill or a close while it is still being
+// spawned is not lost.
+
+#include "baton/handoff/child_process.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+namespace baton::handoff {
+namespace {
+
+using namespace std::chrono_literals;
+
+struct Loop {
+  uv_loop_t loop{};
+  Loop() { uv_loop_init(&loop); }
+  ~Loop() {
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+  }
+  // Runs until nothing is left to do, or 10 s (a guard, not a budget).
+  void run() {
+    uv_timer_t guard;
+    uv_timer_init(&loop, &guard);
+    uv_timer_start(&guard, [](uv_timer_t* t) { uv_stop(t->loop); }, 10000, 0);
+    uv_unref(reinterpret_cast<uv_handle_t*>(&guard));
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_close(reinterpret_cast<uv_handle_t*>(&guard), nullptr);
+    uv_run(&loop, UV_RUN_NOWAIT);
+  }
+};
+
+struct Outcome {
+  std::optional<Result<pid_t>> started;
+  std::optional<std::pair<int64_t, int>> exited;
+};
+
+ChildSpec shell(const std::string& script) {
+  ChildSpec spec;
+  spec.file = "/bin/sh";
+  spec.argv = {"sh", "-c", script};
+  spec.env = {"PATH=/usr/bin:/bin"};
+  return spec;
+}
+
+Status start(ChildProcess& child, ChildSpec spec, Outcome& out) {
+  return child.start(
+      std::move(spec), [&out](Result<pid_t> pid) { out.started = std::move(pid); },
+      [&out](int64_t status, int signal) { out.exited = {status, signal}; });
+}
+
+// Children of this process still around (zombies included).
+int children_of_ours() {
+  int n = 0;
+  DIR* proc = ::opendir("/proc");
+  while (dirent* e = proc ? ::readdir(proc) : nullptr) {
+    std::ifstream stat(std::string("/proc/") + e->d_name + "/stat");
+    std::string pid, comm, state;
+    pid_t ppid = 0;
+    if (stat >> pid >> comm >> state >> ppid && ppid == ::getpid()) ++n;
+  }
+  if (proc) ::closedir(proc);
+  return n;
+}
+
+TEST(ChildProcess, ReportsThePidThenTheExitStatus) {
+  Loop l;
+  ChildProcess child(&l.loop);
+  Outcome out;
+  ASSERT_TRUE(start(child, shell("exit 3"), out));
+  EXPECT_EQ(child.state(), ChildProcess::State::Starting);
+  l.run();
+  ASSERT_TRUE(out.started && out.started->ok());
+  EXPECT_GT(out.started->value(), 0);
+  ASSERT_TRUE(out.exited);
+  EXPECT_EQ(out.exited->first, 3);
+  EXPECT_EQ(out.exited->second, 0);
+  EXPECT_EQ(child.state(), ChildProcess::State::Exited);
+  EXPECT_EQ(children_of_ours(), 0);  // reaped
+}
+
+TEST(ChildProcess, TheChildGetsTheGivenFdAndOursIsClosed) {
+  Loop l;
+  ChildProcess child(&l.loop);
+  int p[2];
+  ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
+  UniqueFd read_end(p[0]);
+  auto spec = shell("echo hello >&3");
+  spec.fds.emplace_back(3, UniqueFd(p[1]));
+  Outcome out;
+  ASSERT_TRUE(start(child, std::move(spec), out));
+  l.run();
+  ASSERT_TRUE(out.exited);
+  EXPECT_EQ(out.exited->first, 0);
+  // EOF after the text: no copy of the write end is left in this process.
+  std::string got;
+  char buf[64];
+  ssize_t n;
+  while ((n = ::read(read_end.get(), buf, sizeof buf)) > 0) got.append(buf, static_cast<size_t>(n));
+  EXPECT_EQ(n, 0);
+  EXPECT_EQ(got, "hello\n");
+}
+
+// The spawner thread blocks every signal, and this process ignores SIGTERM:
+// neither may reach the child, which a SIGTERM must end.
+TEST(ChildProcess, TheChildHasDefaultSignalsAndAnEmptyMask) {
+  Loop l;
+  ChildProcess child(&l.loop);
+  struct sigaction ignore {}, saved{};
+  ignore.sa_handler = SIG_IGN;
+  ASSERT_EQ(::sigaction(SIGTERM, &ignore, &saved), 0);
+  Outcome out;
+  ASSERT_TRUE(start(child, shell("kill -TERM $$; exit 7"), out));
+  l.run();
+  ::sigaction(SIGTERM, &saved, nullptr);
+  ASSERT_TRUE(out.exited);
+  EXPECT_EQ(out.exited->second, SIGTERM);
+}
+
+TEST(ChildProcess, AMissingBinaryIsReportedAndNothingRuns) {
+  Loop l;
+  ChildProcess child(&l.loop);
+  ChildSpec spec;
+  spec.file = "/nonexistent/binary";
+  spec.argv = {"binary"};
+  Outcome out;
+  ASSERT_TRUE(start(child, std::move(spec), out));
+  l.run();
+  ASSERT_TRUE(out.started);
+  ASSERT_FALSE(out.started->ok());
+  EXPECT_NE(out.started->error().message.find("No such file or directory"), std::string::npos)
+      << out.started->error().message;
+  EXPECT_FALSE(out.exited);
+  EXPECT_EQ(child.state(), ChildProcess::State::Idle);
+}
+
+TEST(ChildProcess, AKillWhileItIsBeingSpawnedIsDeliveredOnceItExists) {
+  Loop l;
+  ChildProcess child(&l.loop);
+  Outcome out;
+  ASSERT_TRUE(start(child, shell("exec sleep 30"), out));
+  EXPECT_TRUE(child.kill(SIGKILL));  // still Starting: remembered
+  l.run();
+  ASSERT_TRUE(out.started && out.started->ok());
+  ASSERT_TRUE(out.exited);
+  EXPECT_EQ(out.exited->second, SIGKILL);
+  EXPECT_FALSE(child.kill(SIGTERM));  // reaped: nothing to signal
+}
+
+TEST(ChildProcess, ClosedWhileBeingSpawnedItIsKilledAndReaped) {
+  {
+    Loop l;
+    ChildProcess child(&l.loop);
+    Outcome out;
+    ASSERT_TRUE(start(child, shell("exec sleep 30"), out));
+    child.close();
+    l.run();  // the report comes in, with nobody to take it
+    EXPECT_FALSE(out.started);
+    EXPECT_FALSE(out.exited);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (children_of_ours() > 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(children_of_ours(), 0);
+}
+
+TEST(ChildProcess, ClosedWhileRunningTheChildIsLeftAlone) {
+  Loop l;
+  ChildProcess child(&l.loop);
+  Outcome out;
+  pid_t pid = 0;
+  ASSERT_TRUE(child.start(
+      shell("exec sleep 30"),
+      [&](Result<pid_t> p) {
+        pid = p.ok() ? p.value() : 0;
+        child.close();  // from inside the callback
+      },
+      [&](int64_t status, int signal) { out.exited = {status, signal}; }));
+  l.run();
+  ASSERT_GT(pid, 0);
+  EXPECT_EQ(::kill(pid, 0), 0);  // alive: it may be the service now
+  EXPECT_FALSE(out.exited);
+  ASSERT_EQ(::kill(pid, SIGKILL), 0);
+  ASSERT_EQ(::waitpid(pid, nullptr, 0), pid);
+}
+
+TEST(ChildProcess, OneChildAtATime) {
+  Loop l;
+  ChildProcess child(&l.loop);
+  Outcome out;
+  ASSERT_TRUE(start(child, shell("exit 0"), out));
+  Outcome second;
+  EXPECT_FALSE(start(child, shell("exit 0"), second));
+  l.run();
+  EXPECT_TRUE(out.exited);
+  // Reaped: it may start another.
+  ASSERT_TRUE(start(child, shell("exit 5"), second));
+  l.run();
+  ASSERT_TRUE(second.exited);
+  EXPECT_EQ(second.exited->first, 5);
+}
+
+}  // namespace
+}  // namespace baton::handoff
