@@ -406,6 +406,7 @@ void Daemon::on_drained() {
   if (handed_over()) {
     record_upgrade_step("old_drained");
     end_loop_window();  // a hand-off some connection of which never got its answer: over now
+    if (connection_handoff_ && !connection_handoff_->settled()) note_handoff_stops();
     send_state_updates(true);
   }
   close_everything();

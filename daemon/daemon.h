@@ -112,6 +112,8 @@ class Daemon {
   void exit_after_drained_upgrade();
   // The upgrade's loop-lag window ends (if open): logged, and kept for status.
   void end_loop_window();
+  // The hand-off is over (settled, or dropped): what it cost each connection.
+  void note_handoff_stops();
   // The connection hand-off is over, settled or not (its window with it).
   void drop_connection_handoff();
   handoff::SpawnSpec spawn_spec(const std::string& binary) const;
@@ -255,6 +257,10 @@ class Daemon {
   bool first_accept_noted_ = false;
   LoopLag loop_lag_;
   nlohmann::json inherited_loop_window_;  // the upgrade that started us, as its old generation measured it
+  // The last connection hand-off, each connection's stop (handoff_stops.h):
+  // ours once we handed off, else the one that started us.
+  nlohmann::json handoff_stops_, inherited_handoff_stops_;
+  bool handoff_stops_sent_ = true;
   uint64_t loop_windows_sent_ = 0;        // loop_lag_.windows_ended() our successor last got
   MetricsHttpConnections metrics_http_{[this] { return serve_metrics(); }};
 

@@ -17,6 +17,7 @@ constexpr const char* kHistoryStateKey = "history";
 // The loop's cost of the last upgrade, measured by the generation that ran
 // it (the old one): sent down, so that the new one's status shows it.
 constexpr const char* kLoopLagStateKey = "loop_lag";
+constexpr const char* kHandoffStopsStateKey = "handoff_stops";
 // While draining, only the latest records can still change: those are sent.
 constexpr size_t kHistoryUpdateRecords = 8;
 
@@ -110,6 +111,7 @@ nlohmann::json Daemon::observability_status() const {
   // Our own upgrade's, once we made one; before that, the one that started us.
   auto own = upgrade_loop_window();
   j["loop_lag_ms"]["last_upgrade"] = own.is_null() ? inherited_loop_window_ : own;
+  j["handoff_stop_us"] = handoff_stops_.is_null() ? inherited_handoff_stops_ : handoff_stops_;
   j["metrics"] = options_.metrics ? nlohmann::json{{"address", options_.metrics->to_string()},
                                                    {"scrapes", metrics_http_.served()}}
                                   : nlohmann::json(nullptr);
@@ -126,6 +128,8 @@ void Daemon::apply_state_update(const handoff::StateUpdate& update) {
     inherited_counters_.raise_to(counters.value());
   } else if (update.key == kLoopLagStateKey) {
     if (j.is_object()) inherited_loop_window_ = j;
+  } else if (update.key == kHandoffStopsStateKey) {
+    if (j.is_object()) inherited_handoff_stops_ = j;
   } else if (update.key == kHistoryStateKey) {
     if (auto st = history_.merge(j); !st)
       return spdlog::warn("hand-off: ignored the previous generation's history: {}", st.error().message);
@@ -175,6 +179,7 @@ bool Daemon::send_state_updates(bool force) {
   }
   if (loop_lag_.windows_ended() != loop_windows_sent_ && send(kLoopLagStateKey, upgrade_loop_window().dump()))
     loop_windows_sent_ = loop_lag_.windows_ended();
+  if (!handoff_stops_sent_ && send(kHandoffStopsStateKey, handoff_stops_.dump())) handoff_stops_sent_ = true;
   if (!force && history_.version() == history_sent_) return totals_sent;
   // At READY the whole history goes (it fits in one message unless its
   // texts are unusually long: then fewer records); later, the latest.

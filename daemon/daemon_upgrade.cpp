@@ -10,6 +10,7 @@
 
 #include "daemon.h"
 #include "elapsed.h"
+#include "handoff_stops.h"
 
 extern char** environ;
 
@@ -216,7 +217,10 @@ void Daemon::on_upgrade_outcome(const handoff::UpgradeOutcome& outcome) {
     std::vector<handoff::HandoffConnection*> connections;
     registry_.for_each([&](EchoConnection& c) { connections.push_back(&c); });
     // The window runs on through the hand-off: it is part of what the loop pays.
-    connection_handoff_->on_settled([this] { end_loop_window(); });
+    connection_handoff_->on_settled([this] {
+      end_loop_window();
+      note_handoff_stops();
+    });
     connection_handoff_->start(connections);
     record_upgrade_step("handoff_started", std::to_string(registry_.size()) + " connection(s)");
   } else {
@@ -226,8 +230,21 @@ void Daemon::on_upgrade_outcome(const handoff::UpgradeOutcome& outcome) {
 }
 
 void Daemon::drop_connection_handoff() {
-  if (connection_handoff_ && !connection_handoff_->settled()) end_loop_window();  // it will not settle now
+  if (connection_handoff_ && !connection_handoff_->settled()) {  // it will not settle now
+    end_loop_window();
+    note_handoff_stops();
+  }
   connection_handoff_.reset();
+}
+
+void Daemon::note_handoff_stops() {
+  auto summary = summarize_handoff_stops(connection_handoff_->stops());
+  if (summary.is_null()) return;
+  summary["pid"] = ::getpid();
+  summary["generation"] = context_.generation;
+  spdlog::info("handoff: each connection read by neither process for {} (at most)", describe_handoff_stops(summary));
+  handoff_stops_ = std::move(summary);
+  handoff_stops_sent_ = false;
 }
 
 void Daemon::end_loop_window() {

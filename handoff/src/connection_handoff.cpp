@@ -50,7 +50,7 @@ void ConnectionHandoff::start(const std::vector<HandoffConnection*>& connections
     if (ids_.contains(c)) continue;
     const uint64_t id = next_id_++;
     ids_[c] = id;
-    entries_[id] = {c, Stage::Flushing};
+    entries_[id] = {c, Stage::Flushing, std::chrono::steady_clock::now()};
     ++offered_;
     if (!c->begin_handoff(*this)) {
       forget(entries_.find(id));
@@ -166,6 +166,8 @@ void ConnectionHandoff::on_acks(const std::vector<ConnectionAck>& acks) {
     HandoffConnection* c = it->second.connection;
     if (a.adopted) {
       ++handed_over_;
+      stops_.push_back(
+          std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - it->second.paused));
       forget(it);
       // Our copy only: uv_close never shuts the socket down, the successor serves it.
       if (c) c->close_handed_off();

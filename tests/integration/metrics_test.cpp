@@ -352,6 +352,39 @@ TEST(LoopLag, TheOldGenerationsLoopCostOfTheUpgradeIsInTheNewOnesStatus) {
   EXPECT_EQ(load.stop().failures, 0);
 }
 
+// Each handed-off connection's stop (read by neither process) is measured by
+// the old generation and shown by the new one's status.
+TEST(HandoffStop, EachHandedOffConnectionsStopIsInTheNewGenerationsStatus) {
+  auto d = BatondProcess::start({"--listen", "echo=tcp://127.0.0.1:0", "--upgrade-probation", "0.2", "--drain",
+                                 "handoff"});
+  std::vector<UniqueFd> held;
+  for (int i = 0; i < 5; ++i) {
+    held.push_back(connect_to(d.address()));
+    ASSERT_TRUE(held.back() && echo_roundtrip(held.back().get(), "before")) << d.log();
+  }
+  auto status = [&] { return nlohmann::json::parse(batonctl(d, {"status", "--json"}).out, nullptr, false); };
+  ASSERT_TRUE(status().contains("handoff_stop_us"));
+  EXPECT_TRUE(status()["handoff_stop_us"].is_null()) << "no hand-off yet";
+  const pid_t old = d.serving_pid();
+  auto r = d.upgrade();
+  ASSERT_TRUE(r.ok) << r.line << "\n" << d.log();
+  ASSERT_TRUE(d.wait_gone(old)) << d.log();  // it exits once every connection is handed off
+  nlohmann::json stops;
+  EXPECT_TRUE(eventually([&] {
+    stops = status()["handoff_stop_us"];
+    return stops.is_object();
+  })) << d.log();
+  ASSERT_TRUE(stops.is_object());
+  EXPECT_EQ(stops["pid"].get<pid_t>(), old) << stops;
+  EXPECT_EQ(stops["generation"].get<unsigned>(), 1u) << stops;
+  EXPECT_EQ(stops["count"].get<size_t>(), 5u) << stops;
+  EXPECT_EQ(stops["samples"].size(), 5u) << stops;
+  EXPECT_GT(stops["max"].get<int64_t>(), 0) << stops;
+  EXPECT_LE(stops["p50"].get<int64_t>(), stops["p99"].get<int64_t>()) << stops;
+  EXPECT_LE(stops["p99"].get<int64_t>(), stops["max"].get<int64_t>()) << stops;
+  for (auto& fd : held) EXPECT_TRUE(echo_roundtrip(fd.get(), "after")) << d.log();
+}
+
 TEST(History, AFailedUpgradeIsRecordedWithItsCauseAndCounted) {
   auto d = BatondProcess::start({"--listen", "echo=tcp://127.0.0.1:0", "--metrics", "tcp://127.0.0.1:0"});
   auto r = batonctl(d, {"upgrade", "--binary", "/bin/false"});

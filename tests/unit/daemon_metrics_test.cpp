@@ -8,6 +8,7 @@
 
 #include "counters.h"
 #include "flight_recorder.h"
+#include "handoff_stops.h"
 #include "metrics_exposition.h"
 #include "metrics_http.h"
 
@@ -69,6 +70,26 @@ TEST(Exposition, EachFamilyOnceWithHelpAndTypeAndTheHistogramInOrder) {
             std::string::npos) << text;
   // Families with no sample are left out entirely.
   EXPECT_EQ(text.find("baton_app_ready"), std::string::npos) << text;
+}
+
+TEST(HandoffStops, NearestRankPercentilesAndAtMostAThousandSamplesWithBothEnds) {
+  EXPECT_TRUE(summarize_handoff_stops({}).is_null());
+  std::vector<std::chrono::microseconds> stops;
+  for (int i = 2000; i >= 1; --i) stops.emplace_back(i);  // unsorted on purpose
+  auto s = summarize_handoff_stops(stops);
+  EXPECT_EQ(s["count"], 2000);
+  EXPECT_EQ(s["p50"], 1000);
+  EXPECT_EQ(s["p90"], 1800);
+  EXPECT_EQ(s["p99"], 1980);
+  EXPECT_EQ(s["max"], 2000);
+  ASSERT_EQ(s["samples"].size(), kHandoffStopSamples);
+  EXPECT_EQ(s["samples"].front(), 1);
+  EXPECT_EQ(s["samples"].back(), 2000);
+  auto one = summarize_handoff_stops({std::chrono::microseconds(7)});
+  EXPECT_EQ(one["p50"], 7);
+  EXPECT_EQ(one["max"], 7);
+  EXPECT_EQ(one["samples"], nlohmann::json::array({7}));
+  EXPECT_EQ(describe_handoff_stops(s), "p50 1.00 ms, p99 1.98 ms, max 2.00 ms over 2000 connection(s)");
 }
 
 TEST(FlightRecorder, MergesRecordsByIdKeepingTheFirstTimeOfEachEvent) {

@@ -88,6 +88,11 @@ class ConnectionHandoff {
   // Called once, when that happens (from inside start() if nothing needs to
   // wait). It must not destroy this object.
   void on_settled(std::function<void()> fn) { on_settled_ = std::move(fn); }
+  // For each connection handed off so far: how long it was read by neither
+  // process, bounded from above (from begin_handoff, when this process
+  // stopped reading it, to the ACK saying the successor adopted it, which it
+  // sends once it reads it). In the order the ACKs came.
+  const std::vector<std::chrono::microseconds>& stops() const { return stops_; }
 
   // From the connections (see HandoffConnection).
   void flushed(HandoffConnection& c);
@@ -103,6 +108,7 @@ class ConnectionHandoff {
   struct Entry {
     HandoffConnection* connection;  // nullptr: closed here since (in flight only)
     Stage stage;
+    std::chrono::steady_clock::time_point paused;  // begin_handoff: no longer read here
   };
   using Entries = std::unordered_map<uint64_t, Entry>;
 
@@ -138,6 +144,7 @@ class ConnectionHandoff {
   UvHandle<uv_timer_t> stall_;
   std::chrono::steady_clock::time_point started_;
   size_t offered_ = 0, handed_over_ = 0, kept_ = 0;
+  std::vector<std::chrono::microseconds> stops_;
   bool reported_ = false;
   std::function<void()> on_settled_;
 };
