@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include <charconv>
+#include <cstdio>
 #include <cstdlib>
 #include <string>
 
@@ -36,7 +37,12 @@ unsigned take_generation() {
 int main(int argc, char** argv) {
   baton::daemon::block_handled_signals();
   baton::daemon::StartupContext context;
-  context.activated = baton::daemon::take_activated_fds();
+  auto activated = baton::daemon::take_activated_fds();
+  if (!activated) {
+    std::fprintf(stderr, "batond: %s\n", activated.error().message.c_str());
+    return 2;
+  }
+  context.activated = std::move(activated).value();
   auto parsed = baton::daemon::parse_options(argc, argv);
   if (!parsed.options) return parsed.exit_code;
   auto options = std::move(*parsed.options);

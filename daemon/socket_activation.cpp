@@ -1,10 +1,13 @@
 #include "socket_activation.h"
 
-#include <systemd/sd-daemon.h>
+#include <fcntl.h>
+#include <unistd.h>
 
+#include <charconv>
 #include <cstdlib>
 #include <cstring>
 #include <set>
+#include <string_view>
 
 #include <spdlog/spdlog.h>
 
@@ -21,16 +24,51 @@ bool fits(const handoff::ListenAddress& configured, const handoff::ListenAddress
   return configured.host == bound.host && (configured.port == 0 || configured.port == bound.port);
 }
 
+// The first fd systemd passes (SD_LISTEN_FDS_START).
+constexpr int kFirstActivatedFd = 3;
+
+// A whole decimal number, or -1.
+long long whole_number(const char* text) {
+  if (!text || !*text) return -1;
+  long long n = -1;
+  const std::string_view s(text);
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), n);
+  return ec == std::errc() && end == s.data() + s.size() ? n : -1;
+}
+
 }  // namespace
 
-std::vector<ActivatedFd> take_activated_fds() {
+// What sd_listen_fds_with_names(3) does, without libsystemd (it and the six
+// libraries it pulls in were a third of batond's dynamic linking, paid at
+// every upgrade).
+handoff::Result<std::vector<ActivatedFd>> take_activated_fds() {
+  const std::string pid = std::getenv("LISTEN_PID") ? std::getenv("LISTEN_PID") : "";
+  const std::string count = std::getenv("LISTEN_FDS") ? std::getenv("LISTEN_FDS") : "";
+  const char* names_variable = std::getenv("LISTEN_FDNAMES");
+  const bool named = names_variable != nullptr;
+  const std::string names = named ? names_variable : "";
+  // Never seen by a child, whatever follows.
+  ::unsetenv("LISTEN_PID");
+  ::unsetenv("LISTEN_FDS");
+  ::unsetenv("LISTEN_FDNAMES");
   std::vector<ActivatedFd> out;
-  char** names = nullptr;
-  const int n = sd_listen_fds_with_names(/*unset_environment=*/1, &names);
-  for (int i = 0; i < n; ++i) out.push_back({names && names[i] ? names[i] : "unknown", handoff::UniqueFd(SD_LISTEN_FDS_START + i)});
-  if (names) {
-    for (int i = 0; i < n; ++i) std::free(names[i]);
-    std::free(names);
+  if (pid.empty() || whole_number(pid.c_str()) != ::getpid()) return out;  // for another process
+  const long long n = whole_number(count.c_str());
+  if (n < 0 || n > 4096) return handoff::Error{"socket activation: LISTEN_FDS='" + count + "' is not a number of fds"};
+  std::vector<std::string> split;
+  for (size_t from = 0; named && from <= names.size();) {
+    const size_t colon = std::min(names.find(':', from), names.size());
+    split.push_back(names.substr(from, colon - from));
+    from = colon + 1;
+  }
+  if (named && static_cast<long long>(split.size()) != n)
+    return handoff::Error{"socket activation: LISTEN_FDNAMES names " + std::to_string(split.size()) +
+                          " fd(s), LISTEN_FDS says " + std::to_string(n)};
+  for (int i = 0; i < n; ++i) {
+    const int fd = kFirstActivatedFd + i;
+    if (::fcntl(fd, F_SETFD, FD_CLOEXEC) != 0)
+      return handoff::errno_error("socket activation: fd " + std::to_string(fd) + " of LISTEN_FDS=" + count);
+    out.push_back({named ? split[static_cast<size_t>(i)] : "unknown", handoff::UniqueFd(fd)});
   }
   return out;
 }

@@ -15,10 +15,12 @@ struct ActivatedFd {
   handoff::UniqueFd fd;
 };
 
-// Takes ownership of the fds systemd passed, and removes the variables so no
-// child sees them. Call first thing in main(): the fds start at 3, and
-// anything opened before (an event loop) could be mistaken for one.
-std::vector<ActivatedFd> take_activated_fds();
+// Takes ownership of the fds systemd passed (close-on-exec from now on), and
+// removes the variables so no child sees them. Call first thing in main():
+// the fds start at 3, and anything opened before (an event loop) could be
+// mistaken for one. An error (LISTEN_FDS not a number, LISTEN_FDNAMES of
+// another length, an fd that is not open) stops the start.
+handoff::Result<std::vector<ActivatedFd>> take_activated_fds();
 
 // With no listener configured: one request per activated fd, under its
 // name, on the address it is bound to. Two fds of one name are an error.

@@ -254,6 +254,39 @@ TEST(Systemd, ASocketMatchingNoListenIsAStartupErrorNamingIt) {
   EXPECT_TRUE(d.process().wait_for_line("matches no configured listener", 1s)) << d.log();
 }
 
+// batond reads LISTEN_FDS itself (no libsystemd): names that do not match the
+// count, or a count that is not one, stop the start with a clear error, as
+// an fd that is not open does; LISTEN_PID of another process is ignored.
+TEST(Systemd, MalformedSocketActivationVariablesAreAStartupError) {
+  auto listener = handoff::bind_listener(*handoff::ListenAddress::parse("tcp://127.0.0.1:0"), 64);
+  ASSERT_TRUE(listener);
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"LISTEN_FDS=1", "LISTEN_FDNAMES=a:b"}, "LISTEN_FDNAMES names 2 fd(s), LISTEN_FDS says 1"},
+      {{"LISTEN_FDS=one", "LISTEN_FDNAMES=a"}, "LISTEN_FDS='one' is not a number of fds"},
+      {{"LISTEN_FDS=2", "LISTEN_FDNAMES=echo:gone"}, "fd 4 of LISTEN_FDS=2: Bad file descriptor"},
+  };
+  for (const auto& [env, error] : cases) {
+    ProcessOptions opts;
+    opts.fd3 = listener->get();
+    opts.listen_pid = true;
+    opts.extra_env = env;
+    auto d = BatondProcess::launch({"--listen", "echo=tcp://127.0.0.1:0"}, opts);
+    auto status = d.process().wait_exit(10s);
+    ASSERT_TRUE(status) << d.log();
+    EXPECT_TRUE(status->exited && status->code == 2) << status->describe() << "\n" << d.log();
+    EXPECT_TRUE(d.process().wait_for_line(error, 1s)) << error << "\n" << d.log();
+  }
+  // For another process: not ours to take; batond binds its own listener.
+  ProcessOptions other;
+  other.fd3 = listener->get();
+  other.extra_env = {"LISTEN_PID=1", "LISTEN_FDS=1", "LISTEN_FDNAMES=echo"};
+  auto d = BatondProcess::start({"--listen", "echo=tcp://127.0.0.1:0"}, other);
+  EXPECT_NE(d.address(), handoff::local_address(listener->get())->endpoint());
+  EXPECT_EQ(d.count_lines(d.first_pid(), "socket activation"), 0) << d.log();
+  auto conn = connect_to(d.address());
+  EXPECT_TRUE(conn && echo_roundtrip(conn.get(), "own listener"));
+}
+
 }  // namespace
 }  // namespace baton::test
 
