@@ -14,7 +14,7 @@
 # generation or zombie. The whole run is bounded: MINUTES plus five minutes for
 # the last round and the checks, after which every process the test started
 # (its own process group) is killed. --record keeps the summary of a passing
-# run in docs/chaos.json, which ./scripts/bench.sh shows in docs/benchmarks.md.
+# run in docs/chaos.json, which ./scripts/bench.py shows in docs/benchmarks.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 record=0

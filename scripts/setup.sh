@@ -9,7 +9,7 @@ PACKAGES=(
   libuv1-dev libspdlog-dev libcli11-dev nlohmann-json3-dev libtomlplusplus-dev libsystemd-dev libhttp-parser-dev
   libgtest-dev
   netcat-openbsd procps
-  python3 gunicorn uwsgi-core uwsgi-plugin-python3 lighttpd wrk prometheus
+  python3 python3-matplotlib gunicorn uwsgi-core uwsgi-plugin-python3 lighttpd wrk prometheus
   clang libclang-rt-14-dev
 )
 

@@ -10,7 +10,7 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 ctest --test-dir build --output-on-failure -j"$(nproc)" --timeout 300
 ./scripts/nc-smoke.sh
 ./scripts/nc-upgrade-demo.sh
-./scripts/bench.sh --smoke
+./scripts/bench.py --smoke
 
 # cmake --install puts the binaries, the units and the docs where they belong.
 prefix=$(mktemp -d "${TMPDIR:-/tmp}/baton-install-XXXXXX")

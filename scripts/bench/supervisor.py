@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Restarting a gunicorn app under HTTP load, three ways, side by side:
 
   baton     batond --exec -- gunicorn ...; each restart is `batonctl restart`
@@ -9,9 +9,10 @@
 
 Each method gets the same wrk load (1 thread, C connections) for the whole
 run and R restarts S seconds apart; wrk's totals come from a report script as
-JSON. Prints a markdown section on stdout (bench.sh puts it in
-docs/benchmarks.md); progress on stderr. Loopback only; every process it
-starts leads its own process group and is killed by it on exit.
+JSON. `section()` returns a markdown section (scripts/bench.py puts it in
+docs/benchmarks.md); run alone, it prints it on stdout, progress on stderr.
+Loopback only; every process it starts (and every process they start, by the
+run's marker in their environment) is killed by pid on exit (procs.py).
 
   supervisor.py --batond B --batonctl C [--restarts R] [--spacing S] [--connections C] [--section N]
 """
@@ -24,6 +25,10 @@ import subprocess
 import sys
 import tempfile
 import time
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+import procs  # noqa: E402
+from procs import free_port, read_pid  # noqa: E402
 
 REPORT_LUA = r"""
 done = function(summary, latency, requests)
@@ -42,45 +47,23 @@ def application(environ, start_response):
     return [body]
 """
 
-started = []  # process groups we lead
+_log = None
 
 
 def log(msg):
-    print(f"bench supervisor: {msg}", file=sys.stderr, flush=True)
+    if _log:
+        _log(f"supervisor: {msg}")
+    else:
+        print(f"bench supervisor: {msg}", file=sys.stderr, flush=True)
 
 
 def start(argv, **kw):
-    p = subprocess.Popen(argv, start_new_session=True, **kw)
-    started.append(p.pid)
-    return p
-
-
-def kill_all():
-    for pgid in started:
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    for pgid in started:
-        try:
-            os.waitpid(pgid, 0)
-        except ChildProcessError:
-            pass  # not our child (an app instance batond started): batond or init reaps it
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return procs.start(argv, **kw)
 
 
 def wait_until(cond, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.02)
-    raise RuntimeError(f"timed out waiting for {what}")
+    if not procs.wait_until(cond, timeout):
+        raise RuntimeError(f"timed out waiting for {what}")
 
 
 def answers(port):
@@ -90,14 +73,6 @@ def answers(port):
             return s.recv(64).split(b" ")[1:2] == [b"200"]
     except OSError:
         return False
-
-
-def read_pid(path):
-    try:
-        with open(path) as f:
-            return int(f.read().strip() or 0)
-    except (OSError, ValueError):
-        return 0
 
 
 class Wrk:
@@ -141,7 +116,8 @@ def run_baton(args, work, port):
         # batond's would not reach.
         r = subprocess.run(ctl + ["status", "--json"], capture_output=True, text=True, timeout=30)
         if r.returncode == 0:
-            started.extend(i["pid"] for i in json.loads(r.stdout).get("app", {}).get("instances", []))
+            for i in json.loads(r.stdout).get("app", {}).get("instances", []):
+                procs.adopt(i["pid"])
 
     note_app_groups()
     wrk = Wrk(port, args.connections, work)
@@ -172,18 +148,18 @@ def run_gunicorn_usr2(args, work, port):
     for _ in range(args.restarts):
         old = read_pid(pidfile)
         t = time.monotonic()
-        os.kill(old, signal.SIGUSR2)
+        procs.signal_ours(old, signal.SIGUSR2)
         # The new master (a child of the old one, in its process group) writes
         # PIDFILE.2 once it has booted; then the old master is told to stop,
         # and the new one, promoted, takes the pid file's name.
         wait_until(lambda: read_pid(pidfile + ".2") not in (0, old), 30, "the new gunicorn master")
         new = read_pid(pidfile + ".2")
-        os.kill(old, signal.SIGTERM)
+        procs.signal_ours(old, signal.SIGTERM)
         wait_until(lambda: read_pid(pidfile) == new, 30, "the new gunicorn master to be promoted")
         times.append(time.monotonic() - t)
         time.sleep(args.spacing)
     report = wrk.finish()
-    os.kill(read_pid(pidfile), signal.SIGTERM)
+    procs.signal_ours(read_pid(pidfile), signal.SIGTERM)
     return report, times
 
 
@@ -207,6 +183,46 @@ def run_naive(args, work, port):
     return report, times
 
 
+def section(batond, batonctl, restarts=10, spacing=1.0, connections=16, probation=1.0, section="7", log_to=None):
+    """Runs the three methods; returns the markdown section."""
+    global _log
+    _log = log_to
+    args = argparse.Namespace(batond=batond, batonctl=batonctl, restarts=restarts, spacing=spacing,
+                              connections=connections, probation=probation)
+    rows = []
+    try:
+        for name, run in (("baton (`batonctl restart`)", run_baton), ("gunicorn USR2 re-exec + TERM to the old master", run_gunicorn_usr2),
+                          ("naive: TERM, then start again", run_naive)):
+            with tempfile.TemporaryDirectory(prefix="baton-bench-sv-") as work:
+                with open(os.path.join(work, "webapp.py"), "w") as f:
+                    f.write(APP)
+                log(f"{name}: {restarts} restarts under wrk -c{connections}")
+                report, times = run(args, work, free_port())
+                procs.kill_started()
+                rows.append((name, report, times))
+    finally:
+        procs.kill_started()
+
+    out = [f"## {section}. Supervisor mode: restarting gunicorn under HTTP load\n",
+           f"`scripts/bench/supervisor.py`: gunicorn 2 sync workers answering a 10-byte body; wrk, 1 thread, "
+           f"{connections} connections, for the whole run; {restarts} restarts {spacing:g} s apart; "
+           f"baton with `--app-probation {probation:g}`. A failed request is any wrk socket error "
+           "(connect, read, write, timeout) or non-2xx response.\n",
+           "| method | requests | failed requests | connect / read / write / timeout errors | non-2xx | p50 / p99 / max latency (ms) | restart took, median / max (s) |",
+           "| --- | --- | --- | --- | --- | --- | --- |"]
+    for name, r, times in rows:
+        failed = r["connect"] + r["read"] + r["write"] + r["timeout"] + r["status"]
+        times = sorted(times)
+        median = times[len(times) // 2] if times else 0
+        out.append(f"| {name} | {r['requests']} | **{failed}** | {r['connect']} / {r['read']} / {r['write']} / {r['timeout']} | "
+                   f"{r['status']} | {r['p50_us'] / 1000:.2f} / {r['p99_us'] / 1000:.2f} / {r['max_us'] / 1000:.1f} | "
+                   f"{median:.2f} / {max(times or [0]):.2f} |")
+    out.append("\nbaton's restart time includes the probation (the new instance must live that long before the old one is "
+               "stopped); gunicorn's own upgrade has none: a new master that fails after booting leaves no old one to fall "
+               "back on. The naive restart refuses connections while no gunicorn listens.")
+    return "\n".join(out) + "\n"
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--batond", required=True)
@@ -216,40 +232,9 @@ def main():
     p.add_argument("--connections", type=int, default=16)
     p.add_argument("--probation", type=float, default=1.0)
     p.add_argument("--section", default="7")
-    args = p.parse_args()
-
-    rows = []
-    try:
-        for name, run in (("baton (`batonctl restart`)", run_baton), ("gunicorn USR2 re-exec + TERM to the old master", run_gunicorn_usr2),
-                          ("naive: TERM, then start again", run_naive)):
-            with tempfile.TemporaryDirectory(prefix="baton-bench-sv-") as work:
-                with open(os.path.join(work, "webapp.py"), "w") as f:
-                    f.write(APP)
-                log(f"{name}: {args.restarts} restarts under wrk -c{args.connections}")
-                report, times = run(args, work, free_port())
-                kill_all()
-                started.clear()
-                rows.append((name, report, times))
-    finally:
-        kill_all()
-
-    print(f"## {args.section}. Supervisor mode: restarting gunicorn under HTTP load\n")
-    print(f"`scripts/bench/supervisor.py`: gunicorn 2 sync workers answering a 10-byte body; wrk, 1 thread, "
-          f"{args.connections} connections, for the whole run; {args.restarts} restarts {args.spacing:g} s apart; "
-          f"baton with `--app-probation {args.probation:g}`. A failed request is any wrk socket error "
-          "(connect, read, write, timeout) or non-2xx response.\n")
-    print("| method | requests | failed requests | connect / read / write / timeout errors | non-2xx | p50 / p99 / max latency (ms) | restart took, median / max (s) |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    for name, r, times in rows:
-        failed = r["connect"] + r["read"] + r["write"] + r["timeout"] + r["status"]
-        times = sorted(times)
-        median = times[len(times) // 2] if times else 0
-        print(f"| {name} | {r['requests']} | **{failed}** | {r['connect']} / {r['read']} / {r['write']} / {r['timeout']} | "
-              f"{r['status']} | {r['p50_us'] / 1000:.2f} / {r['p99_us'] / 1000:.2f} / {r['max_us'] / 1000:.1f} | "
-              f"{median:.2f} / {max(times or [0]):.2f} |")
-    print("\nbaton's restart time includes the probation (the new instance must live that long before the old one is "
-          "stopped); gunicorn's own upgrade has none: a new master that fails after booting leaves no old one to fall "
-          "back on. The naive restart refuses connections while no gunicorn listens.")
+    a = p.parse_args()
+    os.environ.setdefault(procs.RUN_MARK, f"supervisor-{os.getpid()}")
+    print(section(a.batond, a.batonctl, a.restarts, a.spacing, a.connections, a.probation, a.section), end="")
 
 
 if __name__ == "__main__":

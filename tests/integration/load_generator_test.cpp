@@ -96,6 +96,34 @@ TEST(LoadGenerator, CorrectServerGivesCleanRunWithVerifiedMessagesAndChurn) {
   EXPECT_NE(r.command.out.find("baton-load: messages="), std::string::npos) << r.command.out;
 }
 
+// --interval-ms makes the timeline finer, and started_monotonic_us places it on
+// CLOCK_MONOTONIC (steady_clock), the clock of batond's upgrade history.
+TEST(LoadGenerator, IntervalMsGivesAFinerTimelineOnTheMonotonicClock) {
+  auto echo = start_echo();
+  TempDir dir;
+  const auto before = std::chrono::duration_cast<std::chrono::microseconds>(
+                          std::chrono::steady_clock::now().time_since_epoch()).count();
+  auto r = run_load("tcp://" + echo.endpoint, dir,
+                    {"--duration", "1", "--connections", "2", "--rate", "200", "--interval-ms", "100"});
+  const auto after = std::chrono::duration_cast<std::chrono::microseconds>(
+                         std::chrono::steady_clock::now().time_since_epoch()).count();
+  ASSERT_TRUE(r.command.status.success()) << describe(r);
+  ASSERT_TRUE(r.report.is_object()) << "no JSON report\n" << describe(r);
+  EXPECT_EQ(r.report.at("parameters").at("interval_ms").get<int>(), 100);
+  const auto started = r.report.at("started_monotonic_us").get<int64_t>();
+  EXPECT_GE(started, before);
+  EXPECT_LE(started, after);
+  const auto& timeline = r.report.at("timeline");
+  // Ten full intervals, and the drain's short one at most.
+  ASSERT_GE(timeline.size(), 10u) << timeline.dump();
+  EXPECT_LE(timeline.size(), 11u) << timeline.dump();
+  EXPECT_NEAR(timeline.at(0).at("seconds").get<double>(), 0.1, 0.05);
+  EXPECT_NEAR(timeline.at(9).at("end_s").get<double>(), 1.0, 0.05);
+  uint64_t messages = 0;
+  for (const auto& p : timeline) messages += p.at("messages").get<uint64_t>();
+  EXPECT_EQ(messages, r.report.at("persistent").at("messages").get<uint64_t>());
+}
+
 TEST(LoadGenerator, CorrectServerOverUnixSocketGivesCleanRun) {
   TempDir sockets;
   auto echo = start_echo({"--listen", sockets.file("echo.sock")});

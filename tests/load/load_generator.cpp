@@ -132,6 +132,7 @@ class LoadGenerator::Impl {
   int logged_failures_ = 0;
   Clock::duration send_interval_{};
   Clock::duration churn_interval_{};
+  Clock::duration interval_{};  // of the timeline
 };
 
 LoadGenerator::Impl::Impl(const LoadOptions& options, Epoll epoll, StopSignals signals)
@@ -150,6 +151,7 @@ LoadGenerator::Impl::Impl(const LoadOptions& options, Epoll epoll, StopSignals s
   };
   if (options_.rate > 0) send_interval_ = per_second(options_.rate);
   if (options_.churn_rate > 0) churn_interval_ = per_second(options_.churn_rate);
+  interval_ = std::chrono::milliseconds(options_.interval_ms);
 }
 
 handoff::Result<RunInfo> LoadGenerator::Impl::run() {
@@ -452,7 +454,8 @@ void LoadGenerator::Impl::connect_phase_check() {
 void LoadGenerator::Impl::enter_run() {
   phase_ = Phase::Run;
   started_ = last_tick_ = now_;
-  next_tick_ = now_ + std::chrono::seconds(1);
+  info_.started_monotonic_us = duration_cast<microseconds>(now_.time_since_epoch()).count();
+  next_tick_ = now_ + interval_;
   run_end_ = now_ + duration_cast<Clock::duration>(std::chrono::duration<double>(options_.duration_s));
   next_churn_ = now_;
   print_line("baton-load: started connections=" + std::to_string(info_.connected_at_start));
@@ -475,7 +478,7 @@ void LoadGenerator::Impl::run_phase_timers() {
   while (now_ >= next_tick_ && next_tick_ <= run_end_) {
     emit_interval(++ticks_, std::chrono::duration<double>(now_ - last_tick_).count());
     last_tick_ = now_;
-    next_tick_ += std::chrono::seconds(1);
+    next_tick_ += interval_;
   }
   if (now_ >= run_end_) enter_drain();
 }
@@ -492,7 +495,7 @@ void LoadGenerator::Impl::start_churn() {
 }
 
 void LoadGenerator::Impl::emit_interval(int t, double seconds) {
-  const auto& p = stats_.close_interval(t, seconds);
+  const auto& p = stats_.close_interval(t, seconds_since(started_), seconds);
   if (!options_.quiet) print_line(timeline_line(p));
 }
 
@@ -529,10 +532,11 @@ void LoadGenerator::Impl::finish_drain(bool deadline_passed) {
     }
   }
   info_.drain_seconds = seconds_since(drain_started_);
-  // The time since the last full second, drain included, is one last (short) interval.
+  // The time since the last full interval, drain included, is one last (short) interval,
+  // kept when it is not negligible or counted anything (the timeline sums to the totals).
   const bool ran = started_ != Clock::time_point{};
   const double tail = std::chrono::duration<double>(now_ - last_tick_).count();
-  if (ran && tail > 0.0005) emit_interval(++ticks_, tail);
+  if (ran && (tail > 0.0005 || stats_.interval_has_counts())) emit_interval(++ticks_, tail);
   phase_ = Phase::Done;
 }
 

@@ -4,7 +4,7 @@
 // phases of a run:
 //
 //   Connect: every persistent connection connects (or fails once)
-//   Run:     "baton-load: started", load, per-second timeline, until --duration or a signal
+//   Run:     "baton-load: started", load, a timeline (per second or --interval-ms), until --duration or a signal
 //   Drain:   nothing new is sent; in-flight echoes are verified, persistent
 //            connections half-close and wait for EOF, all within --timeout-ms
 //

@@ -35,8 +35,11 @@ void define_options(CLI::App& app, LoadOptions& o) {
   app.add_option("--timeout-ms", o.timeout_ms, "a connect or a message without progress this long fails")
       ->check(CLI::Range(1, 3600 * 1000))
       ->capture_default_str();
+  app.add_option("--interval-ms", o.interval_ms, "length of a timeline interval (line and report), in ms")
+      ->check(CLI::Range(10, 3600 * 1000))
+      ->capture_default_str();
   app.add_option("--report", o.report_path, "write a JSON report to this file");
-  app.add_flag("--quiet", o.quiet, "no per-second timeline");
+  app.add_flag("--quiet", o.quiet, "no timeline lines on stdout");
 }
 
 int usage_error(const std::string& message) {

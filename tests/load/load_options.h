@@ -18,6 +18,7 @@ struct LoadOptions {
   double churn_rate = 0;            // short connections started per second
   double duration_s = 10;
   int timeout_ms = 5000;
+  int interval_ms = 1000;           // length of a timeline interval
   std::string report_path;
   bool quiet = false;
 };

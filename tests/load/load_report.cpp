@@ -22,6 +22,7 @@ nlohmann::json failures_json(const Counters& c) {
 
 nlohmann::json timeline_json(const TimelinePoint& p) {
   return {{"t", p.t},
+          {"end_s", p.end_s},
           {"seconds", p.seconds},
           {"messages", p.delta.messages},
           {"bytes_verified", p.delta.bytes_verified},
@@ -36,7 +37,7 @@ nlohmann::json timeline_json(const TimelinePoint& p) {
 nlohmann::json parameters_json(const LoadOptions& o) {
   return {{"connections", o.connections}, {"message_size", o.message_size}, {"pipeline", o.pipeline},
           {"rate", o.rate},               {"churn_rate", o.churn_rate},     {"duration_s", o.duration_s},
-          {"timeout_ms", o.timeout_ms}};
+          {"timeout_ms", o.timeout_ms}, {"interval_ms", o.interval_ms}};
 }
 
 }  // namespace
@@ -72,6 +73,7 @@ nlohmann::json report_json(const LoadOptions& options, const LoadStats& stats, c
       {"target", options.target.to_string()},
       {"duration_s", run.run_seconds},
       {"drain_s", run.drain_seconds},
+      {"started_monotonic_us", run.started_monotonic_us},
       {"interrupted", run.interrupted},
       {"aborted", run.aborted},
       {"parameters", parameters_json(options)},

@@ -3,6 +3,7 @@
 // line (both on stdout, one line each so tests and people can grep them) and
 // the JSON report.
 
+#include <cstdint>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -19,6 +20,9 @@ struct RunInfo {
   bool interrupted = false;   // ended by SIGINT/SIGTERM before --duration
   bool aborted = false;       // a second signal skipped the drain
   int connected_at_start = 0;
+  // When the run phase began on steady_clock, i.e. CLOCK_MONOTONIC (µs): the
+  // timeline's zero, comparable with batond's history and other processes.
+  int64_t started_monotonic_us = 0;
 };
 
 // Zero failures and at least one verified echo; anything else is a failed run.

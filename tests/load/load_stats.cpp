@@ -66,9 +66,10 @@ void LoadStats::record_message(uint64_t latency_us) {
   interval_latency_.record(latency_us);
 }
 
-const TimelinePoint& LoadStats::close_interval(int t, double seconds) {
+const TimelinePoint& LoadStats::close_interval(int t, double end_s, double seconds) {
   TimelinePoint p;
   p.t = t;
+  p.end_s = end_s;
   p.seconds = seconds;
   auto diff = [](uint64_t now, uint64_t before) { return now - before; };
   const Counters& a = totals;

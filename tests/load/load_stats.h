@@ -1,6 +1,6 @@
 #pragma once
 // What baton-load counts: failures by reason, verified work, latencies, and
-// the per-second timeline. Only verified echoes ever increase a success count.
+// the timeline (per second, or --interval-ms). Only verified echoes ever increase a success count.
 
 #include <array>
 #include <cstdint>
@@ -39,10 +39,12 @@ struct Counters {
   std::array<uint64_t, kFailureKinds> failures{};
 
   uint64_t failures_total() const;
+  bool operator==(const Counters&) const = default;
 };
 
 struct TimelinePoint {
-  int t = 0;              // seconds since the start, at the end of this interval
+  int t = 0;              // intervals since the start (seconds with the default --interval-ms 1000)
+  double end_s = 0;       // seconds since the start, at the end of this interval
   double seconds = 0;     // length of the interval (the last one may be partial)
   Counters delta;         // what happened in this interval
   uint64_t p99_us = 0;    // persistent message latency within the interval
@@ -61,7 +63,9 @@ class LoadStats {
   void count_failure(Failure f, const std::string& detail);
   void record_message(uint64_t latency_us);
   // Closes the current interval and returns it.
-  const TimelinePoint& close_interval(int t, double seconds);
+  const TimelinePoint& close_interval(int t, double end_s, double seconds);
+  // Something was counted since the last interval closed.
+  bool interval_has_counts() const { return !(totals == interval_start_); }
 
  private:
   Counters interval_start_;
