@@ -5,10 +5,12 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <fstream>
+
+#include <sstream>
 
 #include "elapsed.h"
 #include "inherited_fds.h"
+#include "text_file.h"
 
 namespace baton::daemon {
 namespace {
@@ -31,7 +33,8 @@ std::string seconds(milliseconds ms) {
 
 // The pid a pidfd refers to, from /proc/self/fdinfo (0 if unknown, -1 if it has exited).
 pid_t pid_of_pidfd(int fd) {
-  std::ifstream info("/proc/self/fdinfo/" + std::to_string(fd));
+  auto text = read_text_file("/proc/self/fdinfo/" + std::to_string(fd));
+  std::istringstream info(text ? text.value() : std::string());
   for (std::string line; std::getline(info, line);)
     if (line.starts_with("Pid:")) return static_cast<pid_t>(std::atol(line.c_str() + 4));
   return 0;
@@ -39,9 +42,9 @@ pid_t pid_of_pidfd(int fd) {
 
 // The parent of `pid` from /proc (0 if it is gone).
 pid_t parent_of(pid_t pid) {
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string text;
-  if (!std::getline(stat, text)) return 0;
+  auto read = read_text_file("/proc/" + std::to_string(pid) + "/stat");
+  if (!read || read->empty()) return 0;
+  const std::string& text = read.value();
   // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
   const auto close = text.rfind(')');
   if (close == std::string::npos) return 0;

@@ -3,8 +3,9 @@
 #include <toml++/toml.h>
 
 #include <cmath>
-#include <fstream>
 #include <set>
+
+#include "text_file.h"
 
 namespace baton::daemon {
 namespace {
@@ -14,10 +15,11 @@ class Loader {
   explicit Loader(std::string path) : path_(std::move(path)) {}
 
   handoff::Result<SettingsLayer> load() {
-    if (std::ifstream probe(path_); !probe) return handoff::errno_error("cannot read config file " + path_);
+    auto text = read_text_file(path_);
+    if (!text) return handoff::Error{"cannot read config file " + path_ + ": " + text.error().message};
     toml::table root;
     try {
-      root = toml::parse_file(path_);
+      root = toml::parse(text.value(), path_);
     } catch (const toml::parse_error& e) {
       return handoff::Error{path_ + ":" + std::to_string(e.source().begin.line) + ": " + std::string(e.description())};
     }

@@ -27,6 +27,7 @@ class ConnectionRegistry {
   void remove(EchoConnection* c);
 
   size_t size() const { return open_.size(); }
+  bool contains(EchoConnection* c) const { return open_.contains(c); }
   bool empty() const { return open_.empty(); }
   uint64_t accepted_total() const { return accepted_total_; }
   void count_accept() { ++accepted_total_; }

@@ -261,6 +261,7 @@ class Daemon {
   // ours once we handed off, else the one that started us.
   nlohmann::json handoff_stops_, inherited_handoff_stops_;
   bool handoff_stops_sent_ = true;
+  const void* handoff_stops_noted_for_ = nullptr;  // the ConnectionHandoff they were taken from
   uint64_t loop_windows_sent_ = 0;        // loop_lag_.windows_ended() our successor last got
   MetricsHttpConnections metrics_http_{[this] { return serve_metrics(); }};
 

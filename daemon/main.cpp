@@ -65,8 +65,12 @@ int main(int argc, char** argv) {
     spdlog::warn("upgrades will be refused: cannot resolve the binary to start: {}", context.binary_error);
   }
 
-  baton::daemon::Daemon daemon(std::move(options), std::move(context));
-  int code = daemon.run();
+  int code = 0;
+  {
+    // Destroyed before the logger goes: its destructor may still log.
+    baton::daemon::Daemon daemon(std::move(options), std::move(context));
+    code = daemon.run();
+  }
   spdlog::shutdown();
   return code;
 }

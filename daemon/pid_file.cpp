@@ -3,10 +3,11 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include <fstream>
+#include <sstream>
 #include <string>
 
 #include "baton/handoff/unique_fd.h"
+#include "text_file.h"
 
 namespace baton::daemon {
 
@@ -35,7 +36,8 @@ handoff::Status PidFile::write(pid_t pid) const {
 
 void PidFile::remove_if_names(pid_t pid) const {
   if (!enabled()) return;
-  std::ifstream in(path_);
+  auto text = read_text_file(path_);
+  std::istringstream in(text ? text.value() : std::string());
   pid_t named = 0;
   if (in >> named && named == pid) ::unlink(path_.c_str());
 }

@@ -9,9 +9,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <memory>
+#include <mutex>
 
 namespace baton::handoff {
 namespace {
@@ -41,15 +43,23 @@ Result<pid_t> spawn(ChildSpec& spec) {
   if (rc == 0) rc = posix_spawnattr_setsigdefault(&attr, &all);
   if (rc == 0) rc = posix_spawnattr_setsigmask(&attr, &none);
   if (rc == 0) rc = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+  // Blocking stdio, as uv_spawn left it: a flag of the open file, shared
+  // with us, so cleared here as libuv cleared it in its child.
+  for (int fd = 0; fd <= 2; ++fd)
+    if (const int flags = ::fcntl(fd, F_GETFL); flags >= 0 && (flags & O_NONBLOCK)) ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
   pid_t pid = 0;
   if (rc == 0) {
     auto argv = c_strings(spec.argv);
     auto env = c_strings(spec.env);
-    rc = ::posix_spawnp(&pid, spec.file.c_str(), &actions, &attr, argv.data(), env.data());
+    rc = ::posix_spawn(&pid, spec.file.c_str(), &actions, &attr, argv.data(), env.data());
   }
   posix_spawnattr_destroy(&attr);
   posix_spawn_file_actions_destroy(&actions);
-  if (rc != 0) return sys_error("posix_spawn " + spec.file, rc);
+  if (rc != 0) {
+    std::string why = std::strerror(rc);  // as uv_strerror words it: "no such file or directory"
+    if (!why.empty()) why[0] = static_cast<char>(std::tolower(static_cast<unsigned char>(why[0])));
+    return Error{"spawn " + spec.file + ": " + why};
+  }
   return pid;
 }
 
@@ -79,14 +89,17 @@ void* reap_on_thread(void* pid) {
 
 }  // namespace
 
-// One spawn: built on the loop, run on its own thread, reported back through
-// `async` (the thread's last touch of it is uv_async_send, which uv_close
-// waits out), freed when `async` has closed.
+// One spawn, shared by the loop and the spawner thread (the last one out
+// frees it). The thread reports through `async` under the mutex; the owner
+// nulls `async` under it before closing the handle, after which the thread
+// kills and reaps what it started itself: no thread ever touches a closed
+// handle, and nothing keeps the loop alive for a spawn that hangs.
 struct ChildProcess::Job {
-  uv_async_t async{};
-  ChildProcess* owner = nullptr;  // null once the owner closed: kill what was started
+  std::mutex mutex;
+  uv_async_t* async = nullptr;  // null once the owner let go
+  bool reported = false;        // the thread has sent its report
   ChildSpec spec;
-  // Written on the spawner thread before uv_async_send, read on the loop after.
+  // Written on the spawner thread before `reported`, read on the loop after.
   pid_t pid = 0;
   UniqueFd pidfd;
   std::string error;
@@ -105,19 +118,18 @@ Status ChildProcess::start(ChildSpec spec, StartedFn started, ExitedFn exited) {
     if (moved < 0) return errno_error("fcntl F_DUPFD_CLOEXEC (fd " + std::to_string(fd.get()) + " for the child)");
     fd = UniqueFd(moved);
   }
-  auto* job = new Job;
-  if (int rc = uv_async_init(loop_, &job->async, &ChildProcess::on_spawned); rc != 0) {
-    delete job;
+  if (int rc = report_.init(uv_async_init, loop_, this, &ChildProcess::on_report); rc != 0)
     return Error{std::string("uv_async_init (spawn): ") + uv_strerror(rc)};
-  }
-  job->async.data = job;
-  job->owner = this;
+  auto job = std::make_shared<Job>();
+  job->async = report_.get();
   job->spec = std::move(spec);
-  if (auto st = run_detached(&ChildProcess::spawn_on_thread, job); !st) {
-    uv_close(reinterpret_cast<uv_handle_t*>(&job->async), &ChildProcess::free_job);
+  auto* for_thread = new std::shared_ptr<Job>(job);
+  if (auto st = run_detached(&ChildProcess::spawn_on_thread, for_thread); !st) {
+    delete for_thread;
+    report_.close();
     return st;
   }
-  job_ = job;
+  job_ = std::move(job);
   state_ = State::Starting;
   pid_ = 0;
   pending_signal_ = 0;
@@ -127,7 +139,8 @@ Status ChildProcess::start(ChildSpec spec, StartedFn started, ExitedFn exited) {
 }
 
 void* ChildProcess::spawn_on_thread(void* arg) {
-  auto* job = static_cast<Job*>(arg);
+  const std::shared_ptr<Job> job = std::move(*static_cast<std::shared_ptr<Job>*>(arg));
+  delete static_cast<std::shared_ptr<Job>*>(arg);
   auto pid = spawn(job->spec);
   job->spec.fds.clear();  // the child has its copies; ours would hide its end of a pipe
   if (!pid) {
@@ -142,25 +155,52 @@ void* ChildProcess::spawn_on_thread(void* arg) {
     job->pid = pid.value();
     job->pidfd = UniqueFd(fd);
   }
-  uv_async_send(&job->async);
+  bool owner_gone = false;
+  {
+    std::lock_guard lock(job->mutex);
+    job->reported = true;
+    owner_gone = job->async == nullptr;
+    if (!owner_gone) uv_async_send(job->async);
+  }
+  if (owner_gone && job->pid > 0) {
+    // Nobody will ever stop or wait for it.
+    ::kill(job->pid, SIGKILL);
+    ::waitpid(job->pid, nullptr, 0);
+  }
   return nullptr;
 }
 
-void ChildProcess::free_job(uv_handle_t* handle) { delete static_cast<Job*>(handle->data); }
+void ChildProcess::on_report(uv_async_t* async) {
+  auto* self = static_cast<ChildProcess*>(async->data);
+  auto job = std::move(self->job_);
+  if (!job) return;
+  {
+    std::lock_guard lock(job->mutex);
+    job->async = nullptr;
+  }
+  self->report_.close();
+  self->started(*job);
+}
 
-void ChildProcess::on_spawned(uv_async_t* async) {
-  auto* job = static_cast<Job*>(async->data);
-  uv_close(reinterpret_cast<uv_handle_t*>(async), &ChildProcess::free_job);  // frees it after this turn
-  if (job->owner) return job->owner->started(*job);
-  if (job->pid <= 0) return;
-  // Nobody will ever stop or wait for it.
-  ::kill(job->pid, SIGKILL);
-  if (!run_detached(&reap_on_thread, reinterpret_cast<void*>(static_cast<intptr_t>(job->pid))))
-    ::waitpid(job->pid, nullptr, 0);  // killed: not long
+void ChildProcess::let_go_of_job() {
+  if (!job_) return;
+  pid_t unreported = 0;
+  {
+    std::lock_guard lock(job_->mutex);
+    job_->async = nullptr;
+    // Reported, but the report not taken yet: the thread left it to us.
+    if (job_->reported) unreported = job_->pid;
+  }
+  report_.close();
+  job_.reset();
+  if (unreported > 0) {
+    ::kill(unreported, SIGKILL);  // ours and unreaped: the pid is still its own
+    if (!run_detached(&reap_on_thread, reinterpret_cast<void*>(static_cast<intptr_t>(unreported))))
+      ::waitpid(unreported, nullptr, 0);  // killed: not long
+  }
 }
 
 void ChildProcess::started(Job& job) {
-  job_ = nullptr;
   auto started = std::move(on_started_);
   if (!job.error.empty()) {
     state_ = State::Idle;
@@ -184,7 +224,7 @@ void ChildProcess::started(Job& job) {
     if (started) started(Error{"uv_poll_start (pidfd of pid " + std::to_string(pid_) + "): " + uv_strerror(rc)});
     return;
   }
-  if (pending_signal_ != 0) ::kill(pid_, std::exchange(pending_signal_, 0));
+  if (pending_signal_ != 0) kill(std::exchange(pending_signal_, 0));
   if (started) started(pid_);
 }
 
@@ -194,7 +234,9 @@ bool ChildProcess::kill(int signo) {
       pending_signal_ = signo;
       return true;
     case State::Running:
-      return ::kill(pid_, signo) == 0;  // unreaped: the pid is still this child's
+      // Through the pidfd: should the child have been reaped behind our back
+      // (SIGCHLD ignored), its pid could be someone else's.
+      return ::syscall(SYS_pidfd_send_signal, pidfd_.get(), signo, nullptr, 0) == 0;
     case State::Idle:
     case State::Exited:
     case State::Closed:
@@ -229,11 +271,19 @@ void ChildProcess::reap() {
   if (exited) exited(exit_status, term_signal);
 }
 
+void ChildProcess::abandon() {
+  if (state_ == State::Running) {
+    kill(SIGKILL);  // fails only if it has exited already: reaped all the same
+    // Without a thread it stays a zombie until we exit, as a closed uv_process_t did.
+    (void)run_detached(&reap_on_thread, reinterpret_cast<void*>(static_cast<intptr_t>(pid_)));
+  }
+  close();  // one still being spawned is killed (and reaped) as soon as it exists
+}
+
 void ChildProcess::close() {
   on_started_ = {};
   on_exited_ = {};
-  if (job_) job_->owner = nullptr;
-  job_ = nullptr;
+  let_go_of_job();
   exit_watch_.close();
   pidfd_.reset();
   state_ = State::Closed;

@@ -5,6 +5,8 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <limits>
+#include <optional>
 
 namespace baton::handoff {
 namespace {
@@ -35,7 +37,15 @@ ConnectionHandoff::~ConnectionHandoff() {
 }
 
 void ConnectionHandoff::start(const std::vector<HandoffConnection*>& connections) {
+  // All at once: the caller cannot tell us of one that closes before its turn.
+  start([it = connections.begin(), end = connections.end()]() mutable { return it == end ? nullptr : *it++; },
+        std::numeric_limits<size_t>::max());
+}
+
+void ConnectionHandoff::start(Source next, size_t at_once) {
   started_ = std::chrono::steady_clock::now();
+  source_ = std::move(next);
+  at_once_ = std::max<size_t>(at_once, 1);
   subscription_ = predecessor_.subscribe_link({
       [this](const std::vector<ConnectionAck>& acks) { on_acks(acks); },
       [this](const std::string& why) { on_link_lost(why); },
@@ -44,25 +54,49 @@ void ConnectionHandoff::start(const std::vector<HandoffConnection*>& connections
   send_tick_.init(uv_timer_init, loop_, this);
   stall_.init(uv_timer_init, loop_, this);
   flush_deadline_.init(uv_timer_init, loop_, this);
-  uv_timer_start(flush_deadline_.get(), &ConnectionHandoff::on_flush_deadline,
-                 static_cast<uint64_t>(flush_bound_.count()), 0);
-  for (HandoffConnection* c : connections) {
+  // The link may have closed in the probation (the successor serves on, but
+  // can take nothing from us): nothing is offered, everything is served here.
+  if (!predecessor_.link_open()) return keep_unsent("the link to the successor closed before the hand-off");
+  spdlog::info("handoff: handing connections to the successor, {} at a time", at_once_ == std::numeric_limits<size_t>::max() ? std::string("all") : std::to_string(at_once_));
+  advance();
+}
+
+void ConnectionHandoff::offer_more() {
+  // Not while offering (begin_handoff may report back at once), and only
+  // while sending: what is not offered is simply served here on.
+  if (offering_) return;
+  offering_ = true;
+  while (source_ && sending_ && entries_.size() < at_once_) {
+    HandoffConnection* c = source_();
+    if (!c) {
+      source_ = nullptr;
+      break;
+    }
     if (ids_.contains(c)) continue;
     const uint64_t id = next_id_++;
     ids_[c] = id;
     entries_[id] = {c, Stage::Flushing, std::chrono::steady_clock::now()};
     ++offered_;
     if (!c->begin_handoff(*this)) {
-      forget(entries_.find(id));
+      if (auto it = entries_.find(id); it != entries_.end()) forget(it);
       std::erase(ready_, id);  // should it have said flushed before refusing
       --offered_;  // already closing: the server sees it out
     }
   }
-  spdlog::info("handoff: handing {} connection(s) to the successor", offered_);
-  // The link may have closed in the probation (the successor serves on, but
-  // can take nothing from us): nothing is sent, everything is served here.
-  if (!predecessor_.link_open()) return keep_unsent("the link to the successor closed before the hand-off");
-  log_if_settled();
+  offering_ = false;
+  arm_flush_deadline();
+}
+
+void ConnectionHandoff::arm_flush_deadline() {
+  // Each connection gets flush_bound from its own begin_handoff.
+  std::optional<std::chrono::steady_clock::time_point> first;
+  for (const auto& [id, e] : entries_)
+    if (e.stage == Stage::Flushing && (!first || e.paused < *first)) first = e.paused;
+  if (!first) return (void)uv_timer_stop(flush_deadline_.get());
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(*first + flush_bound_ -
+                                                                          std::chrono::steady_clock::now());
+  uv_timer_start(flush_deadline_.get(), &ConnectionHandoff::on_flush_deadline,
+                 static_cast<uint64_t>(std::max<int64_t>(left.count(), 0)) + 1, 0);
 }
 
 size_t ConnectionHandoff::count(Stage stage) const {
@@ -106,7 +140,7 @@ void ConnectionHandoff::gone(HandoffConnection& c) {
     entries_.erase(it);
     std::erase(ready_, id);
   }
-  log_if_settled();
+  advance();
 }
 
 void ConnectionHandoff::on_send_tick(uv_timer_t* t) { static_cast<ConnectionHandoff*>(t->data)->send_ready(); }
@@ -142,10 +176,12 @@ void ConnectionHandoff::send_ready() {
     ++batches_in_flight_;
     progress();
   }
-  // Work left that cannot go now: the successor has kStallBound to make room.
-  if (sending_ && !ready_.empty() && !uv_is_active(reinterpret_cast<uv_handle_t*>(stall_.get())))
+  // Work left that cannot go now, or answers awaited (the next connections
+  // wait for them): the successor has kStallBound to make progress.
+  if (sending_ && (!ready_.empty() || batches_in_flight_ > 0) &&
+      !uv_is_active(reinterpret_cast<uv_handle_t*>(stall_.get())))
     uv_timer_start(stall_.get(), &ConnectionHandoff::on_stall, static_cast<uint64_t>(kStallBound.count()), 0);
-  log_if_settled();
+  advance();
 }
 
 void ConnectionHandoff::progress() { uv_timer_stop(stall_.get()); }
@@ -204,17 +240,27 @@ void ConnectionHandoff::keep_unsent(const std::string& why) {
   std::vector<uint64_t> unsent;
   for (auto& [id, e] : entries_)
     if (e.stage == Stage::Flushing || e.stage == Stage::Ready) unsent.push_back(id);
-  if (!unsent.empty()) spdlog::warn("handoff: {}; keeping {} connection(s) not yet sent and draining them here", why,
-                                    unsent.size());
+  // Those never offered were never stopped: they stay as they are, counted.
+  size_t never_offered = 0;
+  if (source_ && !offering_) {
+    while (source_()) ++never_offered;
+    source_ = nullptr;
+  }
+  if (!unsent.empty() || never_offered)
+    spdlog::warn("handoff: {}; keeping {} connection(s) not yet sent and draining them here", why,
+                 unsent.size() + never_offered);
+  kept_ += never_offered;
   for (auto id : unsent) keep(id);
   ready_.clear();
-  log_if_settled();
+  advance();
 }
 
 void ConnectionHandoff::keep(uint64_t id) {
   auto it = entries_.find(id);
   if (it == entries_.end()) return;
   HandoffConnection* c = it->second.connection;
+  if (c) stops_.push_back(std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() -
+                                                                                it->second.paused));
   forget(it);
   std::erase(ready_, id);
   ++kept_;
@@ -231,23 +277,25 @@ void ConnectionHandoff::abandon_unknown() {
   if (!copies.empty())
     spdlog::info("handoff: closing our copy of {} connection(s) the successor may have passed on", copies.size());
   for (auto* c : copies) c->close_handed_off();
-  log_if_settled();
+  advance();
 }
 
 void ConnectionHandoff::on_flush_deadline(uv_timer_t* t) {
   auto* self = static_cast<ConnectionHandoff*>(t->data);
+  const auto now = std::chrono::steady_clock::now();
   std::vector<uint64_t> stuck;
   for (auto& [id, e] : self->entries_)
-    if (e.stage == Stage::Flushing) stuck.push_back(id);
-  if (stuck.empty()) return;
-  spdlog::info("handoff: {} connection(s) did not flush within {} ms (the client is not reading); draining them here",
-               stuck.size(), self->flush_bound_.count());
+    if (e.stage == Stage::Flushing && e.paused + self->flush_bound_ <= now) stuck.push_back(id);
+  if (!stuck.empty())
+    spdlog::info("handoff: {} connection(s) did not flush within {} ms (the client is not reading); draining them here",
+                 stuck.size(), self->flush_bound_.count());
   for (auto id : stuck) self->keep(id);
-  self->log_if_settled();
+  self->advance();
 }
 
-void ConnectionHandoff::log_if_settled() {
-  if (reported_ || !entries_.empty()) return;
+void ConnectionHandoff::advance() {
+  offer_more();
+  if (reported_ || !entries_.empty() || (source_ && sending_)) return;
   reported_ = true;
   const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started_).count();
   spdlog::info("handoff: done in {:.1f} ms: {} connection(s) handed over, {} kept here to drain", ms, handed_over_,

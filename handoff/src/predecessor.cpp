@@ -58,12 +58,12 @@ void Predecessor::close() {
   // A new process that has not committed must not outlive the attempt; one
   // that has is the service now (or about to be) and is left alone.
   const bool committed = state() == UpgradeState::Probation || state() == UpgradeState::HandedOver;
-  if (!exited_ && !committed) process_.kill(SIGKILL);
   events_ = {};
   link_handlers_ = {};
   link_.close();
   deadline_.close();
-  process_.close();
+  if (!exited_ && !committed) process_.abandon();  // killed and reaped, even if still being spawned
+  else process_.close();
   channel_.reset();
 }
 
@@ -74,10 +74,6 @@ Status Predecessor::start(const SpawnSpec& spec, std::vector<ListenerOffer> list
       return Error{"busy: this generation already handed over to pid " + std::to_string(pid_)};
     return Error{std::string("busy: an upgrade is already in progress (") + to_string(state()) + ")"};
   }
-  // The usual mistakes (no such file, not executable) refused at once; what
-  // only the exec finds out (a bad format, a missing loader) is an outcome.
-  if (spec.binary.find('/') != std::string::npos && ::access(spec.binary.c_str(), X_OK) != 0)
-    return Error{"spawn " + spec.binary + ": " + uv_strerror(uv_translate_sys_error(errno))};
   auto pair = HandoffChannel::create_pair();
   if (!pair) return pair.error();
   auto [ours, theirs] = std::move(pair).value();
@@ -139,11 +135,9 @@ void Predecessor::on_spawned(Result<pid_t> pid) {
   }
   pid_ = pid.value();
   spdlog::info("upgrade: spawned {} as pid {}", binary_, pid_);
-  // Failed while it was being spawned (a deadline, a cancel): it was killed
-  // the moment it existed; its exit ends the rollback.
-  if (state() != UpgradeState::Spawning) return;
   if (events_.progress) events_.progress("spawned");
-  if (state() != UpgradeState::Spawning) return;
+  // A callback may have closed us, or cancelled the upgrade.
+  if (state() != UpgradeState::Spawning || !channel_) return;
   auto channel = std::move(*channel_);
   channel_.reset();
   if (auto st = link_.open(std::move(channel)); !st) fail(st.error().message);
@@ -365,6 +359,16 @@ void Predecessor::fail(const std::string& reason, bool let_it_exit) {
     finish_rollback("already exited");
     return;
   }
+  if (process_.state() == ChildProcess::State::Starting) {
+    // Still being spawned (an exec that hangs on a dead mount, a child
+    // stopped before its exec): nothing to wait for. It is killed, and
+    // reaped, whenever it comes to exist.
+    process_.abandon();
+    channel_.reset();
+    exited_ = true;
+    finish_rollback("the spawn had not returned; killed as soon as it exists");
+    return;
+  }
   if (!let_it_exit) {
     kill_successor();
     return;
@@ -440,7 +444,9 @@ void Predecessor::on_exit(int64_t exit_status, int term_signal) {
 
 void Predecessor::finish_rollback(const std::string& how_it_ended) {
   auto elapsed = machine_.since_start();
-  machine_.transition(UpgradeState::Idle, "new process pid " + std::to_string(pid_) + " reaped (" + how_it_ended + ")");
+  machine_.transition(UpgradeState::Idle, (pid_ ? "new process pid " + std::to_string(pid_) + " reaped"
+                                                : std::string("no new process to reap")) +
+                                               " (" + how_it_ended + ")");
   offers_.clear();
   state_.clear();
   report(UpgradeOutcome{false, pid_, failure_, elapsed, failed_after_commit_});

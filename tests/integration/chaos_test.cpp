@@ -484,18 +484,26 @@ std::optional<nlohmann::json> Chaos::status() {
 }
 
 // "upgrade: spawned BINARY as pid N" from `from`, or a refusal/immediate failure.
+// The spawn runs off the loop: a storm's later signals are refused as busy
+// before the first one's child is reported; those refusals say it started.
 pid_t Chaos::wait_spawned(pid_t from, size_t mark, std::string* refusal) {
-  size_t which = 0;
-  auto i = log_->wait(from, {kSpawned, kRefused, "upgrade failed ("}, mark, 20s, &which);
-  if (!i) {
-    *refusal = "no 'upgrade: spawned' line within 20 s";
-    return 0;
+  for (;;) {
+    size_t which = 0;
+    auto i = log_->wait(from, {kSpawned, kRefused, "upgrade failed ("}, mark, 20s, &which);
+    if (!i) {
+      *refusal = "no 'upgrade: spawned' line within 20 s";
+      return 0;
+    }
+    if (which == 1 && log_->at(*i).find("busy: an upgrade is already in progress (spawning)") != std::string::npos) {
+      mark = *i + 1;
+      continue;
+    }
+    if (which != 0) {
+      *refusal = log_->at(*i);
+      return 0;
+    }
+    return number_after(log_->at(*i), " as pid ");
   }
-  if (which != 0) {
-    *refusal = log_->at(*i);
-    return 0;
-  }
-  return number_after(log_->at(*i), " as pid ");
 }
 
 Chaos::Outcome Chaos::wait_outcome(pid_t from, size_t mark) {

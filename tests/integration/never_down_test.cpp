@@ -466,7 +466,7 @@ TEST(NeverDown, AHandOffOverALinkClosedInTheProbationKeepsEveryConnection) {
   ASSERT_NO_FATAL_FAILURE(connect_clients(d, 3, conns));
   ::kill(gen1, SIGUSR2);
   ASSERT_TRUE(d.process().wait_for_line("closed the channel after SERVING")) << d.log();
-  ASSERT_TRUE(d.wait_for_line(gen1, "handoff: handing 3 connection(s)", 20s)) << d.log();
+  ASSERT_TRUE(d.wait_for_line(gen1, "closed before the hand-off; keeping 3 connection(s)", 20s)) << d.log();
   for (auto& c : conns) EXPECT_TRUE(echo_roundtrip(c.get(), "served here again")) << d.log();
   conns.clear();
   auto status = d.process().wait_exit(20s);

@@ -4,8 +4,10 @@
 
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <fstream>
 #include <set>
 
@@ -28,6 +30,58 @@ int socket_count(pid_t pid) {
 // connections at a steady rate.
 const std::vector<std::string> kLoad = {"--connections", "8", "--pipeline", "2", "--message-size", "512",
                                         "--rate", "200", "--churn-rate", "100"};
+
+// posix_spawn held for `delay_ms` (an LD_PRELOAD shim), as an exec that hangs would hold it.
+ProcessOptions slow_spawn(int delay_ms) {
+  const char* asan = std::getenv("ASAN_OPTIONS");
+  const std::string asan_options = (asan && *asan ? std::string(asan) + ":" : std::string()) + "verify_asan_link_order=0";
+  return with_env({std::string("LD_PRELOAD=") + BATON_SLOW_SPAWN_SHIM,
+                   "BATON_TEST_SPAWN_DELAY_MS=" + std::to_string(delay_ms), "ASAN_OPTIONS=" + asan_options});
+}
+
+// The spawn runs on a thread of its own: one that does not return by the
+// READY deadline fails the upgrade then (not when it returns), the loop
+// serves meanwhile, and neither a new request nor a stop waits for it.
+TEST(Upgrade, ASpawnThatHangsFailsAtTheReadyDeadlineAndHoldsNothingUp) {
+  auto d = BatondProcess::start({"--listen", "echo=tcp://127.0.0.1:0", "--upgrade-timeout", "1"}, slow_spawn(60000));
+  const pid_t pid = d.serving_pid();
+  auto held = connect_to(d.address());
+  ASSERT_TRUE(held && echo_roundtrip(held.get(), "before"));
+  auto r = d.upgrade(15s);  // the spawn returns after 60 s
+  EXPECT_FALSE(r.ok) << r.line;
+  EXPECT_NE(r.line.find("no READY within 1000 ms"), std::string::npos) << r.line << "\n" << d.log();
+  EXPECT_NE(r.line.find("still serving"), std::string::npos) << r.line;
+  EXPECT_TRUE(echo_roundtrip(held.get(), "during the spawn"));
+  auto again = d.upgrade(15s);  // not "busy": that attempt is over
+  EXPECT_NE(again.line.find("no READY within 1000 ms"), std::string::npos) << again.line << "\n" << d.log();
+  EXPECT_EQ(d.count_lines(pid, "busy"), 0) << d.log();
+  held.reset();  // nothing to drain: the stop is over at once, unless the spawn holds it
+  ::kill(pid, SIGTERM);
+  auto st = d.process().wait_exit(15s);
+  ASSERT_TRUE(st) << "a stop waited for the spawn\n" << d.log();
+  EXPECT_TRUE(st->success()) << st->describe() << "\n" << d.log();
+}
+
+// A binary the kernel cannot execute (no ELF, no #!): the spawn reports it
+// after the request, as the upgrade's outcome; nothing was started.
+TEST(Upgrade, ABinaryThatCannotBeExecutedFailsTheUpgradeAndServingGoesOn) {
+  TempDir dir;
+  const auto binary = dir.file("not-a-program");
+  { std::ofstream(binary) << "this is text, not a program\n"; }
+  ASSERT_EQ(::chmod(binary.c_str(), 0755), 0);
+  auto d = BatondProcess::start({"--listen", "echo=tcp://127.0.0.1:0", "--binary", binary});
+  const pid_t pid = d.serving_pid();
+  auto held = connect_to(d.address());
+  ASSERT_TRUE(held && echo_roundtrip(held.get(), "before"));
+  auto r = d.upgrade();
+  EXPECT_FALSE(r.ok) << r.line;
+  EXPECT_NE(r.line.find("spawn " + binary + ": exec format error"), std::string::npos) << r.line << "\n" << d.log();
+  EXPECT_NE(r.line.find("still serving"), std::string::npos) << r.line;
+  EXPECT_EQ(d.count_lines(pid, "upgrade: spawned"), 0) << d.log();
+  EXPECT_TRUE(echo_roundtrip(held.get(), "after"));
+  EXPECT_EQ(d.serving_pid(), pid);
+  EXPECT_EQ(zombie_children_of(pid), 0);
+}
 
 TEST(Upgrade, TwentyUpgradesUnderLoadLoseNothing) {
   TempDir dir;

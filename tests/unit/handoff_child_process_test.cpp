@@ -141,7 +141,7 @@ TEST(ChildProcess, AMissingBinaryIsReportedAndNothingRuns) {
   l.run();
   ASSERT_TRUE(out.started);
   ASSERT_FALSE(out.started->ok());
-  EXPECT_NE(out.started->error().message.find("No such file or directory"), std::string::npos)
+  EXPECT_NE(out.started->error().message.find("no such file or directory"), std::string::npos)
       << out.started->error().message;
   EXPECT_FALSE(out.exited);
   EXPECT_EQ(child.state(), ChildProcess::State::Idle);

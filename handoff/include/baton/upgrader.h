@@ -124,9 +124,8 @@ class Upgrader {
   Status ready();
 
   // Starts an upgrade, as the signal does. Refused while not ready, while
-  // one is in flight, after `upgraded`, and when the binary is missing or not
-  // executable. The spawn runs off the loop thread; an exec that fails there
-  // is reported by `failed`.
+  // one is in flight, and after `upgraded`. The spawn runs off the loop
+  // thread: a binary that cannot be executed is reported by `failed`.
   Status upgrade();
 
   // After `upgraded`: gives these connections to the new generation, which

@@ -9,17 +9,25 @@
 // through a uv_async. Not libuv's thread pool: its first use starts four
 // threads from the loop thread and waits for each, over a millisecond.
 // The exit is watched on the loop through a pidfd, so nothing depends on
-// SIGCHLD, and no other waitpid in the process can take the child's status.
+// SIGCHLD. The status is ours only if nothing else reaps the child: SIGCHLD
+// must not be ignored (SIG_IGN reaps automatically) and no waitpid(-1) may
+// run; otherwise the exit is reported as status -1 (not a clean one).
 //
 // What the child gets: exactly the fds in `fds` at the numbers given (and
-// whatever this process has without close-on-exec: its stdio), every signal at
-// its default disposition, an empty signal mask. Linux 5.3 or later (pidfd).
+// whatever this process has without close-on-exec, while the spawn runs on
+// its thread: its stdio, made blocking as uv_spawn did), every signal at its
+// default disposition, an empty signal mask. Its parent thread is the short-
+// lived spawner thread: a child using PR_SET_PDEATHSIG would get its signal
+// at once. `file` is executed as it is (no PATH lookup, no /bin/sh fallback
+// for a script without #!). Linux 5.3 or later, pidfd_open and
+// pidfd_send_signal allowed (a seccomp profile may refuse them).
 
 #include <sys/types.h>
 #include <uv.h>
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -31,7 +39,7 @@
 namespace baton::handoff {
 
 struct ChildSpec {
-  std::string file;               // a path, or a name looked up in PATH
+  std::string file;               // the path to execute (relative to the working directory if not absolute)
   std::vector<std::string> argv;  // argv[0] included
   std::vector<std::string> env;   // "NAME=value"
   // The child's fd number, and the fd it gets there. Closed here once the
@@ -66,6 +74,9 @@ class ChildProcess {
   // service now); one whose spawn is still under way is killed as soon as it
   // exists, since nobody could ever stop or wait for it otherwise.
   void close();
+  // close(), and a child that is running is killed and reaped (on a thread
+  // of its own); one still being spawned is killed as soon as it exists.
+  void abandon();
 
   enum class State { Idle, Starting, Running, Exited, Closed };
   State state() const { return state_; }
@@ -74,15 +85,17 @@ class ChildProcess {
  private:
   struct Job;
   static void* spawn_on_thread(void* job);
-  static void on_spawned(uv_async_t* async);
-  static void free_job(uv_handle_t* async);
+  static void on_report(uv_async_t* async);
+  // Closes the report handle; a child already reported is killed and reaped.
+  void let_go_of_job();
   static void on_pidfd(uv_poll_t* poll, int status, int events);
   void started(Job& job);
   void reap();
 
   uv_loop_t* loop_;
   State state_ = State::Idle;
-  Job* job_ = nullptr;  // while Starting; freed once its report is in
+  std::shared_ptr<Job> job_;  // while Starting
+  UvHandle<uv_async_t> report_;
   pid_t pid_ = 0;
   int pending_signal_ = 0;  // kill() while Starting
   UniqueFd pidfd_;

@@ -5,8 +5,11 @@
 //
 // For each connection: stop reading, let what it owes the client flush
 // (bounded by `flush_bound`), send its fd over the channel in batches, and
-// close our copy only when the successor acknowledges it. A connection is
-// read by one process only:
+// close our copy only when the successor acknowledges it. Connections taken
+// from a Source go a few at a time: the next ones stop only once earlier
+// ones are answered, so each is read by neither process for about one small
+// batch's round trip (not the whole hand-off's), and the rest are served
+// here meanwhile. A connection is read by one process only:
 //   - one that will not flush, that the successor refuses, or that was never
 //     sent (the link broke, or the successor stopped reading for longer than
 //     kStallBound) is served here again and drained the ordinary way;
@@ -78,7 +81,15 @@ class ConnectionHandoff {
   ConnectionHandoff(const ConnectionHandoff&) = delete;
   ConnectionHandoff& operator=(const ConnectionHandoff&) = delete;
 
-  // Offers each connection (begin_handoff), once.
+  // The next connection to offer, nullptr once there is none left. Called
+  // as the hand-off makes room, from the loop; it must return only
+  // connections that are still open (it is how the server tells us of one
+  // that closed before its turn) and may return one more than once.
+  using Source = std::function<HandoffConnection*()>;
+  // At most `at_once` connections stopped and unanswered at any time.
+  void start(Source next, size_t at_once);
+  // All at once (begin_handoff on each, now): for a caller that cannot tell
+  // whether one closed before its turn would come.
   void start(const std::vector<HandoffConnection*>& connections);
   // The successor exited after committing to a newer generation, which may
   // serve what it adopted from us: close our copies of those, nothing more.
@@ -88,10 +99,11 @@ class ConnectionHandoff {
   // Called once, when that happens (from inside start() if nothing needs to
   // wait). It must not destroy this object.
   void on_settled(std::function<void()> fn) { on_settled_ = std::move(fn); }
-  // For each connection handed off so far: how long it was read by neither
-  // process, bounded from above (from begin_handoff, when this process
-  // stopped reading it, to the ACK saying the successor adopted it, which it
-  // sends once it reads it). In the order the ACKs came.
+  // For each connection offered so far and settled: how long it stopped,
+  // from begin_handoff (this process no longer reads it) to the ACK saying
+  // the successor adopted it (it has registered it for reading, and reads it
+  // from its next loop turn), or to its being served here again (kept: not
+  // flushed in time, refused, never sent).
   const std::vector<std::chrono::microseconds>& stops() const { return stops_; }
 
   // From the connections (see HandoffConnection).
@@ -122,10 +134,14 @@ class ConnectionHandoff {
   // Stop handing over: what was not sent yet is served here.
   void keep_unsent(const std::string& why);
   void keep(uint64_t id);
+  // Offers more from the source while there is room, then re-arms the flush deadline.
+  void offer_more();
+  void arm_flush_deadline();
+  // Offers more, or reports once everything is settled.
+  void advance();
   // Drops an entry, and its connection's id.
   Entries::iterator forget(Entries::iterator it);
   void progress();
-  void log_if_settled();
   size_t count(Stage stage) const;
 
   uv_loop_t* loop_;
@@ -137,6 +153,9 @@ class ConnectionHandoff {
   std::unordered_map<HandoffConnection*, uint64_t> ids_;
   uint64_t next_id_ = 1;
   std::deque<uint64_t> ready_;  // in the order they flushed
+  Source source_;                // null once it ran dry
+  size_t at_once_ = 0;
+  bool offering_ = false;        // inside offer_more (begin_handoff may call back)
   size_t batches_in_flight_ = 0;
   bool sending_ = true;  // false once the link broke or the successor stalled
   UvHandle<uv_timer_t> send_tick_;

@@ -108,8 +108,10 @@ class Predecessor {
   // Starts an upgrade. Fails at once ("busy", no channel) without calling
   // the outcome callback; otherwise the callback runs exactly once, later.
   // The new process is spawned off the loop thread: its pid is known at the
-  // "spawned" progress step, and a binary that cannot be executed is an
-  // outcome (ok = false, pid 0), not an error from here.
+  // "spawned" progress step, and a binary that cannot be executed (missing,
+  // not executable, a bad format) is an outcome (ok = false, pid 0), not an
+  // error from here. A spawn that has not returned by the READY deadline (or
+  // a cancel) fails the upgrade at once; the child is killed when it appears.
   // `caller_state` goes with the listeners (protocol 3; a successor that speaks an
   // older version is refused, not served without it).
   Status start(const SpawnSpec& spec, std::vector<ListenerOffer> listeners, UpgradeTimeouts timeouts,
