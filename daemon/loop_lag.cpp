@@ -1,5 +1,8 @@
 #include "loop_lag.h"
 
+#include <time.h>
+
+#include <algorithm>
 #include <cstdio>
 
 namespace baton::daemon {
@@ -7,6 +10,13 @@ namespace {
 
 double ms(uint64_t ns) { return static_cast<double>(ns) / 1e6; }
 double us_ms(uint64_t us) { return static_cast<double>(us) / 1e3; }
+
+// The CPU time this thread has used (the loop's: on_check runs on it).
+uint64_t thread_cpu_ns() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000u + static_cast<uint64_t>(ts.tv_nsec);
+}
 
 }  // namespace
 
@@ -24,6 +34,7 @@ int LoopLag::start(uv_loop_t* loop) {
   uv_unref(check_.handle());
   last_check_ns_ = uv_hrtime();
   last_idle_ns_ = idle_metric_ ? uv_metrics_idle_time(loop) : 0;
+  last_cpu_ns_ = thread_cpu_ns();
   return uv_check_start(check_.get(), &LoopLag::on_check);
 }
 
@@ -52,10 +63,13 @@ void LoopLag::on_check(uv_check_t* c) {
   auto* self = static_cast<LoopLag*>(c->data);
   const uint64_t now = uv_hrtime();
   const uint64_t idle = self->idle_metric_ ? uv_metrics_idle_time(self->loop_) : self->last_idle_ns_;
+  const uint64_t cpu = thread_cpu_ns();
   const uint64_t wall = now - self->last_check_ns_, waited = idle - self->last_idle_ns_;
-  const uint64_t blocked = wall > waited ? wall - waited : 0;
+  const uint64_t used = cpu - self->last_cpu_ns_;
+  const uint64_t blocked = std::min(wall > waited ? wall - waited : 0, used);
   self->last_check_ns_ = now;
   self->last_idle_ns_ = idle;
+  self->last_cpu_ns_ = cpu;
   if (!self->check_based_) {
     self->check_based_ = true;
     return;

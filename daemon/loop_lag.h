@@ -2,8 +2,13 @@
 // LoopLag: the event loop's own measure of how late it is, two ways.
 //   - Blocked: after each I/O poll (a check handle), the time the loop spent
 //     since the previous one doing anything but waiting in the kernel
-//     (libuv's idle-time metric subtracted): the longest a new event could
-//     have waited for it. Max and p99 per iteration since start.
+//     (libuv's idle-time metric subtracted), and never more than the CPU time
+//     its thread used meanwhile: the loop's own work, the longest a new event
+//     could have waited for it. The CPU bound matters: libuv 1.44 does not
+//     count a wait that a signal ends (SIGUSR2, the upgrade's own trigger) as
+//     idle, which made an idle loop look blocked for the whole wait (up to the
+//     100 ms probe period); and a thread the kernel preempted was not busy
+//     (the probe lag below shows that). Max and p99 per iteration since start.
 //   - Lag: how late a probe timer of its own fires, every 100 ms. Last, max
 //     and p99 since start.
 // Both also over a window (an upgrade: begin_window at its request,
@@ -60,7 +65,7 @@ class LoopLag {
   bool idle_metric_ = false;  // uv_loop_configure(UV_METRICS_IDLE_TIME) took
   uint64_t due_ns_ = 0;       // uv_hrtime() at which the probe should fire
   uint64_t last_ns_ = 0;
-  uint64_t last_check_ns_ = 0, last_idle_ns_ = 0;
+  uint64_t last_check_ns_ = 0, last_idle_ns_ = 0, last_cpu_ns_ = 0;
   // The first turn of each probe only sets its base: before the loop runs
   // (a new generation's whole take-over) is not a loop turn.
   bool timer_based_ = false, check_based_ = false;

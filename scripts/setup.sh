@@ -6,7 +6,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 PACKAGES=(
   cmake g++ make pkg-config
-  libuv1-dev libspdlog-dev libcli11-dev nlohmann-json3-dev libtomlplusplus-dev libsystemd-dev libhttp-parser-dev
+  libuv1-dev libspdlog-dev libcli11-dev nlohmann-json3-dev libtomlplusplus-dev libhttp-parser-dev
   libgtest-dev
   netcat-openbsd procps
   python3 python3-matplotlib gunicorn uwsgi-core uwsgi-plugin-python3 lighttpd wrk prometheus

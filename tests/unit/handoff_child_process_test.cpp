@@ -19,29 +19,14 @@
 
 #include <gtest/gtest.h>
 
+#include "unit_util.h"
+
 namespace baton::handoff {
 namespace {
 
 using namespace std::chrono_literals;
 
-struct Loop {
-  uv_loop_t loop{};
-  Loop() { uv_loop_init(&loop); }
-  ~Loop() {
-    uv_run(&loop, UV_RUN_DEFAULT);
-    uv_loop_close(&loop);
-  }
-  // Runs until nothing is left to do, or 10 s (a guard, not a budget).
-  void run() {
-    uv_timer_t guard;
-    uv_timer_init(&loop, &guard);
-    uv_timer_start(&guard, [](uv_timer_t* t) { uv_stop(t->loop); }, 10000, 0);
-    uv_unref(reinterpret_cast<uv_handle_t*>(&guard));
-    uv_run(&loop, UV_RUN_DEFAULT);
-    uv_close(reinterpret_cast<uv_handle_t*>(&guard), nullptr);
-    uv_run(&loop, UV_RUN_NOWAIT);
-  }
-};
+using Loop = unit::TestLoop;
 
 struct Outcome {
   std::optional<Result<pid_t>> started;

@@ -15,26 +15,14 @@
 
 #include "baton/handoff/channel.h"
 #include "baton/handoff/protocol.h"
+#include "unit_util.h"
 
 namespace baton::handoff {
 namespace {
 
 using namespace std::chrono_literals;
 
-struct Loop {
-  uv_loop_t loop{};
-  Loop() { uv_loop_init(&loop); }
-  ~Loop() {
-    uv_run(&loop, UV_RUN_DEFAULT);  // close callbacks
-    uv_loop_close(&loop);
-  }
-  // Runs until `done` or 5 s.
-  template <class F>
-  void run_until(F done) {
-    const auto until = std::chrono::steady_clock::now() + 5s;
-    while (!done() && std::chrono::steady_clock::now() < until) uv_run(&loop, UV_RUN_NOWAIT);
-  }
-};
+using Loop = unit::TestLoop;
 
 struct Linked {
   std::vector<StateUpdate> updates;

@@ -10,8 +10,10 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <uv.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cerrno>
 #include <cstdlib>
 #include <optional>
@@ -116,5 +118,33 @@ inline rlim_t raise_nofile(rlim_t want) {
   }
   return rl.rlim_cur;
 }
+
+// A libuv loop of a test's own; closed (its close callbacks run) at the end.
+struct TestLoop {
+  uv_loop_t loop{};
+  TestLoop() { uv_loop_init(&loop); }
+  ~TestLoop() {
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+  }
+  TestLoop(const TestLoop&) = delete;
+  TestLoop& operator=(const TestLoop&) = delete;
+  // Runs until `done` or 5 s.
+  template <class F>
+  void run_until(F done) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (!done() && std::chrono::steady_clock::now() < until) uv_run(&loop, UV_RUN_NOWAIT);
+  }
+  // Runs until nothing is left to do, or 10 s (a guard, not a budget).
+  void run() {
+    uv_timer_t guard;
+    uv_timer_init(&loop, &guard);
+    uv_timer_start(&guard, [](uv_timer_t* t) { uv_stop(t->loop); }, 10000, 0);
+    uv_unref(reinterpret_cast<uv_handle_t*>(&guard));
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_close(reinterpret_cast<uv_handle_t*>(&guard), nullptr);
+    uv_run(&loop, UV_RUN_NOWAIT);
+  }
+};
 
 }  // namespace baton::unit
