@@ -262,7 +262,11 @@ handoff::Status Daemon::start_accepting() {
   return {};
 }
 
-void Daemon::on_signal(uv_signal_t* handle, int signo) { static_cast<Daemon*>(handle->data)->handle_signal(signo); }
+void Daemon::on_signal(uv_signal_t* handle, int signo) {
+  auto* self = static_cast<Daemon*>(handle->data);
+  self->loop_lag_.signal_woke();
+  self->handle_signal(signo);
+}
 
 void Daemon::handle_signal(int signo) {
   switch (signo) {

@@ -222,6 +222,7 @@ void Daemon::on_upgrade_outcome(const handoff::UpgradeOutcome& outcome) {
   }
   if (options_.drain_mode == DaemonOptions::DrainMode::Handoff && !registry_.empty()) {
     connection_handoff_ = std::make_unique<handoff::ConnectionHandoff>(&loop_, *predecessor_, kHandoffFlushBound);
+    handoff_stops_noted_for_ = nullptr;  // a new one may take a freed one's address
     std::vector<EchoConnection*> connections;
     registry_.for_each([&](EchoConnection& c) { connections.push_back(&c); });
     // The window runs on through the hand-off: it is part of what the loop pays.

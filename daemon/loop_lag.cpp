@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <utility>
 
 namespace baton::daemon {
 namespace {
@@ -11,7 +12,7 @@ namespace {
 double ms(uint64_t ns) { return static_cast<double>(ns) / 1e6; }
 double us_ms(uint64_t us) { return static_cast<double>(us) / 1e3; }
 
-// The CPU time this thread has used (the loop's: on_check runs on it).
+// The CPU time this thread (the loop's) has used.
 uint64_t thread_cpu_ns() {
   timespec ts{};
   ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
@@ -34,13 +35,30 @@ int LoopLag::start(uv_loop_t* loop) {
   uv_unref(check_.handle());
   last_check_ns_ = uv_hrtime();
   last_idle_ns_ = idle_metric_ ? uv_metrics_idle_time(loop) : 0;
-  last_cpu_ns_ = thread_cpu_ns();
+  if (int rc = prepare_.init(uv_prepare_init, loop, this); rc != 0) return rc;
+  uv_unref(prepare_.handle());
+  if (int rc = uv_prepare_start(prepare_.get(), &LoopLag::on_prepare); rc != 0) return rc;
   return uv_check_start(check_.get(), &LoopLag::on_check);
+}
+
+void LoopLag::on_prepare(uv_prepare_t* p) {
+  auto* self = static_cast<LoopLag*>(p->data);
+  self->poll_entered_ns_ = uv_hrtime();
+  self->cpu_at_poll_ns_ = thread_cpu_ns();
+}
+
+void LoopLag::signal_woke() {
+  // Since the poll began: the wait, and the callbacks libuv ran before ours
+  // (it runs signal watchers last), which used the CPU; waiting did not.
+  if (poll_entered_ns_ == 0) return;
+  const uint64_t since = uv_hrtime() - poll_entered_ns_, busy = thread_cpu_ns() - cpu_at_poll_ns_;
+  signal_wait_ns_ = since > busy ? since - busy : 0;
 }
 
 void LoopLag::stop() {
   timer_.close();
   check_.close();
+  prepare_.close();
 }
 
 void LoopLag::on_timer(uv_timer_t* t) {
@@ -63,13 +81,12 @@ void LoopLag::on_check(uv_check_t* c) {
   auto* self = static_cast<LoopLag*>(c->data);
   const uint64_t now = uv_hrtime();
   const uint64_t idle = self->idle_metric_ ? uv_metrics_idle_time(self->loop_) : self->last_idle_ns_;
-  const uint64_t cpu = thread_cpu_ns();
-  const uint64_t wall = now - self->last_check_ns_, waited = idle - self->last_idle_ns_;
-  const uint64_t used = cpu - self->last_cpu_ns_;
-  const uint64_t blocked = std::min(wall > waited ? wall - waited : 0, used);
+  const uint64_t wall = now - self->last_check_ns_;
+  // A newer libuv may count the signal's wait itself: not twice.
+  const uint64_t waited = std::max(idle - self->last_idle_ns_, std::exchange(self->signal_wait_ns_, 0));
+  const uint64_t blocked = wall > waited ? wall - waited : 0;
   self->last_check_ns_ = now;
   self->last_idle_ns_ = idle;
-  self->last_cpu_ns_ = cpu;
   if (!self->check_based_) {
     self->check_based_ = true;
     return;

@@ -2,13 +2,12 @@
 // LoopLag: the event loop's own measure of how late it is, two ways.
 //   - Blocked: after each I/O poll (a check handle), the time the loop spent
 //     since the previous one doing anything but waiting in the kernel
-//     (libuv's idle-time metric subtracted), and never more than the CPU time
-//     its thread used meanwhile: the loop's own work, the longest a new event
-//     could have waited for it. The CPU bound matters: libuv 1.44 does not
-//     count a wait that a signal ends (SIGUSR2, the upgrade's own trigger) as
-//     idle, which made an idle loop look blocked for the whole wait (up to the
-//     100 ms probe period); and a thread the kernel preempted was not busy
-//     (the probe lag below shows that). Max and p99 per iteration since start.
+//     (libuv's idle-time metric subtracted): the longest a new event could
+//     have waited for it. Max and p99 per iteration since start. libuv 1.44
+//     loses the wait that a signal interrupts (epoll_wait's EINTR restarts
+//     its idle clock): the signal handlers say so (signal_woke), and the time
+//     since the poll began (a prepare handle) less the CPU the thread used
+//     meanwhile counts as waiting.
 //   - Lag: how late a probe timer of its own fires, every 100 ms. Last, max
 //     and p99 since start.
 // Both also over a window (an upgrade: begin_window at its request,
@@ -39,6 +38,9 @@ class LoopLag {
   double last_s() const { return last_ns_ / 1e9; }
   double max_s() const { return lag_.max() / 1e6; }
 
+  // Call first thing in a uv_signal callback: the loop was woken by it.
+  void signal_woke();
+
   void begin_window();
   void end_window();
   bool window_open() const { return window_.has_value(); }
@@ -58,14 +60,18 @@ class LoopLag {
   };
   static void on_timer(uv_timer_t* t);
   static void on_check(uv_check_t* c);
+  static void on_prepare(uv_prepare_t* p);
 
   uv_loop_t* loop_ = nullptr;
   handoff::UvHandle<uv_timer_t> timer_;
   handoff::UvHandle<uv_check_t> check_;
+  handoff::UvHandle<uv_prepare_t> prepare_;
+  uint64_t poll_entered_ns_ = 0, cpu_at_poll_ns_ = 0;  // at the last prepare (thread CPU time)
+  uint64_t signal_wait_ns_ = 0;                         // this turn's wait a signal ended
   bool idle_metric_ = false;  // uv_loop_configure(UV_METRICS_IDLE_TIME) took
   uint64_t due_ns_ = 0;       // uv_hrtime() at which the probe should fire
   uint64_t last_ns_ = 0;
-  uint64_t last_check_ns_ = 0, last_idle_ns_ = 0, last_cpu_ns_ = 0;
+  uint64_t last_check_ns_ = 0, last_idle_ns_ = 0;
   // The first turn of each probe only sets its base: before the loop runs
   // (a new generation's whole take-over) is not a loop turn.
   bool timer_based_ = false, check_based_ = false;

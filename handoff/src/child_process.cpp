@@ -33,8 +33,15 @@ Result<pid_t> spawn(ChildSpec& spec) {
   posix_spawn_file_actions_init(&actions);
   posix_spawnattr_init(&attr);
   int rc = 0;
-  for (auto& [number, fd] : spec.fds)
+  int highest = 2;
+  for (auto& [number, fd] : spec.fds) {
     if (rc == 0) rc = posix_spawn_file_actions_adddup2(&actions, fd.get(), number);  // clears close-on-exec
+    highest = std::max(highest, number);
+  }
+  // Close-on-exec acts only at a successful exec: a child stuck in execve (a
+  // binary on a dead mount) would hold every socket we have. It holds only
+  // its own fds.
+  if (rc == 0) rc = posix_spawn_file_actions_addclosefrom_np(&actions, highest + 1);
   // Ours may be handled (libuv's signal pipe) or ignored: both would reach
   // the new program (an ignored signal stays ignored across exec).
   sigset_t all, none;
@@ -45,8 +52,13 @@ Result<pid_t> spawn(ChildSpec& spec) {
   if (rc == 0) rc = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
   // Blocking stdio, as uv_spawn left it: a flag of the open file, shared
   // with us, so cleared here as libuv cleared it in its child.
-  for (int fd = 0; fd <= 2; ++fd)
+  // Not one of ours that sits at 0-2 (close-on-exec: the child does not get
+  // it), such as a listener when batond was started with its stdio closed.
+  for (int fd = 0; fd <= 2; ++fd) {
+    const int fd_flags = ::fcntl(fd, F_GETFD);
+    if (fd_flags < 0 || (fd_flags & FD_CLOEXEC)) continue;
     if (const int flags = ::fcntl(fd, F_GETFL); flags >= 0 && (flags & O_NONBLOCK)) ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+  }
   pid_t pid = 0;
   if (rc == 0) {
     auto argv = c_strings(spec.argv);
@@ -236,7 +248,10 @@ bool ChildProcess::kill(int signo) {
     case State::Running:
       // Through the pidfd: should the child have been reaped behind our back
       // (SIGCHLD ignored), its pid could be someone else's.
-      return ::syscall(SYS_pidfd_send_signal, pidfd_.get(), signo, nullptr, 0) == 0;
+      if (::syscall(SYS_pidfd_send_signal, pidfd_.get(), signo, nullptr, 0) == 0) return true;
+      // Refused by a seccomp profile: our own unreaped child, its pid is safe.
+      if (errno == ENOSYS || errno == EPERM) return ::kill(pid_, signo) == 0;
+      return false;
     case State::Idle:
     case State::Exited:
     case State::Closed:

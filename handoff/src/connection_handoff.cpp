@@ -38,7 +38,7 @@ ConnectionHandoff::~ConnectionHandoff() {
 
 void ConnectionHandoff::start(const std::vector<HandoffConnection*>& connections) {
   // All at once: the caller cannot tell us of one that closes before its turn.
-  start([it = connections.begin(), end = connections.end()]() mutable { return it == end ? nullptr : *it++; },
+  start([all = connections, next = size_t{0}]() mutable { return next < all.size() ? all[next++] : nullptr; },
         std::numeric_limits<size_t>::max());
 }
 
@@ -84,6 +84,12 @@ void ConnectionHandoff::offer_more() {
     }
   }
   offering_ = false;
+  if (!sending_ && source_) {
+    // Stopped while offering (keep_unsent could not drain the source then):
+    // the rest were never stopped, and stay as they are.
+    while (source_()) ++kept_;
+    source_ = nullptr;
+  }
   arm_flush_deadline();
 }
 
@@ -184,10 +190,18 @@ void ConnectionHandoff::send_ready() {
   advance();
 }
 
-void ConnectionHandoff::progress() { uv_timer_stop(stall_.get()); }
+void ConnectionHandoff::progress() {
+  ++progress_made_;
+  uv_timer_stop(stall_.get());
+}
 
 void ConnectionHandoff::on_stall(uv_timer_t* t) {
   auto* self = static_cast<ConnectionHandoff*>(t->data);
+  // Timers run before the loop polls: answers may be waiting in the channel
+  // (this process was paused, or one loop turn was long). Read them first.
+  const uint64_t before = self->progress_made_;
+  self->predecessor_.read_link();
+  if (self->progress_made_ != before || !self->sending_) return;  // answered after all (re-armed if need be)
   self->keep_unsent("the successor made no progress for " + std::to_string(kStallBound.count()) + " ms");
 }
 

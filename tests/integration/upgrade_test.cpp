@@ -42,7 +42,7 @@ ProcessOptions slow_spawn(int delay_ms) {
 // The spawn runs on a thread of its own: one that does not return by the
 // READY deadline fails the upgrade then (not when it returns), the loop
 // serves meanwhile, and neither a new request nor a stop waits for it.
-TEST(Upgrade, ASpawnThatHangsFailsAtTheReadyDeadlineAndHoldsNothingUp) {
+TEST(Upgrade, ASpawnThatHangsFailsAtTheReadyDeadlineAndNeitherARequestNorAStopWaitsForIt) {
   auto d = BatondProcess::start({"--listen", "echo=tcp://127.0.0.1:0", "--upgrade-timeout", "1"}, slow_spawn(60000));
   const pid_t pid = d.serving_pid();
   auto held = connect_to(d.address());

@@ -7,6 +7,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -146,16 +147,27 @@ TEST(ChildProcess, AKillWhileItIsBeingSpawnedIsDeliveredOnceItExists) {
 }
 
 TEST(ChildProcess, ClosedWhileBeingSpawnedItIsKilledAndReaped) {
+  int p[2];
+  ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
+  UniqueFd read_end(p[0]);
   {
     Loop l;
     ChildProcess child(&l.loop);
     Outcome out;
-    ASSERT_TRUE(start(child, shell("exec sleep 30"), out));
+    auto spec = shell("exec sleep 30");
+    spec.fds.emplace_back(3, UniqueFd(p[1]));  // the child's copy goes with it
+    ASSERT_TRUE(start(child, std::move(spec), out));
     child.close();
-    l.run();  // the report comes in, with nobody to take it
+    l.run();  // nothing left to run: nobody takes the report
     EXPECT_FALSE(out.started);
     EXPECT_FALSE(out.exited);
   }
+  // EOF once no copy of the write end is left: the spawner's is closed after
+  // the spawn, the child's when it is killed. Only then is the count telling.
+  pollfd pfd{read_end.get(), POLLIN, 0};
+  ASSERT_EQ(::poll(&pfd, 1, 10000), 1);
+  char c;
+  EXPECT_EQ(::read(read_end.get(), &c, 1), 0);
   const auto deadline = std::chrono::steady_clock::now() + 10s;
   while (children_of_ours() > 0 && std::chrono::steady_clock::now() < deadline)
     std::this_thread::sleep_for(10ms);

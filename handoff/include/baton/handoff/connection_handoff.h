@@ -156,6 +156,7 @@ class ConnectionHandoff {
   Source source_;                // null once it ran dry
   size_t at_once_ = 0;
   bool offering_ = false;        // inside offer_more (begin_handoff may call back)
+  uint64_t progress_made_ = 0;   // batches sent and answers read, for on_stall
   size_t batches_in_flight_ = 0;
   bool sending_ = true;  // false once the link broke or the successor stalled
   UvHandle<uv_timer_t> send_tick_;

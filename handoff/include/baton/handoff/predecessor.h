@@ -158,6 +158,9 @@ class Predecessor {
   // (nothing sent: wait for `writable`), an error if the link is gone.
   Result<bool> send_connections(const std::vector<ConnectionOffer>& batch);
   bool link_open() const { return link_.is_open(); }
+  // Reads what the successor has already sent (its handlers run now): for a
+  // timer that fires before the loop polls the channel.
+  void read_link() { link_.read_pending(); }
 
   // The successor died after taking over: this process serves again, and
   // may start a new upgrade later. Only in HandedOver once it has exited.
