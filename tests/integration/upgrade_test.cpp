@@ -33,16 +33,19 @@ const std::vector<std::string> kLoad = {"--connections", "8", "--pipeline", "2",
 
 // posix_spawn held for `delay_ms` (an LD_PRELOAD shim), as an exec that hangs would hold it.
 ProcessOptions slow_spawn(int delay_ms) {
-  const char* asan = std::getenv("ASAN_OPTIONS");
-  const std::string asan_options = (asan && *asan ? std::string(asan) + ":" : std::string()) + "verify_asan_link_order=0";
   return with_env({std::string("LD_PRELOAD=") + BATON_SLOW_SPAWN_SHIM,
-                   "BATON_TEST_SPAWN_DELAY_MS=" + std::to_string(delay_ms), "ASAN_OPTIONS=" + asan_options});
+                   "BATON_TEST_SPAWN_DELAY_MS=" + std::to_string(delay_ms)});
 }
 
 // The spawn runs on a thread of its own: one that does not return by the
 // READY deadline fails the upgrade then (not when it returns), the loop
 // serves meanwhile, and neither a new request nor a stop waits for it.
 TEST(Upgrade, ASpawnThatHangsFailsAtTheReadyDeadlineAndNeitherARequestNorAStopWaitsForIt) {
+#if defined(__SANITIZE_ADDRESS__)
+  // An LD_PRELOAD ahead of the sanitizer runtime is refused by it; the
+  // Release pass runs this (ChildProcess's own unit tests run in both).
+  GTEST_SKIP() << "LD_PRELOAD shim and AddressSanitizer do not mix";
+#endif
   auto d = BatondProcess::start({"--listen", "echo=tcp://127.0.0.1:0", "--upgrade-timeout", "1"}, slow_spawn(60000));
   const pid_t pid = d.serving_pid();
   auto held = connect_to(d.address());
