@@ -25,7 +25,7 @@ std::vector<char*> c_strings(std::vector<std::string>& v) {
   return out;
 }
 
-// The spawn itself, on a pool thread: the child's fds, signals and exec.
+// The spawn itself, on the spawner thread: the child's fds, signals and exec.
 // Returns the pid, or the error posix_spawn reports (the exec's included).
 Result<pid_t> spawn(ChildSpec& spec) {
   posix_spawn_file_actions_t actions;
