@@ -72,16 +72,24 @@ int Daemon::run() {
   }
   loop_ready_ = true;
   drain_ = std::make_unique<Drain>(&loop_, registry_, drain_counts_, [this] { on_drained(); });
+  // Each of the upgrade's events marks its loop turn as the upgrade's (LoopLag).
+  auto upgrade = [this](auto fn) {
+    return [this, fn](auto&&... args) {
+      loop_lag_.upgrade_work();
+      return fn(std::forward<decltype(args)>(args)...);
+    };
+  };
   predecessor_ = std::make_unique<handoff::Predecessor>(
       &loop_, handoff::PredecessorEvents{
-                  .before_commit = [this](pid_t pid) { return before_commit(pid); },
-                  .committed = [this](pid_t pid) { on_committed(pid); },
-                  .outcome = [this](const handoff::UpgradeOutcome& o) { on_upgrade_outcome(o); },
-                  .successor_exit = [this](pid_t pid, bool clean, bool superseded,
-                                           const std::string& how) { on_successor_exit(pid, clean, superseded, how); },
-                  .succeeded = [this](pid_t pid) { relay_succeeded(pid); },
-                  .progress = [this](const char* step) { on_upgrade_progress(step); },
-                  .successor_state = [this](const handoff::StateUpdate& u) { take_successor_state(u); },
+                  .before_commit = upgrade([this](pid_t pid) { return before_commit(pid); }),
+                  .committed = upgrade([this](pid_t pid) { on_committed(pid); }),
+                  .outcome = upgrade([this](const handoff::UpgradeOutcome& o) { on_upgrade_outcome(o); }),
+                  .successor_exit = upgrade([this](pid_t pid, bool clean, bool superseded, const std::string& how) {
+                    on_successor_exit(pid, clean, superseded, how);
+                  }),
+                  .succeeded = upgrade([this](pid_t pid) { relay_succeeded(pid); }),
+                  .progress = upgrade([this](const char* step) { on_upgrade_progress(step); }),
+                  .successor_state = upgrade([this](const handoff::StateUpdate& u) { take_successor_state(u); }),
               });
   if (int rc = loop_lag_.start(&loop_); rc != 0) spdlog::warn("loop lag probes: {}", uv_strerror(rc));
 

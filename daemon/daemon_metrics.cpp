@@ -184,7 +184,7 @@ bool Daemon::send_state_updates(bool force) {
   // At READY the whole history goes (it fits in one message unless its
   // texts are unusually long: then fewer records); later, the latest.
   for (size_t n : {force ? FlightRecorder::kCapacity : kHistoryUpdateRecords, kHistoryUpdateRecords, size_t{1}}) {
-    auto data = history_.to_json(n).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    auto data = history_.to_text(n);
     if (data.size() + 64 > handoff::kMaxPayload) continue;
     if (send(kHistoryStateKey, data)) history_sent_ = history_.version();
     return totals_sent;

@@ -72,6 +72,7 @@ handoff::Status Daemon::request_upgrade(const std::string& trigger, const std::s
   // From before the spawn: what the upgrade costs this loop, the spawn included.
   // An earlier attempt's window (one that failed) is not this upgrade's: not sent.
   loop_lag_.begin_window();
+  loop_lag_.upgrade_work();
   loop_windows_sent_ = loop_lag_.windows_ended();
   // An earlier hand-off's figure (one cut short by a successor that died) is
   // not this upgrade's: not sent to this successor.
@@ -142,8 +143,10 @@ void Daemon::relay_succeeded(pid_t pid) {
 
 void Daemon::on_committed(pid_t pid) {
   shown_after_commit_ = std::exchange(commit_totals_, std::nullopt);
-  // The pid file first: whoever reads the outcome may read the file next.
-  if (auto st = pid_file_.write(pid); !st) spdlog::error("pid file: {}", st.error().message);
+  // The successor wrote its pid to its own path before it reported serving;
+  // ours may differ (the configuration moved it). Off the loop: a rename
+  // can block for most of a millisecond (pid_file.h).
+  pid_file_.write_soon(pid);
   spdlog::info("upgrade: committed; successor={} accepts as generation {}, READY {:.1f} ms after the request; probation "
                "for {} ms once it reports serving",
                pid, context_.generation + 1, ms_since(upgrade_requested_), options_.upgrade_probation.count());
@@ -227,6 +230,7 @@ void Daemon::on_upgrade_outcome(const handoff::UpgradeOutcome& outcome) {
     registry_.for_each([&](EchoConnection& c) { connections.push_back(&c); });
     // The window runs on through the hand-off: it is part of what the loop pays.
     connection_handoff_->on_settled([this] {
+      loop_lag_.upgrade_work();
       end_loop_window();
       note_handoff_stops();
     });
@@ -235,6 +239,7 @@ void Daemon::on_upgrade_outcome(const handoff::UpgradeOutcome& outcome) {
     // accepts or adopts.
     connection_handoff_->start(
         [this, all = std::move(connections), next = size_t{0}]() mutable -> handoff::HandoffConnection* {
+          loop_lag_.upgrade_work();  // asked on each turn that makes room: the hand-off's turns
           while (next < all.size())
             if (auto* c = all[next++]; registry_.contains(c)) return c;
           return nullptr;
@@ -322,7 +327,7 @@ void Daemon::resume_serving(const std::string& why) {
     spdlog::error("{}; not resuming: a stop was asked of this generation", why);
     // The service is this process again, stopping: the pid file and systemd
     // must not name the dead successor (a reused pid could be signalled).
-    if (auto st = pid_file_.write(::getpid()); !st) spdlog::error("pid file: {}", st.error().message);
+    pid_file_.write_soon(::getpid());
     notifier_.main_pid(::getpid(), why + "; stopping");
     notifier_.stopping("stopping: " + why);
     close_listeners(SocketFiles::RemoveIfLast);
@@ -340,13 +345,14 @@ void Daemon::resume_serving(const std::string& why) {
     spdlog::info("listening name={} addr={} resumed=yes", l->name(), l->bound().endpoint());
   }
   if (app_) app_->resume();
-  if (auto st = pid_file_.write(::getpid()); !st) spdlog::error("pid file: {}", st.error().message);
+  pid_file_.write_soon(::getpid());
   notifier_.main_pid(::getpid(), why + "; serving again");
   spdlog::critical("generation {} (pid {}) resumes serving: {}", context_.generation, ::getpid(), why);
 }
 
 void Daemon::on_report_timer(uv_timer_t* timer) {
   auto* self = static_cast<Daemon*>(timer->data);
+  self->loop_lag_.upgrade_work();
   self->report_draining();
   self->send_state_updates(/*force=*/false);
 }

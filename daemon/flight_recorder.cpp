@@ -46,6 +46,26 @@ handoff::Result<FlightRecord> record_from_json(const nlohmann::json& j) {
   }
 }
 
+nlohmann::json record_json(const FlightRecord& r) {
+  nlohmann::json events = nlohmann::json::array();
+  for (const auto& e : r.events) {
+    nlohmann::json ev{{"name", e.name}, {"at_us", e.at_us}, {"offset_us", e.at_us - r.requested_us}};
+    if (!e.detail.empty()) ev["detail"] = e.detail;
+    events.push_back(std::move(ev));
+  }
+  return {{"id", r.id},
+          {"kind", r.kind},
+          {"trigger", r.trigger},
+          {"requested_us", r.requested_us},
+          {"requested_unix_ms", r.requested_unix_ms},
+          {"from_pid", r.from_pid},
+          {"from_generation", r.from_generation},
+          {"to_pid", r.to_pid},
+          {"outcome", r.outcome},
+          {"error", r.error},
+          {"events", std::move(events)}};
+}
+
 }  // namespace
 
 int64_t monotonic_us(std::chrono::steady_clock::time_point t) {
@@ -65,15 +85,20 @@ std::string FlightRecorder::begin(const std::string& kind, const std::string& tr
   r.requested_unix_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                             std::chrono::system_clock::now().time_since_epoch())
                             .count();
+  // Unique: two records begun within a microsecond would otherwise share one.
+  while (find(std::to_string(::getpid()) + "-" + std::to_string(r.requested_us))) ++r.requested_us;
   r.id = std::to_string(::getpid()) + "-" + std::to_string(r.requested_us);
   r.kind = kind;
   r.trigger = bounded(trigger);
   r.from_pid = from_pid;
   r.from_generation = from_generation;
   r.events.push_back({"requested", r.requested_us, {}});
-  if (records_.size() == kCapacity) records_.pop_front();
+  if (records_.size() == kCapacity) {
+    text_.erase(records_.front().id);
+    records_.pop_front();
+  }
   records_.push_back(std::move(r));
-  touch();
+  touch(records_.back().id);
   return records_.back().id;
 }
 
@@ -87,13 +112,13 @@ void FlightRecorder::event(const std::string& id, const std::string& name, const
   auto* r = find(id);
   if (!r || r->find(name)) return;
   insert_event(*r, {name, at_us ? at_us : monotonic_us(), bounded(detail)});
-  touch();
+  touch(id);
 }
 
 void FlightRecorder::set_to_pid(const std::string& id, pid_t pid) {
   if (auto* r = find(id)) {
     r->to_pid = pid;
-    touch();
+    touch(id);
   }
 }
 
@@ -102,7 +127,7 @@ void FlightRecorder::finish(const std::string& id, bool ok, const std::string& e
   if (!r || r->outcome != "in-progress") return;
   r->outcome = ok ? "ok" : "failed";
   r->error = bounded(error);
-  touch();
+  touch(id);
 }
 
 std::string FlightRecorder::upgrade_to(pid_t pid) const {
@@ -114,27 +139,21 @@ std::string FlightRecorder::upgrade_to(pid_t pid) const {
 nlohmann::json FlightRecorder::to_json(size_t last) const {
   nlohmann::json out = nlohmann::json::array();
   const size_t skip = last && last < records_.size() ? records_.size() - last : 0;
+  for (size_t i = skip; i < records_.size(); ++i) out.push_back(record_json(records_[i]));
+  return out;
+}
+
+std::string FlightRecorder::to_text(size_t last) const {
+  std::string out = "[";
+  const size_t skip = last && last < records_.size() ? records_.size() - last : 0;
   for (size_t i = skip; i < records_.size(); ++i) {
     const auto& r = records_[i];
-    nlohmann::json events = nlohmann::json::array();
-    for (const auto& e : r.events) {
-      nlohmann::json ev{{"name", e.name}, {"at_us", e.at_us}, {"offset_us", e.at_us - r.requested_us}};
-      if (!e.detail.empty()) ev["detail"] = e.detail;
-      events.push_back(std::move(ev));
-    }
-    out.push_back({{"id", r.id},
-                   {"kind", r.kind},
-                   {"trigger", r.trigger},
-                   {"requested_us", r.requested_us},
-                   {"requested_unix_ms", r.requested_unix_ms},
-                   {"from_pid", r.from_pid},
-                   {"from_generation", r.from_generation},
-                   {"to_pid", r.to_pid},
-                   {"outcome", r.outcome},
-                   {"error", r.error},
-                   {"events", std::move(events)}});
+    auto [it, fresh] = text_.try_emplace(r.id);
+    if (fresh) it->second = record_json(r).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    if (i > skip) out += ',';
+    out += it->second;
   }
-  return out;
+  return out + "]";
 }
 
 handoff::Status FlightRecorder::merge(const nlohmann::json& records) {
@@ -146,6 +165,7 @@ handoff::Status FlightRecorder::merge(const nlohmann::json& records) {
     incoming.push_back(std::move(r).value());
   }
   for (auto& in : incoming) {
+    text_.erase(in.id);
     auto* mine = find(in.id);
     if (!mine) {
       // In time order, so that the oldest scroll out first.
@@ -161,8 +181,11 @@ handoff::Status FlightRecorder::merge(const nlohmann::json& records) {
     }
     for (auto& e : in.events) insert_event(*mine, std::move(e));
   }
-  while (records_.size() > kCapacity) records_.pop_front();
-  touch();
+  while (records_.size() > kCapacity) {
+    text_.erase(records_.front().id);
+    records_.pop_front();
+  }
+  ++version_;
   return {};
 }
 

@@ -34,6 +34,7 @@ int LoopLag::start(uv_loop_t* loop) {
   if (int rc = check_.init(uv_check_init, loop, this); rc != 0) return rc;
   uv_unref(check_.handle());
   last_check_ns_ = uv_hrtime();
+  last_check_cpu_ns_ = thread_cpu_ns();
   last_idle_ns_ = idle_metric_ ? uv_metrics_idle_time(loop) : 0;
   if (int rc = prepare_.init(uv_prepare_init, loop, this); rc != 0) return rc;
   uv_unref(prepare_.handle());
@@ -85,14 +86,25 @@ void LoopLag::on_check(uv_check_t* c) {
   // A newer libuv may count the signal's wait itself: not twice.
   const uint64_t waited = std::max(idle - self->last_idle_ns_, std::exchange(self->signal_wait_ns_, 0));
   const uint64_t blocked = wall > waited ? wall - waited : 0;
+  const uint64_t cpu_now = thread_cpu_ns(), cpu = cpu_now - self->last_check_cpu_ns_;
+  self->last_check_cpu_ns_ = cpu_now;
   self->last_check_ns_ = now;
   self->last_idle_ns_ = idle;
   if (!self->check_based_) {
     self->check_based_ = true;
+    self->upgrade_turn_ = false;
     return;
   }
   self->blocked_.record(blocked / 1000);
-  if (self->window_) self->window_->blocked.record(blocked / 1000);
+  if (auto& w = self->window_) {
+    w->blocked.record(blocked / 1000);
+    w->cpu_max_ns = std::max(w->cpu_max_ns, cpu);
+    if (self->upgrade_turn_) {
+      w->upgrade_turns.record(blocked / 1000);
+      w->upgrade_cpu_max_ns = std::max(w->upgrade_cpu_max_ns, cpu);
+    }
+  }
+  self->upgrade_turn_ = false;
 }
 
 void LoopLag::begin_window() { window_.emplace(); }
@@ -117,15 +129,23 @@ nlohmann::json LoopLag::last_window_json() const {
   return {{"blocked_max", us_ms(last_window_->blocked.max())},
           {"blocked_p99", us_ms(last_window_->blocked.percentile(0.99))},
           {"lag_max", ms(last_window_->lag_max_ns)},
-          {"iterations", last_window_->blocked.count()}};
+          {"cpu_max", ms(last_window_->cpu_max_ns)},
+          {"iterations", last_window_->blocked.count()},
+          {"upgrade_turns", last_window_->upgrade_turns.count()},
+          {"upgrade_turn_max", us_ms(last_window_->upgrade_turns.max())},
+          {"upgrade_turn_cpu_max", ms(last_window_->upgrade_cpu_max_ns)}};
 }
 
 std::string LoopLag::window_summary() const {
   if (!window_) return "no window";
-  char buf[160];
-  std::snprintf(buf, sizeof buf, "loop blocked at most %.2f ms (p99 %.2f ms) over %llu iteration(s)",
-                us_ms(window_->blocked.max()), us_ms(window_->blocked.percentile(0.99)),
-                static_cast<unsigned long long>(window_->blocked.count()));
+  char buf[320];
+  std::snprintf(buf, sizeof buf,
+                "loop blocked at most %.2f ms (p99 %.2f ms, at most %.2f ms of CPU) over %llu iteration(s); "
+                "the %llu that ran upgrade code at most %.2f ms (%.2f ms of CPU)",
+                us_ms(window_->blocked.max()), us_ms(window_->blocked.percentile(0.99)), ms(window_->cpu_max_ns),
+                static_cast<unsigned long long>(window_->blocked.count()),
+                static_cast<unsigned long long>(window_->upgrade_turns.count()), us_ms(window_->upgrade_turns.max()),
+                ms(window_->upgrade_cpu_max_ns));
   return buf;
 }
 

@@ -3,10 +3,20 @@
 // (temp file + rename) so a reader never sees it half-written, and removed at
 // exit only by the process it names: an old generation must not delete the
 // file its successor wrote.
+//
+// Writes while serving go to a thread of its own: replacing an existing file
+// by rename can block for most of a millisecond (ext4 starts writing the new
+// file's data back when it replaces one: measured 0.5-0.8 ms here), which the
+// event loop would pay at every COMMIT. Every write and removal happens in
+// the order asked, whichever thread does it.
 
 #include <sys/types.h>
 
+#include <condition_variable>
+#include <mutex>
+#include <optional>
 #include <string>
+#include <thread>
 
 #include "baton/handoff/result.h"
 
@@ -15,15 +25,35 @@ namespace baton::daemon {
 class PidFile {
  public:
   explicit PidFile(std::string path) : path_(std::move(path)) {}
+  ~PidFile();  // lets the writes asked land first
+  PidFile(const PidFile&) = delete;
+  PidFile& operator=(const PidFile&) = delete;
+
   bool enabled() const { return !path_.empty(); }
   const std::string& path() const { return path_; }
 
-  handoff::Status write(pid_t pid) const;
-  // Removes the file if it still names `pid`.
-  void remove_if_names(pid_t pid) const;
+  // Now, on the calling thread, after any write asked before (start-up).
+  handoff::Status write(pid_t pid);
+  // Soon, on the writer thread; its error is logged. Only the last of
+  // several pending writes is made.
+  void write_soon(pid_t pid);
+  // After any write asked before: removes the file if it names `pid`.
+  void remove_if_names(pid_t pid);
+  // Waits until every write asked has landed (or failed).
+  void settle();
 
  private:
+  handoff::Status write_now(pid_t pid) const;
+  void start_writer();  // if not yet running
+  void run_writer();
+
   std::string path_;
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::optional<pid_t> pending_;  // asked, not yet taken by the writer
+  bool writing_ = false;          // the writer is making one
+  bool stopping_ = false;
+  std::thread writer_;  // started by the first write
 };
 
 }  // namespace baton::daemon

@@ -637,11 +637,14 @@ def step_loop_lag(ctx):
         return
     r.md("`batonctl status --json` → `loop_lag_ms.last_upgrade`, asked after each upgrade of sections 1, 1b and 3 "
          "(kept when its `pid` is the old generation's): per loop turn of the old generation, the time spent on "
-         "anything but waiting in the kernel (`blocked_*`), and how late its 100 ms probe timer ran (`lag_max`), "
-         "from the request to the outcome (or the end of the connection hand-off). The goal: the old loop never "
-         "blocked more than 1 ms. On this shared 2-core machine a loop turn's wall time also counts the time the "
-         "kernel gave its core to another process (the new generation starting, baton-load, other work), so a "
-         "long turn is not necessarily work the loop did.", "")
+         "anything but waiting in the kernel (`blocked_*`, wall time), the CPU time its thread used (`cpu_max`), "
+         "and how late its 100 ms probe timer ran (`lag_max`), from the request to the outcome (or the end of the "
+         "connection hand-off). `upgrade_turn_*` are the same over the turns that ran upgrade code (the request, "
+         "each step, COMMIT, the outcome, hand-off batches, drain reports); the window's other turns are the echo "
+         "service's own, which under this load use up to ~0.9 ms of CPU each with or without an upgrade. The goal: "
+         "the old loop never blocked by an upgrade more than 1 ms. On this shared 2-core machine a turn's wall "
+         "time also counts the time the kernel gave its core to another process (the new generation starting, "
+         "baton-load, batonctl woken by a reply), which is why the CPU time is shown beside it.", "")
     done = {}
     for u in ctx.upgrades:
         if u.get("new"):
@@ -655,17 +658,21 @@ def step_loop_lag(ctx):
         xs = [x for x in ctx.lag if sel(x)]
         if not xs:
             continue
+        ut = [x.get("upgrade_turn_max", x["blocked_max"]) for x in xs]
+        uc = [x["upgrade_turn_cpu_max"] for x in xs if "upgrade_turn_cpu_max" in x]
         bm = [x["blocked_max"] for x in xs]
-        rows.append([label, len(xs), " / ".join(num(pct(bm, p)) for p in (50, 90, 100)),
-                     num(median([x["blocked_p99"] for x in xs])),
+        rows.append([label, len(xs), " / ".join(num(pct(ut, p)) for p in (50, 90, 100)),
+                     " / ".join(num(pct(uc, p)) for p in (50, 100)) if uc else "—",
+                     f"{sum(v > 1.0 for v in ut)} / {sum(v > 1.0 for v in uc)}",
+                     " / ".join(num(pct(bm, p)) for p in (50, 100)),
                      " / ".join(num(pct([x["lag_max"] for x in xs], p)) for p in (50, 100)),
-                     num(median([x["iterations"] for x in xs]), "{:.0f}"),
-                     f"{sum(v > 1.0 for v in bm)}"])
-    r.table(["upgrades", "measured", "blocked_max p50 / p90 / max (ms)", "blocked_p99, median (ms)",
-             "lag_max p50 / max (ms)", "loop turns, median", "upgrades with a turn > 1 ms"], rows)
-    worst = max(x["blocked_max"] for x in ctx.lag)
-    ctx.res["lag_max_blocked"] = worst
-    ctx.res["lag_over_1ms"] = sum(x["blocked_max"] > 1.0 for x in ctx.lag)
+                     num(median([x["iterations"] for x in xs]), "{:.0f}")])
+    r.table(["upgrades", "measured", "upgrade turns: wall max, p50 / p90 / max (ms)",
+             "upgrade turns: CPU max, p50 / max (ms)", "upgrades with an upgrade turn > 1 ms (wall / CPU)",
+             "all turns: blocked_max p50 / max (ms)", "lag_max p50 / max (ms)", "loop turns, median"], rows)
+    ctx.res["lag_upgrade_turn_max"] = max(x.get("upgrade_turn_max", x["blocked_max"]) for x in ctx.lag)
+    ctx.res["lag_upgrade_cpu_max"] = max((x.get("upgrade_turn_cpu_max", 0.0) for x in ctx.lag), default=0.0)
+    ctx.res["lag_over_1ms"] = sum(x.get("upgrade_turn_max", x["blocked_max"]) > 1.0 for x in ctx.lag)
     ctx.res["lag_n"] = len(ctx.lag)
     if ctx.plots:
         f = ctx.plots.loop_lag(ctx.lag)
@@ -891,9 +898,12 @@ def interpretation_section(ctx):
                          "≤ 2× at the max (issue 14)", f"p99 {num(g[0])}×, max {num(g[1])}×",
                          f"p99: {verdict(g[0], '<=', 1.3)}; max: {verdict(g[1], '<=', 2)}"])
     if "lag_n" in res:
-        rows.append(["the serving loop never blocked by an upgrade (no loop turn > 1 ms)",
-                     f"{res['lag_over_1ms']} of {res['lag_n']} upgrades had a turn > 1 ms; the longest "
-                     f"{res['lag_max_blocked']:.2f} ms", verdict(res["lag_max_blocked"], "<=", 1.0)])
+        rows.append(["the serving loop never blocked by an upgrade (no loop turn that ran upgrade code > 1 ms)",
+                     f"{res['lag_over_1ms']} of {res['lag_n']} upgrades had such a turn > 1 ms of wall time; the "
+                     f"longest {res['lag_upgrade_turn_max']:.2f} ms; the most CPU time in one "
+                     f"{res['lag_upgrade_cpu_max']:.2f} ms",
+                     f"wall: {verdict(res['lag_upgrade_turn_max'], '<=', 1.0)}; CPU: "
+                     f"{verdict(res['lag_upgrade_cpu_max'], '<=', 1.0)}"])
     t64, t16 = res.get("tp_64", (None, None)), res.get("tp_16384", (None, None))
     rows.append(["echo throughput ≥ 0.9× baseline at 64 B", f"{num(t64[0])}× messages/s ({num(t64[1])}× per server "
                  "CPU-second)", f"{verdict(t64[0], '>=', 0.9)} (per CPU-second: {verdict(t64[1], '>=', 0.9)})"])

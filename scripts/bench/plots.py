@@ -133,10 +133,12 @@ class Plots:
         fig, ax = plt.subplots(figsize=(8, 3))
         for mode in ("wait", "handoff"):
             xs = [i for i, x in enumerate(lags) if x["mode"] == mode]
-            ax.scatter(xs, [lags[i]["blocked_max"] for i in xs], s=12, color=COLOURS[mode],
-                       label=f"blocked_max, drain = {mode}")
-            ax.scatter(xs, [lags[i]["lag_max"] for i in xs], s=10, marker="x", color=COLOURS[mode], alpha=0.6,
-                       label=f"lag_max, drain = {mode}")
+            ax.scatter(xs, [lags[i].get("upgrade_turn_max", lags[i]["blocked_max"]) for i in xs], s=14,
+                       color=COLOURS[mode], label=f"upgrade turns, wall max, drain = {mode}")
+            ax.scatter(xs, [lags[i].get("upgrade_turn_cpu_max", 0.0) for i in xs], s=14, marker="x",
+                       color=COLOURS[mode], label=f"upgrade turns, CPU max, drain = {mode}")
+            ax.scatter(xs, [lags[i]["blocked_max"] for i in xs], s=14, facecolors="none", edgecolors=COLOURS[mode],
+                       alpha=0.6, label=f"all turns, wall max, drain = {mode}")
         ax.axhline(1.0, color="black", ls="--", lw=0.8, label="goal: 1 ms")
         ax.set_yscale("log")
         plain_log_axis(ax.yaxis)

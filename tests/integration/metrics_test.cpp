@@ -349,6 +349,13 @@ TEST(LoopLag, TheOldGenerationsLoopCostOfTheUpgradeIsInTheNewOnesStatus) {
   EXPECT_GT(window["iterations"].get<uint64_t>(), 1u) << window;
   EXPECT_GE(window["blocked_max"].get<double>(), window["blocked_p99"].get<double>()) << window;
   EXPECT_GE(window["lag_max"].get<double>(), 0.0) << window;
+  // The request, the steps, COMMIT, the outcome and the hand-off ran upgrade
+  // code, in turns of their own or shared with the service's.
+  EXPECT_GE(window["upgrade_turns"].get<uint64_t>(), 3u) << window;
+  EXPECT_LE(window["upgrade_turns"].get<uint64_t>(), window["iterations"].get<uint64_t>()) << window;
+  EXPECT_LE(window["upgrade_turn_max"].get<double>(), window["blocked_max"].get<double>()) << window;
+  EXPECT_LE(window["upgrade_turn_cpu_max"].get<double>(), window["cpu_max"].get<double>()) << window;
+  EXPECT_GT(window["cpu_max"].get<double>(), 0.0) << window;
   EXPECT_EQ(load.stop().failures, 0);
 }
 

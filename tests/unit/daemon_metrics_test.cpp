@@ -115,6 +115,36 @@ TEST(FlightRecorder, MergesRecordsByIdKeepingTheFirstTimeOfEachEvent) {
   for (size_t i = 1; i < r.events.size(); ++i) EXPECT_LE(r.events[i - 1].at_us, r.events[i].at_us);
 }
 
+// to_text keeps each record's text until the record changes: never stale.
+TEST(FlightRecorder, TextIsTheJsonAfterEveryKindOfChange) {
+  const auto text_matches = [](const FlightRecorder& h, size_t last) {
+    return h.to_text(last) == h.to_json(last).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  };
+  FlightRecorder h;
+  EXPECT_EQ(h.to_text(), "[]");
+  const auto a = h.begin("upgrade", "SIGUSR2", 100, 1);
+  EXPECT_TRUE(text_matches(h, 0));
+  h.event(a, "spawned", "bad utf-8 \xff", 2000);
+  EXPECT_TRUE(text_matches(h, 0));
+  h.set_to_pid(a, 101);
+  EXPECT_TRUE(text_matches(h, 0));
+  h.finish(a, false, "it died");
+  EXPECT_TRUE(text_matches(h, 0));
+  FlightRecorder other;
+  ASSERT_TRUE(other.merge(h.to_json()).ok());
+  other.event(a, "old_exited", "", 9000);
+  const auto b = other.begin("restart", "SIGHUP", 200, 1);
+  ASSERT_TRUE(h.merge(other.to_json()).ok());  // changes a cached record and adds one
+  EXPECT_TRUE(text_matches(h, 0));
+  EXPECT_TRUE(h.records().front().find("old_exited"));
+  h.event(b, "spawned");
+  EXPECT_TRUE(text_matches(h, 1));
+  for (int i = 0; i < 40; ++i) {  // the cached ones scroll out
+    h.begin("upgrade", "batonctl", 300 + i, 2);
+    EXPECT_TRUE(text_matches(h, i % 2 ? 0 : 8)) << i;
+  }
+}
+
 TEST(FlightRecorder, KeepsTheLatestThirtyTwoAndRefusesAMalformedDocumentWhole) {
   FlightRecorder h;
   for (int i = 0; i < 40; ++i) h.begin("upgrade", "batonctl", 100 + i, 1);

@@ -1,5 +1,5 @@
 // PidFile: written atomically (temp file + rename), removed only by the
-// process it names.
+// process it names; writes asked of its thread land in the order asked.
 
 #include "pid_file.h"
 
@@ -110,11 +110,51 @@ TEST(PidFile, RemoveLeavesAFileThatIsNotAPid) {
   EXPECT_TRUE(fs::exists(path));
 }
 
+TEST(PidFile, WritesAskedSoonLandInOrderBeforeARemovalAndBeforeItGoes) {
+  test::TempDir dir;
+  const std::string path = dir.file("batond.pid");
+  {
+    PidFile pf(path);
+    ASSERT_TRUE(pf.write(1).ok());  // start-up: now
+    pf.write_soon(2);
+    pf.write_soon(3);
+    // After what was asked before it: the file names 3 by then, so it goes.
+    pf.remove_if_names(3);
+    EXPECT_FALSE(fs::exists(path));
+    pf.write_soon(4);
+    pf.settle();
+    EXPECT_EQ(read_file(path), "4\n");
+    // A write now comes after one asked before it, never under it.
+    pf.write_soon(5);
+    ASSERT_TRUE(pf.write(6).ok());
+    EXPECT_EQ(read_file(path), "6\n");
+    pf.write_soon(7);
+  }
+  EXPECT_EQ(read_file(path), "7\n") << "the last write asked lands before the object goes";
+  EXPECT_EQ(entries(dir.path()), std::vector<std::string>{"batond.pid"});
+}
+
+TEST(PidFile, AWriteSoonThatFailsIsLoggedAndTheNextOneStillLands) {
+  test::TempDir dir;
+  ASSERT_EQ(::mkdir(dir.file("run").c_str(), 0755), 0);
+  PidFile pf(dir.file("run/batond.pid"));
+  ASSERT_TRUE(pf.write(1).ok());
+  fs::remove_all(dir.file("run"));
+  pf.write_soon(2);  // its directory is gone: open fails, on the writer thread
+  pf.settle();
+  ASSERT_EQ(::mkdir(dir.file("run").c_str(), 0755), 0);
+  pf.write_soon(3);
+  pf.settle();
+  EXPECT_EQ(read_file(dir.file("run/batond.pid")), "3\n");
+}
+
 TEST(PidFile, DisabledDoesNothing) {
   test::TempDir dir;
   PidFile pf("");
   EXPECT_FALSE(pf.enabled());
   EXPECT_TRUE(pf.write(1).ok());
+  pf.write_soon(2);
+  pf.settle();
   pf.remove_if_names(1);
   EXPECT_TRUE(entries(dir.path()).empty());
 }
