@@ -346,17 +346,27 @@ void Daemon::accept_echo(handoff::UniqueFd fd, Listener& from) {
                         registry_, *read_buffer_, drain_counts_, WaterMarks{});
 }
 
+bool Daemon::may_adopt() const {
+  if (stop_requested_) return false;
+  // Serving: yes, unless a drain (a stop) has begun.
+  if (!handed_over()) return !drain_->active();
+  // Committed to a newer generation: only while ours can still go to it.
+  return own_handoff_ == OwnHandoff::Queued || own_handoff_ == OwnHandoff::Offering;
+}
+
 bool Daemon::adopt_connection(const handoff::ConnectionEntry& entry, handoff::UniqueFd fd) {
-  // Only a generation that serves takes connections: one that committed to a
-  // newer generation, or that is stopping, leaves them with the predecessor,
-  // which drains them.
-  if (handed_over() || drain_->active()) return false;
+  // A generation that is stopping, or that will not pass them on, leaves
+  // them with the predecessor, which drains them.
+  if (!may_adopt()) return false;
   // Not counted against --max-connections: these clients are already served,
   // refusing one would only leave it with the old generation.
-  if (!EchoConnection::start(&loop_, std::move(fd), entry.kind, registry_, *read_buffer_, drain_counts_, WaterMarks{}))
-    return false;
+  auto* c = EchoConnection::start(&loop_, std::move(fd), entry.kind, registry_, *read_buffer_, drain_counts_, WaterMarks{});
+  if (!c) return false;
   registry_.count_accept();
   ++adopted_connections_;
+  if (own_handoff_ == OwnHandoff::Offering) handoff_queue_.push_back(c);
+  // Our drain may have been done (we held none): it waits for this one too.
+  if (handed_over()) drain_->reopen(handoff_drain_deadline());
   return true;
 }
 
@@ -400,6 +410,8 @@ void Daemon::close_listeners(SocketFiles files) {
 }
 
 void Daemon::on_drained() {
+  // Connections adopted after the drain was done reopened it: it calls again.
+  if (!drain_->done()) return;
   // An upgrade still in flight (a stop came during it) is seen out first, so
   // the new process is reaped and its outcome logged before we exit.
   const auto state = predecessor_->state();

@@ -9,6 +9,7 @@
 #include <uv.h>
 
 #include <chrono>
+#include <deque>
 #include <memory>
 #include <string>
 #include <vector>
@@ -75,6 +76,10 @@ class Daemon {
   void handle_signal(int signo);
   void accept_echo(handoff::UniqueFd fd, Listener& from);
   bool adopt_connection(const handoff::ConnectionEntry& entry, handoff::UniqueFd fd);
+  bool may_adopt() const;
+  // The drain deadline after COMMIT with drain = handoff: connections stay
+  // ours through the probation, so it counts from its end.
+  std::chrono::milliseconds handoff_drain_deadline() const;
   void accept_control(handoff::UniqueFd fd);
   void handle_control(ControlSession& session, const control::Request& request);
   nlohmann::json status() const;
@@ -217,6 +222,19 @@ class Daemon {
   std::unique_ptr<handoff::PredecessorLink> predecessor_link_;  // reports and connections from the old generation
   handoff::ProcessHandle predecessor_process_;                  // that generation's process
   std::unique_ptr<handoff::ConnectionHandoff> connection_handoff_;  // ours, to the new generation
+  // Our connections' way to the generation we committed to (drain = handoff).
+  // Until it has passed (Queued / Offering), connections our predecessor
+  // still hands us go the same way: an upgrade asked of us inside our
+  // predecessor's probation would otherwise leave them with it, which
+  // could only drain them.
+  enum class OwnHandoff {
+    None,      // not committed to a newer generation, or not passing connections on
+    Queued,    // committed: what we hold goes at the outcome
+    Offering,  // the outcome came: handoff_queue_ is being offered
+    Over,      // the queue ran dry (or there was nothing): later ones stay here
+  };
+  OwnHandoff own_handoff_ = OwnHandoff::None;
+  std::deque<EchoConnection*> handoff_queue_;  // Offering: not yet offered (closed ones are skipped)
   std::unique_ptr<AppSupervisor> app_;                          // supervisor mode only
   bool app_adopted_ = false;                                    // app_ came from the previous generation
   bool exit_after_app_ = false;                                 // drained, waiting for the app's instances to exit

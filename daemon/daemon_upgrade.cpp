@@ -160,10 +160,16 @@ void Daemon::on_committed(pid_t pid) {
   // probation (which waits up to the upgrade timeout for SERVING) would
   // half-close them before they could go: it counts from its end instead.
   std::optional<std::chrono::milliseconds> deadline;
-  if (options_.drain_mode == DaemonOptions::DrainMode::Handoff)
-    deadline = options_.drain_timeout + options_.upgrade_timeout + options_.upgrade_probation;
+  if (options_.drain_mode == DaemonOptions::DrainMode::Handoff) {
+    deadline = handoff_drain_deadline();
+    own_handoff_ = OwnHandoff::Queued;
+  }
   stop_accepting_and_drain("handed over to pid " + std::to_string(pid), deadline);
   record_upgrade_step("old_stopped_accepting");
+}
+
+std::chrono::milliseconds Daemon::handoff_drain_deadline() const {
+  return options_.drain_timeout + options_.upgrade_timeout + options_.upgrade_probation;
 }
 
 void Daemon::on_upgrade_outcome(const handoff::UpgradeOutcome& outcome) {
@@ -226,27 +232,33 @@ void Daemon::on_upgrade_outcome(const handoff::UpgradeOutcome& outcome) {
   if (options_.drain_mode == DaemonOptions::DrainMode::Handoff && !registry_.empty()) {
     connection_handoff_ = std::make_unique<handoff::ConnectionHandoff>(&loop_, *predecessor_, kHandoffFlushBound);
     handoff_stops_noted_for_ = nullptr;  // a new one may take a freed one's address
-    std::vector<EchoConnection*> connections;
-    registry_.for_each([&](EchoConnection& c) { connections.push_back(&c); });
+    handoff_queue_.clear();
+    registry_.for_each([&](EchoConnection& c) { handoff_queue_.push_back(&c); });
+    own_handoff_ = OwnHandoff::Offering;
     // The window runs on through the hand-off: it is part of what the loop pays.
     connection_handoff_->on_settled([this] {
       loop_lag_.upgrade_work();
       end_loop_window();
       note_handoff_stops();
     });
-    // Those closed before their turn are no longer registered. No new one can
-    // take a closed one's address meanwhile: this generation no longer
-    // accepts or adopts.
+    // Those closed before their turn are no longer registered. A new one can
+    // take a closed one's address only by adoption (this generation no longer
+    // accepts), and an adopted one joins the queue: offered either way.
     connection_handoff_->start(
-        [this, all = std::move(connections), next = size_t{0}]() mutable -> handoff::HandoffConnection* {
+        [this]() -> handoff::HandoffConnection* {
           loop_lag_.upgrade_work();  // asked on each turn that makes room: the hand-off's turns
-          while (next < all.size())
-            if (auto* c = all[next++]; registry_.contains(c)) return c;
+          while (!handoff_queue_.empty()) {
+            auto* c = handoff_queue_.front();
+            handoff_queue_.pop_front();
+            if (registry_.contains(c)) return c;
+          }
+          own_handoff_ = OwnHandoff::Over;
           return nullptr;
         },
         kHandoffAtOnce);
     record_upgrade_step("handoff_started", std::to_string(registry_.size()) + " connection(s)");
   } else {
+    own_handoff_ = OwnHandoff::Over;
     end_loop_window();
   }
   exit_after_drained_upgrade();
@@ -258,6 +270,8 @@ void Daemon::drop_connection_handoff() {
     note_handoff_stops();
   }
   connection_handoff_.reset();
+  handoff_queue_.clear();
+  own_handoff_ = OwnHandoff::None;
 }
 
 void Daemon::note_handoff_stops() {

@@ -10,8 +10,8 @@ Drain::Drain(uv_loop_t* loop, ConnectionRegistry& registry, DrainCounts& counts,
     : loop_(loop), registry_(registry), counts_(counts), on_done_(std::move(on_done)) {}
 
 void Drain::start(const std::string& cause, std::chrono::milliseconds deadline) {
-  if (active_) return;
-  active_ = true;
+  if (active()) return;
+  phase_ = Phase::Draining;
   cause_ = cause;
   started_with_ = registry_.size();
   at_start_ = counts_;  // the counts run for the whole life (metrics); the drain reports its own part
@@ -21,8 +21,20 @@ void Drain::start(const std::string& cause, std::chrono::milliseconds deadline) 
     check_done();
     return;
   }
+  arm_deadline(deadline);
+}
+
+void Drain::arm_deadline(std::chrono::milliseconds deadline) {
   deadline_.init(uv_timer_init, loop_, this);
   uv_timer_start(deadline_.get(), &Drain::on_deadline, static_cast<uint64_t>(deadline.count()), 0);
+}
+
+void Drain::reopen(std::chrono::milliseconds deadline) {
+  if (phase_ != Phase::Done || registry_.empty()) return;
+  phase_ = Phase::Draining;
+  spdlog::info("drain: reopened ({}); {} connection(s) joined; deadline {} ms", cause_, registry_.size(),
+               deadline.count());
+  arm_deadline(deadline);
 }
 
 void Drain::on_deadline(uv_timer_t* t) {
@@ -43,13 +55,13 @@ void Drain::on_grace_over(uv_timer_t* t) {
 
 void Drain::force(const std::string& cause) {
   spdlog::info("drain: {}; closing {} connection(s) now", cause, registry_.size());
-  if (!active_) start(cause, std::chrono::milliseconds(0));
+  if (!active()) start(cause, std::chrono::milliseconds(0));
   registry_.for_each([](EchoConnection& c) { c.close_now(EchoConnection::EndReason::Forced); });
 }
 
 void Drain::check_done() {
-  if (!active_ || done_ || !registry_.empty()) return;
-  done_ = true;
+  if (phase_ != Phase::Draining || !registry_.empty()) return;
+  phase_ = Phase::Done;
   stop_timers();
   spdlog::info(
       "drain: done ({}): {} closed by their clients, {} half-closed at the deadline, {} closed forcibly, {} handed over",
@@ -62,8 +74,7 @@ void Drain::check_done() {
 void Drain::cancel() {
   stop_timers();
   registry_.on_empty({});
-  active_ = false;
-  done_ = false;
+  phase_ = Phase::Idle;
   cause_.clear();
 }
 

@@ -30,17 +30,24 @@ class Drain {
   void start(const std::string& cause, std::chrono::milliseconds deadline);
   // Closes every connection now (a second stop signal).
   void force(const std::string& cause);
-  bool active() const { return active_; }
+  bool active() const { return phase_ != Phase::Idle; }
+  bool done() const { return phase_ == Phase::Done; }
   const std::string& cause() const { return cause_; }
   // Connections open when draining began.
   size_t started_with() const { return started_with_; }
   void stop_timers();
   // Back to serving (the successor died): no deadline, nothing more to wait for.
   void cancel();
+  // A connection joined after the drain was done (adopted from the previous
+  // generation, to be passed on): it is waited for too, with a deadline from
+  // now; on_done runs again when it has gone.
+  void reopen(std::chrono::milliseconds deadline);
 
  private:
+  enum class Phase { Idle, Draining, Done };
   static void on_deadline(uv_timer_t* t);
   static void on_grace_over(uv_timer_t* t);
+  void arm_deadline(std::chrono::milliseconds deadline);
   void check_done();
 
   uv_loop_t* loop_;
@@ -52,8 +59,7 @@ class Drain {
   handoff::UvHandle<uv_timer_t> grace_;
   std::string cause_;
   size_t started_with_ = 0;
-  bool active_ = false;
-  bool done_ = false;
+  Phase phase_ = Phase::Idle;
 };
 
 }  // namespace baton::daemon

@@ -37,14 +37,14 @@ EchoConnection::EchoConnection(ConnectionRegistry& registry, SharedReadBuffer& b
       backpressure_(marks),
       kind_(kind) {}
 
-bool EchoConnection::start(uv_loop_t* loop, handoff::UniqueFd fd, Kind kind, ConnectionRegistry& registry,
+EchoConnection* EchoConnection::start(uv_loop_t* loop, handoff::UniqueFd fd, Kind kind, ConnectionRegistry& registry,
                            SharedReadBuffer& buffer, DrainCounts& counts, WaterMarks marks) {
   auto* c = new EchoConnection(registry, buffer, counts, marks, kind);
   int rc = kind == Kind::Tcp ? uv_tcp_init(loop, &c->handle_.tcp) : uv_pipe_init(loop, &c->handle_.pipe, 0);
   if (rc != 0) {
     spdlog::warn("connection: init: {}", uv_strerror(rc));
     delete c;
-    return false;
+    return nullptr;
   }
   c->handle_.stream.data = c;
   rc = kind == Kind::Tcp ? uv_tcp_open(&c->handle_.tcp, fd.get()) : uv_pipe_open(&c->handle_.pipe, fd.get());
@@ -54,14 +54,14 @@ bool EchoConnection::start(uv_loop_t* loop, handoff::UniqueFd fd, Kind kind, Con
     uv_close(reinterpret_cast<uv_handle_t*>(c->stream()), [](uv_handle_t* h) {
       delete static_cast<EchoConnection*>(h->data);
     });
-    return false;  // fd closes with `fd`: the handle never took it
+    return nullptr;  // fd closes with `fd`: the handle never took it
   }
   fd.release();  // libuv closes it with the handle now
   // Echo is interactive: a small reply must not wait for Nagle.
   if (kind == Kind::Tcp) uv_tcp_nodelay(&c->handle_.tcp, 1);
   registry.add(c);
   c->read_start();
-  return true;
+  return c;
 }
 
 void EchoConnection::read_start() {

@@ -33,9 +33,9 @@ class EchoConnection final : public handoff::HandoffConnection {
   using Kind = handoff::ConnectionKind;
   enum class EndReason { Client, Deadline, Forced, HandedOver };
 
-  // Adopts an accepted socket into the loop and starts echoing. Returns false
-  // (and the fd is closed) if libuv refuses it.
-  static bool start(uv_loop_t* loop, handoff::UniqueFd fd, Kind kind, ConnectionRegistry& registry,
+  // Adopts an accepted socket into the loop and starts echoing. Returns null
+  // (and the fd is closed) if libuv refuses it. The registry owns it.
+  static EchoConnection* start(uv_loop_t* loop, handoff::UniqueFd fd, Kind kind, ConnectionRegistry& registry,
                     SharedReadBuffer& buffer, DrainCounts& counts, WaterMarks marks);
 
   // Drain deadline: echo nothing more, flush what is owed, send FIN, then

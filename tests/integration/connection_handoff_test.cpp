@@ -127,6 +127,40 @@ TEST(ConnectionHandoff, NewProcessDyingMidTransferLosesNoConnection) {
   EXPECT_TRUE(pid_alive(old_pid));
 }
 
+// The new generation is upgraded again while its predecessor is still in
+// probation: the predecessor's connections reach it only after it has
+// committed to the next one. They must go on to the newest generation, not
+// stay with the predecessor to be half-closed at its drain deadline.
+TEST(ConnectionHandoff, AnUpgradeInsideThePreviousProbationPassesItsConnectionsOnToTheNewest) {
+  auto d = BatondProcess::start({"--listen", "echo=tcp://127.0.0.1:0", "--drain", "handoff", "--upgrade-probation", "5",
+                                 "--drain-timeout", "1", "--upgrade-timeout", "10"});
+  auto load = LoadRun::start("tcp://" + d.address(), {"--connections", "8", "--rate", "50"});
+  const pid_t gen1 = d.serving_pid();
+  ASSERT_EQ(::kill(gen1, SIGUSR2), 0);
+  const pid_t gen2 = d.wait_commit(gen1);
+  ASSERT_NE(gen2, 0) << d.log();
+  ASSERT_TRUE(d.wait_for_line(gen2, "serving: generation 2")) << d.log();
+  ASSERT_EQ(::kill(gen2, SIGUSR2), 0);
+  const pid_t gen3 = d.wait_commit(gen2);
+  ASSERT_NE(gen3, 0) << d.log();
+  // The case under test: generation 1 had not begun handing its connections over.
+  ASSERT_EQ(d.count_lines(gen1, "handoff: handing connections"), 0)
+      << "the first probation (5 s) ended before the second upgrade committed\n" << d.log();
+  auto first = d.wait_upgrade_outcome(gen1, 0, 30s);
+  ASSERT_TRUE(first.ok) << d.log();
+  EXPECT_TRUE(d.wait_for_line(gen1, "8 connection(s) handed over, 0 kept here", 15s)) << d.log();
+  auto second = d.wait_upgrade_outcome(gen2, 0, 30s);
+  ASSERT_TRUE(second.ok) << d.log();
+  EXPECT_TRUE(d.wait_for_line(gen2, "8 connection(s) handed over, 0 kept here", 15s)) << d.log();
+  EXPECT_TRUE(d.wait_gone(gen1, 30s)) << d.log();
+  EXPECT_TRUE(d.wait_gone(gen2, 30s)) << d.log();
+  // Its listener and control socket, and the 8 clients.
+  EXPECT_TRUE(eventually([&] { return sockets_of(gen3).size() >= 8 + 2; })) << sockets_of(gen3).size() << " sockets";
+  auto report = load.stop();
+  EXPECT_EQ(report.failures, 0) << report.summary;
+  EXPECT_TRUE(report.status.success()) << report.summary;
+}
+
 TEST(ConnectionHandoff, AThousandConnectionsMoveAndTheOldProcessExitsQuickly) {
   auto d = BatondProcess::start({"--listen", "echo=tcp://127.0.0.1:0", "--drain", "handoff", "--drain-timeout", "600"});
   std::vector<UniqueFd> conns;

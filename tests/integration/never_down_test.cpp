@@ -335,27 +335,9 @@ TEST(NeverDown, CallbacksOfAnEndedHandOffNeverRunAgain) {
   EXPECT_TRUE(status->success()) << status->describe() << "\n" << d.log();
 }
 
-// Item 3: a generation that committed to a newer one takes no connection
-// from an older one: gen 1's connections reach gen 2 (after gen 1's
-// probation) only once gen 2 has handed over to gen 3. gen 2 refuses them,
-// so gen 1 serves and drains them itself.
-TEST(NeverDown, AGenerationThatHandedOverRefusesConnectionsFromAnOlderOne) {
-  auto d = BatondProcess::start(handoff_args({"--upgrade-probation", "3"}));
-  const pid_t gen1 = d.serving_pid();
-  std::vector<UniqueFd> conns;
-  ASSERT_NO_FATAL_FAILURE(connect_clients(d, 3, conns));
-  ::kill(gen1, SIGUSR2);
-  const pid_t gen2 = d.wait_commit(gen1);
-  ASSERT_NE(gen2, 0) << d.log();
-  ASSERT_TRUE(d.wait_for_line(gen2, "serving: generation 2")) << d.log();
-  ::kill(gen2, SIGUSR2);
-  ASSERT_NE(d.wait_commit(gen2), 0) << d.log();
-  // gen 1's probation ends, then its hand-off: every connection refused.
-  auto done = d.wait_for_line(gen1, "handoff: done in", 20s);
-  ASSERT_TRUE(done) << d.log();
-  EXPECT_NE(done->find("0 connection(s) handed over, 3 kept here to drain"), std::string::npos) << *done;
-  for (auto& c : conns) EXPECT_TRUE(echo_roundtrip(c.get(), "still gen 1"));
-}
+// Item 3 (a generation that committed to a newer one, offered an older
+// one's connections) is ConnectionHandoff.AnUpgradeInsideThePreviousProbation…:
+// it passes them on to the newest generation.
 
 // Item 4, one level further: gen 2 committed to gen 3 (gen 1 is told),
 // gen 3 to gen 4 (gen 2 is told, and tells gen 1), and gen 3 is gone. When
