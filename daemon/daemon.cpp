@@ -72,10 +72,10 @@ int Daemon::run() {
   }
   loop_ready_ = true;
   drain_ = std::make_unique<Drain>(&loop_, registry_, drain_counts_, [this] { on_drained(); });
-  // Each of the upgrade's events marks its loop turn as the upgrade's (LoopLag).
+  // Each of the upgrade's events is upgrade work on the loop (LoopLag).
   auto upgrade = [this](auto fn) {
     return [this, fn](auto&&... args) {
-      loop_lag_.upgrade_work();
+      const LoopLag::Work work(loop_lag_);
       return fn(std::forward<decltype(args)>(args)...);
     };
   };
@@ -91,7 +91,7 @@ int Daemon::run() {
                   .progress = upgrade([this](const char* step) { on_upgrade_progress(step); }),
                   .successor_state = upgrade([this](const handoff::StateUpdate& u) { take_successor_state(u); }),
               });
-  if (int rc = loop_lag_.start(&loop_); rc != 0) spdlog::warn("loop lag probes: {}", uv_strerror(rc));
+  if (int rc = loop_lag_.start(&loop_, [this] { on_loop_window_ended(); }); rc != 0) spdlog::warn("loop lag probes: {}", uv_strerror(rc));
 
   // Signals first: a new generation must not die of a SIGTERM or SIGUSR2
   // that arrives while it is still taking over.
@@ -429,7 +429,7 @@ void Daemon::on_drained() {
   // totals with our last counts.
   if (handed_over()) {
     record_upgrade_step("old_drained");
-    end_loop_window();  // a hand-off some connection of which never got its answer: over now
+    end_loop_window(/*now=*/true);  // a hand-off some connection of which never got its answer: over now
     if (connection_handoff_ && !connection_handoff_->settled()) note_handoff_stops();
     send_state_updates(true);
   }

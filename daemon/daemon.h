@@ -116,7 +116,9 @@ class Daemon {
   // on_drained came while the upgrade was in flight: exit now it is over.
   void exit_after_drained_upgrade();
   // The upgrade's loop-lag window ends (if open): logged, and kept for status.
-  void end_loop_window();
+  // The upgrade's loop-lag window ends after this turn (`now`: at once, we exit).
+  void end_loop_window(bool now = false);
+  void on_loop_window_ended();  // logs it
   // The hand-off is over (settled, or dropped): what it cost each connection.
   void note_handoff_stops();
   // The connection hand-off is over, settled or not (its window with it).

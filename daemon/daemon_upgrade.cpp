@@ -45,6 +45,7 @@ handoff::SpawnSpec Daemon::spawn_spec(const std::string& binary) const {
 
 handoff::Status Daemon::request_upgrade(const std::string& trigger, const std::string& binary,
                                         std::optional<std::chrono::milliseconds> timeout) {
+  const LoopLag::Work work(loop_lag_);
   auto refuse = [&](const std::string& why) -> handoff::Status {
     spdlog::warn("upgrade ({}) refused: {}", trigger, why);
     return handoff::Error{why};
@@ -72,7 +73,6 @@ handoff::Status Daemon::request_upgrade(const std::string& trigger, const std::s
   // From before the spawn: what the upgrade costs this loop, the spawn included.
   // An earlier attempt's window (one that failed) is not this upgrade's: not sent.
   loop_lag_.begin_window();
-  loop_lag_.upgrade_work();
   loop_windows_sent_ = loop_lag_.windows_ended();
   // An earlier hand-off's figure (one cut short by a successor that died) is
   // not this upgrade's: not sent to this successor.
@@ -143,10 +143,11 @@ void Daemon::relay_succeeded(pid_t pid) {
 
 void Daemon::on_committed(pid_t pid) {
   shown_after_commit_ = std::exchange(commit_totals_, std::nullopt);
-  // The successor wrote its pid to its own path before it reported serving;
-  // ours may differ (the configuration moved it). Off the loop: a rename
-  // can block for most of a millisecond (pid_file.h).
-  pid_file_.write_soon(pid);
+  // The successor writes its pid to its own path before it reports serving;
+  // ours may differ (the configuration moved it): written if it still names
+  // us, never over the successor's (or a newer generation's) own. Off the
+  // loop: a rename can block for most of a millisecond (pid_file.h).
+  pid_file_.write_soon(pid, PidFile::Replace::IfOurs);
   spdlog::info("upgrade: committed; successor={} accepts as generation {}, READY {:.1f} ms after the request; probation "
                "for {} ms once it reports serving",
                pid, context_.generation + 1, ms_since(upgrade_requested_), options_.upgrade_probation.count());
@@ -235,9 +236,13 @@ void Daemon::on_upgrade_outcome(const handoff::UpgradeOutcome& outcome) {
     handoff_queue_.clear();
     registry_.for_each([&](EchoConnection& c) { handoff_queue_.push_back(&c); });
     own_handoff_ = OwnHandoff::Offering;
+    // Its sends and answers run in the library's callbacks: every turn until
+    // it settles counts as the upgrade's.
+    loop_lag_.hold_upgrade_turns(true);
     // The window runs on through the hand-off: it is part of what the loop pays.
     connection_handoff_->on_settled([this] {
-      loop_lag_.upgrade_work();
+      const LoopLag::Work work(loop_lag_);
+      loop_lag_.hold_upgrade_turns(false);
       end_loop_window();
       note_handoff_stops();
     });
@@ -246,7 +251,7 @@ void Daemon::on_upgrade_outcome(const handoff::UpgradeOutcome& outcome) {
     // accepts), and an adopted one joins the queue: offered either way.
     connection_handoff_->start(
         [this]() -> handoff::HandoffConnection* {
-          loop_lag_.upgrade_work();  // asked on each turn that makes room: the hand-off's turns
+          const LoopLag::Work work(loop_lag_);
           while (!handoff_queue_.empty()) {
             auto* c = handoff_queue_.front();
             handoff_queue_.pop_front();
@@ -270,6 +275,7 @@ void Daemon::drop_connection_handoff() {
     note_handoff_stops();
   }
   connection_handoff_.reset();
+  loop_lag_.hold_upgrade_turns(false);
   handoff_queue_.clear();
   own_handoff_ = OwnHandoff::None;
 }
@@ -287,11 +293,11 @@ void Daemon::note_handoff_stops() {
   handoff_stops_sent_ = false;
 }
 
-void Daemon::end_loop_window() {
-  if (!loop_lag_.window_open()) return;
+void Daemon::end_loop_window(bool now) { loop_lag_.end_window(now); }
+
+void Daemon::on_loop_window_ended() {
   spdlog::info("upgrade: {} during it (from the request to its outcome, or to the end of the connection hand-off)",
-               loop_lag_.window_summary());
-  loop_lag_.end_window();
+               loop_lag_.last_window_summary());
 }
 
 void Daemon::exit_after_drained_upgrade() {
@@ -349,6 +355,8 @@ void Daemon::resume_serving(const std::string& why) {
     exit_after_drained_upgrade();
     return;
   }
+  // Before anything can fail: the file must not name the dead successor.
+  pid_file_.write_soon(::getpid());
   exit_timer_.close();
   drain_->cancel();
   exit_after_upgrade_ = false;
@@ -359,14 +367,13 @@ void Daemon::resume_serving(const std::string& why) {
     spdlog::info("listening name={} addr={} resumed=yes", l->name(), l->bound().endpoint());
   }
   if (app_) app_->resume();
-  pid_file_.write_soon(::getpid());
   notifier_.main_pid(::getpid(), why + "; serving again");
   spdlog::critical("generation {} (pid {}) resumes serving: {}", context_.generation, ::getpid(), why);
 }
 
 void Daemon::on_report_timer(uv_timer_t* timer) {
   auto* self = static_cast<Daemon*>(timer->data);
-  self->loop_lag_.upgrade_work();
+  const LoopLag::Work work(self->loop_lag_);
   self->report_draining();
   self->send_state_updates(/*force=*/false);
 }

@@ -21,8 +21,23 @@ uint64_t thread_cpu_ns() {
 
 }  // namespace
 
-int LoopLag::start(uv_loop_t* loop) {
+LoopLag::Work::Work(LoopLag& lag) : lag_(lag), outer_(lag.work_depth_++ == 0) {
+  if (!outer_) return;
+  wall0_ = uv_hrtime();
+  cpu0_ = thread_cpu_ns();
+}
+
+LoopLag::Work::~Work() {
+  --lag_.work_depth_;
+  lag_.upgrade_turn_ = true;
+  if (!outer_) return;
+  lag_.turn_work_ns_ += uv_hrtime() - wall0_;
+  lag_.turn_work_cpu_ns_ += thread_cpu_ns() - cpu0_;
+}
+
+int LoopLag::start(uv_loop_t* loop, std::function<void()> window_ended) {
   loop_ = loop;
+  window_ended_ = std::move(window_ended);
   // Without it (an error) the blocked time includes the time spent waiting
   // in epoll: an upper bound, still worth showing.
   idle_metric_ = uv_loop_configure(loop, UV_METRICS_IDLE_TIME) == 0;
@@ -57,6 +72,7 @@ void LoopLag::signal_woke() {
 }
 
 void LoopLag::stop() {
+  if (window_ && ending_) finish_window();
   timer_.close();
   check_.close();
   prepare_.close();
@@ -78,42 +94,72 @@ void LoopLag::on_timer(uv_timer_t* t) {
   self->due_ns_ = now + kIntervalMs * 1000000;
 }
 
-void LoopLag::on_check(uv_check_t* c) {
-  auto* self = static_cast<LoopLag*>(c->data);
+LoopLag::TurnSoFar LoopLag::turn_so_far() const {
   const uint64_t now = uv_hrtime();
-  const uint64_t idle = self->idle_metric_ ? uv_metrics_idle_time(self->loop_) : self->last_idle_ns_;
-  const uint64_t wall = now - self->last_check_ns_;
+  const uint64_t idle = idle_metric_ ? uv_metrics_idle_time(loop_) : last_idle_ns_;
+  const uint64_t wall = now - last_check_ns_;
   // A newer libuv may count the signal's wait itself: not twice.
-  const uint64_t waited = std::max(idle - self->last_idle_ns_, std::exchange(self->signal_wait_ns_, 0));
-  const uint64_t blocked = wall > waited ? wall - waited : 0;
-  const uint64_t cpu_now = thread_cpu_ns(), cpu = cpu_now - self->last_check_cpu_ns_;
-  self->last_check_cpu_ns_ = cpu_now;
-  self->last_check_ns_ = now;
-  self->last_idle_ns_ = idle;
-  if (!self->check_based_) {
-    self->check_based_ = true;
-    self->upgrade_turn_ = false;
-    return;
-  }
-  self->blocked_.record(blocked / 1000);
-  if (auto& w = self->window_) {
-    w->blocked.record(blocked / 1000);
-    w->cpu_max_ns = std::max(w->cpu_max_ns, cpu);
-    if (self->upgrade_turn_) {
-      w->upgrade_turns.record(blocked / 1000);
-      w->upgrade_cpu_max_ns = std::max(w->upgrade_cpu_max_ns, cpu);
-    }
-  }
-  self->upgrade_turn_ = false;
+  const uint64_t waited = std::max(idle - last_idle_ns_, signal_wait_ns_);
+  const uint64_t cpu = thread_cpu_ns();
+  return {now, idle, cpu, wall > waited ? wall - waited : 0, cpu - last_check_cpu_ns_};
 }
 
-void LoopLag::begin_window() { window_.emplace(); }
+void LoopLag::on_check(uv_check_t* c) {
+  auto* self = static_cast<LoopLag*>(c->data);
+  const auto turn = self->turn_so_far();
+  self->last_check_ns_ = turn.at_ns;
+  self->last_idle_ns_ = turn.idle_ns;
+  self->last_check_cpu_ns_ = turn.cpu_at_ns;
+  self->signal_wait_ns_ = 0;
+  if (self->check_based_) {
+    self->blocked_.record(turn.blocked_ns / 1000);
+    self->record_turn(turn.blocked_ns, turn.cpu_ns);
+  }
+  self->check_based_ = true;
+  self->upgrade_turn_ = false;
+  self->turn_work_ns_ = self->turn_work_cpu_ns_ = 0;
+  if (self->window_ && self->ending_) self->finish_window();
+}
 
-void LoopLag::end_window() {
+void LoopLag::record_turn(uint64_t blocked_ns, uint64_t cpu_ns) {
   if (!window_) return;
+  auto& w = *window_;
+  w.blocked.record(blocked_ns / 1000);
+  w.cpu_max_ns = std::max(w.cpu_max_ns, cpu_ns);
+  if (upgrade_turn_ || hold_) {
+    w.upgrade_turns.record(blocked_ns / 1000);
+    w.upgrade_turn_cpu_max_ns = std::max(w.upgrade_turn_cpu_max_ns, cpu_ns);
+  }
+  if (turn_work_ns_ > 0) {
+    w.upgrade_work.record(turn_work_ns_ / 1000);
+    w.upgrade_work_cpu_max_ns = std::max(w.upgrade_work_cpu_max_ns, turn_work_cpu_ns_);
+  }
+}
+
+void LoopLag::begin_window() {
+  if (window_ && ending_) finish_window();  // the last one ended in this very turn
+  window_.emplace();
+  ending_ = false;
+}
+
+void LoopLag::end_window(bool now) {
+  if (!window_) return;
+  ending_ = true;
+  if (!now) return;
+  // This turn so far, then the window ends before the turn does.
+  if (check_based_) {
+    const auto turn = turn_so_far();
+    record_turn(turn.blocked_ns, turn.cpu_ns);
+  }
+  finish_window();
+}
+
+void LoopLag::finish_window() {
   last_window_ = std::move(window_);
   window_.reset();
+  ending_ = false;
   ++windows_ended_;
+  if (window_ended_) window_ended_();
 }
 
 nlohmann::json LoopLag::to_json() const {
@@ -126,26 +172,32 @@ nlohmann::json LoopLag::to_json() const {
 
 nlohmann::json LoopLag::last_window_json() const {
   if (!last_window_) return nullptr;
-  return {{"blocked_max", us_ms(last_window_->blocked.max())},
-          {"blocked_p99", us_ms(last_window_->blocked.percentile(0.99))},
-          {"lag_max", ms(last_window_->lag_max_ns)},
-          {"cpu_max", ms(last_window_->cpu_max_ns)},
-          {"iterations", last_window_->blocked.count()},
-          {"upgrade_turns", last_window_->upgrade_turns.count()},
-          {"upgrade_turn_max", us_ms(last_window_->upgrade_turns.max())},
-          {"upgrade_turn_cpu_max", ms(last_window_->upgrade_cpu_max_ns)}};
+  const auto& w = *last_window_;
+  return {{"blocked_max", us_ms(w.blocked.max())},
+          {"blocked_p99", us_ms(w.blocked.percentile(0.99))},
+          {"lag_max", ms(w.lag_max_ns)},
+          {"cpu_max", ms(w.cpu_max_ns)},
+          {"iterations", w.blocked.count()},
+          {"upgrade_turns", w.upgrade_turns.count()},
+          {"upgrade_turn_max", us_ms(w.upgrade_turns.max())},
+          {"upgrade_turn_cpu_max", ms(w.upgrade_turn_cpu_max_ns)},
+          {"upgrade_work_max", us_ms(w.upgrade_work.max())},
+          {"upgrade_work_p99", us_ms(w.upgrade_work.percentile(0.99))},
+          {"upgrade_work_cpu_max", ms(w.upgrade_work_cpu_max_ns)}};
 }
 
-std::string LoopLag::window_summary() const {
-  if (!window_) return "no window";
-  char buf[320];
+std::string LoopLag::last_window_summary() const {
+  if (!last_window_) return "no window";
+  const auto& w = *last_window_;
+  char buf[400];
   std::snprintf(buf, sizeof buf,
-                "loop blocked at most %.2f ms (p99 %.2f ms, at most %.2f ms of CPU) over %llu iteration(s); "
-                "the %llu that ran upgrade code at most %.2f ms (%.2f ms of CPU)",
-                us_ms(window_->blocked.max()), us_ms(window_->blocked.percentile(0.99)), ms(window_->cpu_max_ns),
-                static_cast<unsigned long long>(window_->blocked.count()),
-                static_cast<unsigned long long>(window_->upgrade_turns.count()), us_ms(window_->upgrade_turns.max()),
-                ms(window_->upgrade_cpu_max_ns));
+                "loop blocked at most %.2f ms (p99 %.2f ms, at most %.2f ms of CPU) over %llu turn(s); the %llu that "
+                "ran upgrade code at most %.2f ms (%.2f ms of CPU); the upgrade code itself at most %.2f ms in one "
+                "turn (%.2f ms of CPU)",
+                us_ms(w.blocked.max()), us_ms(w.blocked.percentile(0.99)), ms(w.cpu_max_ns),
+                static_cast<unsigned long long>(w.blocked.count()),
+                static_cast<unsigned long long>(w.upgrade_turns.count()), us_ms(w.upgrade_turns.max()),
+                ms(w.upgrade_turn_cpu_max_ns), us_ms(w.upgrade_work.max()), ms(w.upgrade_work_cpu_max_ns));
   return buf;
 }
 

@@ -4,6 +4,9 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <condition_variable>
+#include <mutex>
+#include <optional>
 #include <sstream>
 #include <string>
 
@@ -13,21 +16,111 @@
 #include "text_file.h"
 
 namespace baton::daemon {
+namespace {
+
+// The pid the file at `path` names, if it holds one.
+std::optional<pid_t> named_pid(const std::string& path) {
+  auto text = read_text_file(path);
+  std::istringstream in(text ? text.value() : std::string());
+  pid_t named = 0;
+  if (in >> named) return named;
+  return std::nullopt;
+}
+
+handoff::Status write_pid(const std::string& path, pid_t pid) {
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  // Never through a link someone planted under the predictable name: remove
+  // whatever is there and create the file afresh.
+  ::unlink(tmp.c_str());
+  handoff::UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644));
+  if (!fd) return handoff::errno_error("open " + tmp);
+  const std::string text = std::to_string(pid) + "\n";
+  if (::write(fd.get(), text.data(), text.size()) != static_cast<ssize_t>(text.size())) {
+    auto err = handoff::errno_error("write " + tmp);
+    ::unlink(tmp.c_str());
+    return err;
+  }
+  fd.reset();
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    auto err = handoff::errno_error("rename " + tmp + " to " + path);
+    ::unlink(tmp.c_str());
+    return err;
+  }
+  return {};
+}
+
+}  // namespace
+
+struct PidFile::Shared {
+  struct Job {
+    pid_t pid;
+    Replace replace;
+  };
+  explicit Shared(std::string p) : path(std::move(p)) {}
+  const std::string path;
+  std::mutex mutex;
+  std::condition_variable changed;
+  std::optional<Job> pending;  // asked, not yet taken by the writer
+  bool writing = false;        // the writer is making one
+  bool stopping = false;
+
+  bool idle() const { return !pending && !writing; }
+  bool wait_idle() {
+    std::unique_lock lock(mutex);
+    return changed.wait_for(lock, kSettleBound, [&] { return idle(); });
+  }
+
+  void make(const Job& job) {
+    if (job.replace == Replace::IfOurs) {
+      const auto named = named_pid(path);
+      if (named && *named != ::getpid()) return;  // a successor's own: not ours to replace
+    }
+    if (auto st = write_pid(path, job.pid); !st) spdlog::error("pid file: {}", st.error().message);
+  }
+
+  static void run(const std::shared_ptr<Shared>& self) {
+    std::unique_lock lock(self->mutex);
+    for (;;) {
+      self->changed.wait(lock, [&] { return self->pending || self->stopping; });
+      if (!self->pending) return;  // stopping, nothing left to write
+      const Job job = *std::exchange(self->pending, std::nullopt);
+      self->writing = true;
+      lock.unlock();
+      try {
+        self->make(job);
+      } catch (const std::exception& e) {
+        spdlog::error("pid file: {}", e.what());
+      }
+      lock.lock();
+      self->writing = false;
+      self->changed.notify_all();
+    }
+  }
+};
+
+PidFile::PidFile(std::string path) : path_(std::move(path)), shared_(std::make_shared<Shared>(path_)) {}
 
 PidFile::~PidFile() {
+  if (!writer_.joinable()) return;
+  const bool settled = shared_->wait_idle();
   {
-    std::unique_lock lock(mutex_);
-    changed_.wait(lock, [&] { return !pending_ && !writing_; });
-    stopping_ = true;
+    std::lock_guard lock(shared_->mutex);
+    shared_->stopping = true;
   }
-  changed_.notify_all();
-  if (writer_.joinable()) writer_.join();
+  shared_->changed.notify_all();
+  if (settled) {
+    writer_.join();
+  } else {
+    spdlog::warn("pid file {}: a write has not finished after {} s (a hung file system?); exiting without it",
+                 path_, kSettleBound.count());
+    writer_.detach();  // it holds `shared_` itself
+  }
 }
 
 handoff::Status PidFile::write(pid_t pid) {
   if (!enabled()) return {};
   settle();
-  auto st = write_now(pid);
+  auto st = write_pid(path_, pid);
   // Started here, at start-up: starting a thread costs about 0.1 ms, which
   // the loop turn of the next COMMIT would otherwise pay.
   start_writer();
@@ -41,77 +134,33 @@ void PidFile::start_writer() {
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &saved);
   try {
-    writer_ = std::thread(&PidFile::run_writer, this);
+    writer_ = std::thread(&Shared::run, shared_);
   } catch (const std::system_error& e) {
     spdlog::warn("pid file: no writer thread ({}): it will be written on the event loop", e.what());
   }
   pthread_sigmask(SIG_SETMASK, &saved, nullptr);
 }
 
-void PidFile::write_soon(pid_t pid) {
+void PidFile::write_soon(pid_t pid, Replace replace) {
   if (!enabled()) return;
   start_writer();
-  if (!writer_.joinable()) {
-    if (auto st = write_now(pid); !st) spdlog::error("pid file: {}", st.error().message);
-    return;
-  }
+  if (!writer_.joinable()) return shared_->make({pid, replace});
   {
-    std::lock_guard lock(mutex_);
-    pending_ = pid;
+    std::lock_guard lock(shared_->mutex);
+    shared_->pending = Shared::Job{pid, replace};
   }
-  changed_.notify_all();
+  shared_->changed.notify_all();
 }
 
-void PidFile::run_writer() {
-  std::unique_lock lock(mutex_);
-  for (;;) {
-    changed_.wait(lock, [&] { return pending_ || stopping_; });
-    if (!pending_) return;  // stopping, nothing left to write
-    const pid_t pid = *std::exchange(pending_, std::nullopt);
-    writing_ = true;
-    lock.unlock();
-    auto st = write_now(pid);
-    if (!st) spdlog::error("pid file: {}", st.error().message);
-    lock.lock();
-    writing_ = false;
-    changed_.notify_all();
-  }
-}
-
-void PidFile::settle() {
-  std::unique_lock lock(mutex_);
-  changed_.wait(lock, [&] { return !pending_ && !writing_; });
-}
-
-handoff::Status PidFile::write_now(pid_t pid) const {
-  const std::string tmp = path_ + ".tmp." + std::to_string(::getpid());
-  // Never through a link someone planted under the predictable name: remove
-  // whatever is there and create the file afresh.
-  ::unlink(tmp.c_str());
-  handoff::UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644));
-  if (!fd) return handoff::errno_error("open " + tmp);
-  const std::string text = std::to_string(pid) + "\n";
-  if (::write(fd.get(), text.data(), text.size()) != static_cast<ssize_t>(text.size())) {
-    auto err = handoff::errno_error("write " + tmp);
-    ::unlink(tmp.c_str());
-    return err;
-  }
-  fd.reset();
-  if (::rename(tmp.c_str(), path_.c_str()) != 0) {
-    auto err = handoff::errno_error("rename " + tmp + " to " + path_);
-    ::unlink(tmp.c_str());
-    return err;
-  }
-  return {};
-}
+bool PidFile::settle() { return !writer_.joinable() || shared_->wait_idle(); }
 
 void PidFile::remove_if_names(pid_t pid) {
   if (!enabled()) return;
-  settle();
-  auto text = read_text_file(path_);
-  std::istringstream in(text ? text.value() : std::string());
-  pid_t named = 0;
-  if (in >> named && named == pid) ::unlink(path_.c_str());
+  if (!settle()) {
+    spdlog::warn("pid file {}: a write has not finished after {} s; not removed", path_, kSettleBound.count());
+    return;
+  }
+  if (named_pid(path_) == pid) ::unlink(path_.c_str());
 }
 
 }  // namespace baton::daemon

@@ -8,13 +8,14 @@
 // by rename can block for most of a millisecond (ext4 starts writing the new
 // file's data back when it replaces one: measured 0.5-0.8 ms here), which the
 // event loop would pay at every COMMIT. Every write and removal happens in
-// the order asked, whichever thread does it.
+// the order asked, whichever thread does it. Waiting for the thread is
+// bounded (kSettleBound): a file system that hangs must not keep the process
+// from exiting.
 
 #include <sys/types.h>
 
-#include <condition_variable>
-#include <mutex>
-#include <optional>
+#include <chrono>
+#include <memory>
 #include <string>
 #include <thread>
 
@@ -24,8 +25,16 @@ namespace baton::daemon {
 
 class PidFile {
  public:
-  explicit PidFile(std::string path) : path_(std::move(path)) {}
-  ~PidFile();  // lets the writes asked land first
+  static constexpr std::chrono::seconds kSettleBound{5};
+  enum class Replace {
+    Always,
+    // Only a file that names this process, or none: our successor's own
+    // write, or a newer generation's, is never overwritten by a late one of ours.
+    IfOurs,
+  };
+
+  explicit PidFile(std::string path);
+  ~PidFile();  // lets the writes asked land first (bounded)
   PidFile(const PidFile&) = delete;
   PidFile& operator=(const PidFile&) = delete;
 
@@ -36,24 +45,20 @@ class PidFile {
   handoff::Status write(pid_t pid);
   // Soon, on the writer thread; its error is logged. Only the last of
   // several pending writes is made.
-  void write_soon(pid_t pid);
+  void write_soon(pid_t pid, Replace replace = Replace::Always);
   // After any write asked before: removes the file if it names `pid`.
   void remove_if_names(pid_t pid);
-  // Waits until every write asked has landed (or failed).
-  void settle();
+  // Waits until every write asked has landed (or failed); false if one has
+  // not after kSettleBound.
+  bool settle();
 
  private:
-  handoff::Status write_now(pid_t pid) const;
+  struct Shared;
   void start_writer();  // if not yet running
-  void run_writer();
 
   std::string path_;
-  std::mutex mutex_;
-  std::condition_variable changed_;
-  std::optional<pid_t> pending_;  // asked, not yet taken by the writer
-  bool writing_ = false;          // the writer is making one
-  bool stopping_ = false;
-  std::thread writer_;  // started by the first write
+  std::shared_ptr<Shared> shared_;  // with the writer thread, which may outlive us (detached)
+  std::thread writer_;              // started by the first write
 };
 
 }  // namespace baton::daemon

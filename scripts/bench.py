@@ -636,15 +636,22 @@ def step_loop_lag(ctx):
              + ("" if ctx.status_seen else " (status never answered)") + ".")
         return
     r.md("`batonctl status --json` → `loop_lag_ms.last_upgrade`, asked after each upgrade of sections 1, 1b and 3 "
-         "(kept when its `pid` is the old generation's): per loop turn of the old generation, the time spent on "
-         "anything but waiting in the kernel (`blocked_*`, wall time), the CPU time its thread used (`cpu_max`), "
-         "and how late its 100 ms probe timer ran (`lag_max`), from the request to the outcome (or the end of the "
-         "connection hand-off). `upgrade_turn_*` are the same over the turns that ran upgrade code (the request, "
-         "each step, COMMIT, the outcome, hand-off batches, drain reports); the window's other turns are the echo "
-         "service's own, which under this load use up to ~0.9 ms of CPU each with or without an upgrade. The goal: "
-         "the old loop never blocked by an upgrade more than 1 ms. On this shared 2-core machine a turn's wall "
-         "time also counts the time the kernel gave its core to another process (the new generation starting, "
-         "baton-load, batonctl woken by a reply), which is why the CPU time is shown beside it.", "")
+         "(kept when its `pid` is the old generation's), from the request to the outcome (or the end of the "
+         "connection hand-off), in the old generation's loop:", "",
+         "- `upgrade_work_*`: the time batond's upgrade code ran, summed per loop turn (the request, each step, "
+         "COMMIT, the outcome, the hand-off's source, drain reports; wall time, and its CPU time). It is how long "
+         "the upgrade held the loop in one turn: what an echo event arriving meanwhile waited for it. Not in it: "
+         "the library's own callbacks that do not call back into batond (sending a batch of connections, reading "
+         "half a message).",
+         "- `upgrade_turn_*`: whole loop turns that ran upgrade code, and every turn while a connection hand-off "
+         "was in flight: an upper bound, which also counts the echo service's own work in the same turn (under "
+         "this load an echo turn alone can use ~0.9 ms of CPU).",
+         "- `blocked_*`: every turn of the window, the service's own included; `lag_max`: how late the 100 ms "
+         "probe timer ran.", "",
+         "The goal: the old loop never blocked by an upgrade more than 1 ms, judged on `upgrade_work_max` (wall "
+         "time). On this shared 2-core machine wall time also counts time the thread did not run (the kernel gave "
+         "the core to the new generation, baton-load or batonctl, or a system call slept); the CPU time is shown "
+         "beside it.", "")
     done = {}
     for u in ctx.upgrades:
         if u.get("new"):
@@ -652,28 +659,37 @@ def step_loop_lag(ctx):
     r.md("Measured (`pid` matching) for " + ", ".join(
         f"{sum(x['mode'] == m for x in ctx.lag)} of {n} drain = {m} upgrades" for m, n in sorted(done.items()))
          + f"; the others had not reported their window {ctx.s.status_after:g} s after the request.", "")
+
+    def spread(xs, key, ps):
+        vals = [x[key] for x in xs if key in x]
+        return " / ".join(num(pct(vals, p)) for p in ps) if vals else "n/a"
+
+    def over(xs, key):
+        vals = [x[key] for x in xs if key in x]
+        return f"{sum(v > 1.0 for v in vals)} of {len(vals)}" if vals else "n/a"
+
     rows = []
     groups = [("all", lambda x: True)] + [(f"drain = {m}", lambda x, m=m: x["mode"] == m) for m in ("wait", "handoff")]
     for label, sel in groups:
         xs = [x for x in ctx.lag if sel(x)]
         if not xs:
             continue
-        ut = [x.get("upgrade_turn_max", x["blocked_max"]) for x in xs]
-        uc = [x["upgrade_turn_cpu_max"] for x in xs if "upgrade_turn_cpu_max" in x]
-        bm = [x["blocked_max"] for x in xs]
-        rows.append([label, len(xs), " / ".join(num(pct(ut, p)) for p in (50, 90, 100)),
-                     " / ".join(num(pct(uc, p)) for p in (50, 100)) if uc else "—",
-                     f"{sum(v > 1.0 for v in ut)} / {sum(v > 1.0 for v in uc)}",
-                     " / ".join(num(pct(bm, p)) for p in (50, 100)),
-                     " / ".join(num(pct([x["lag_max"] for x in xs], p)) for p in (50, 100)),
+        rows.append([label, len(xs), spread(xs, "upgrade_work_max", (50, 90, 100)),
+                     spread(xs, "upgrade_work_cpu_max", (50, 100)), over(xs, "upgrade_work_max"),
+                     spread(xs, "upgrade_turn_max", (50, 100)), spread(xs, "upgrade_turn_cpu_max", (50, 100)),
+                     spread(xs, "blocked_max", (50, 100)), spread(xs, "lag_max", (50, 100)),
                      num(median([x["iterations"] for x in xs]), "{:.0f}")])
-    r.table(["upgrades", "measured", "upgrade turns: wall max, p50 / p90 / max (ms)",
-             "upgrade turns: CPU max, p50 / max (ms)", "upgrades with an upgrade turn > 1 ms (wall / CPU)",
+    r.table(["upgrades", "measured", "upgrade work per turn, max: p50 / p90 / max (ms)",
+             "its CPU, max: p50 / max (ms)", "upgrades with upgrade work > 1 ms in a turn",
+             "upgrade turns whole, max: p50 / max (ms)", "their CPU, max: p50 / max (ms)",
              "all turns: blocked_max p50 / max (ms)", "lag_max p50 / max (ms)", "loop turns, median"], rows)
-    ctx.res["lag_upgrade_turn_max"] = max(x.get("upgrade_turn_max", x["blocked_max"]) for x in ctx.lag)
-    ctx.res["lag_upgrade_cpu_max"] = max((x.get("upgrade_turn_cpu_max", 0.0) for x in ctx.lag), default=0.0)
-    ctx.res["lag_over_1ms"] = sum(x.get("upgrade_turn_max", x["blocked_max"]) > 1.0 for x in ctx.lag)
-    ctx.res["lag_n"] = len(ctx.lag)
+    work = [x for x in ctx.lag if "upgrade_work_max" in x]
+    if work:
+        ctx.res["lag_work_max"] = max(x["upgrade_work_max"] for x in work)
+        ctx.res["lag_work_cpu_max"] = max(x.get("upgrade_work_cpu_max", 0.0) for x in work)
+        ctx.res["lag_turn_max"] = max(x.get("upgrade_turn_max", 0.0) for x in work)
+        ctx.res["lag_over_1ms"] = sum(x["upgrade_work_max"] > 1.0 for x in work)
+        ctx.res["lag_n"] = len(work)
     if ctx.plots:
         f = ctx.plots.loop_lag(ctx.lag)
         if f:
@@ -898,12 +914,12 @@ def interpretation_section(ctx):
                          "≤ 2× at the max (issue 14)", f"p99 {num(g[0])}×, max {num(g[1])}×",
                          f"p99: {verdict(g[0], '<=', 1.3)}; max: {verdict(g[1], '<=', 2)}"])
     if "lag_n" in res:
-        rows.append(["the serving loop never blocked by an upgrade (no loop turn that ran upgrade code > 1 ms)",
-                     f"{res['lag_over_1ms']} of {res['lag_n']} upgrades had such a turn > 1 ms of wall time; the "
-                     f"longest {res['lag_upgrade_turn_max']:.2f} ms; the most CPU time in one "
-                     f"{res['lag_upgrade_cpu_max']:.2f} ms",
-                     f"wall: {verdict(res['lag_upgrade_turn_max'], '<=', 1.0)}; CPU: "
-                     f"{verdict(res['lag_upgrade_cpu_max'], '<=', 1.0)}"])
+        rows.append(["the serving loop never blocked by an upgrade more than 1 ms (upgrade code per loop turn, "
+                     "wall time)",
+                     f"{res['lag_over_1ms']} of {res['lag_n']} upgrades over 1 ms; the longest "
+                     f"{res['lag_work_max']:.2f} ms ({res['lag_work_cpu_max']:.2f} ms of CPU at most); whole turns "
+                     f"that ran upgrade code, echo work included: up to {res['lag_turn_max']:.2f} ms",
+                     verdict(res["lag_work_max"], "<=", 1.0)])
     t64, t16 = res.get("tp_64", (None, None)), res.get("tp_16384", (None, None))
     rows.append(["echo throughput ≥ 0.9× baseline at 64 B", f"{num(t64[0])}× messages/s ({num(t64[1])}× per server "
                  "CPU-second)", f"{verdict(t64[0], '>=', 0.9)} (per CPU-second: {verdict(t64[1], '>=', 0.9)})"])

@@ -356,6 +356,11 @@ TEST(LoopLag, TheOldGenerationsLoopCostOfTheUpgradeIsInTheNewOnesStatus) {
   EXPECT_LE(window["upgrade_turn_max"].get<double>(), window["blocked_max"].get<double>()) << window;
   EXPECT_LE(window["upgrade_turn_cpu_max"].get<double>(), window["cpu_max"].get<double>()) << window;
   EXPECT_GT(window["cpu_max"].get<double>(), 0.0) << window;
+  // The upgrade's own code, timed: within the turns that ran it.
+  EXPECT_GT(window["upgrade_work_max"].get<double>(), 0.0) << window;
+  EXPECT_LE(window["upgrade_work_max"].get<double>(), window["upgrade_turn_max"].get<double>()) << window;
+  EXPECT_GE(window["upgrade_work_max"].get<double>(), window["upgrade_work_p99"].get<double>()) << window;
+  EXPECT_LE(window["upgrade_work_cpu_max"].get<double>(), window["upgrade_turn_cpu_max"].get<double>()) << window;
   EXPECT_EQ(load.stop().failures, 0);
 }
 

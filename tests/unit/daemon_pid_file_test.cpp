@@ -134,6 +134,27 @@ TEST(PidFile, WritesAskedSoonLandInOrderBeforeARemovalAndBeforeItGoes) {
   EXPECT_EQ(entries(dir.path()), std::vector<std::string>{"batond.pid"});
 }
 
+// The old generation's write at COMMIT never replaces its successor's own.
+TEST(PidFile, AWriteSoonIfOursReplacesOnlyOurOwnPidOrNoFile) {
+  test::TempDir dir;
+  const std::string path = dir.file("batond.pid");
+  PidFile pf(path);
+  ASSERT_TRUE(pf.write(::getpid()).ok());
+  pf.write_soon(111, PidFile::Replace::IfOurs);
+  ASSERT_TRUE(pf.settle());
+  EXPECT_EQ(read_file(path), "111\n") << "it named us";
+  pf.write_soon(222, PidFile::Replace::IfOurs);
+  ASSERT_TRUE(pf.settle());
+  EXPECT_EQ(read_file(path), "111\n") << "it names another process: left alone";
+  fs::remove(path);
+  pf.write_soon(333, PidFile::Replace::IfOurs);
+  ASSERT_TRUE(pf.settle());
+  EXPECT_EQ(read_file(path), "333\n") << "there was none";
+  pf.write_soon(444);
+  ASSERT_TRUE(pf.settle());
+  EXPECT_EQ(read_file(path), "444\n") << "Always: replaced whatever it names";
+}
+
 TEST(PidFile, AWriteSoonThatFailsIsLoggedAndTheNextOneStillLands) {
   test::TempDir dir;
   ASSERT_EQ(::mkdir(dir.file("run").c_str(), 0755), 0);
