@@ -73,23 +73,23 @@ int Daemon::run() {
   loop_ready_ = true;
   drain_ = std::make_unique<Drain>(&loop_, registry_, drain_counts_, [this] { on_drained(); });
   // Each of the upgrade's events is upgrade work on the loop (LoopLag).
-  auto upgrade = [this](auto fn) {
-    return [this, fn](auto&&... args) {
-      const LoopLag::Work work(loop_lag_);
+  auto upgrade = [this](const char* what, auto fn) {
+    return [this, what, fn](auto&&... args) {
+      const LoopLag::Work work(loop_lag_, what);
       return fn(std::forward<decltype(args)>(args)...);
     };
   };
   predecessor_ = std::make_unique<handoff::Predecessor>(
       &loop_, handoff::PredecessorEvents{
-                  .before_commit = upgrade([this](pid_t pid) { return before_commit(pid); }),
-                  .committed = upgrade([this](pid_t pid) { on_committed(pid); }),
-                  .outcome = upgrade([this](const handoff::UpgradeOutcome& o) { on_upgrade_outcome(o); }),
-                  .successor_exit = upgrade([this](pid_t pid, bool clean, bool superseded, const std::string& how) {
+                  .before_commit = upgrade("before_commit", [this](pid_t pid) { return before_commit(pid); }),
+                  .committed = upgrade("committed", [this](pid_t pid) { on_committed(pid); }),
+                  .outcome = upgrade("outcome", [this](const handoff::UpgradeOutcome& o) { on_upgrade_outcome(o); }),
+                  .successor_exit = upgrade("successor_exit", [this](pid_t pid, bool clean, bool superseded, const std::string& how) {
                     on_successor_exit(pid, clean, superseded, how);
                   }),
-                  .succeeded = upgrade([this](pid_t pid) { relay_succeeded(pid); }),
-                  .progress = upgrade([this](const char* step) { on_upgrade_progress(step); }),
-                  .successor_state = upgrade([this](const handoff::StateUpdate& u) { take_successor_state(u); }),
+                  .succeeded = upgrade("succeeded", [this](pid_t pid) { relay_succeeded(pid); }),
+                  .progress = upgrade("progress", [this](const char* step) { on_upgrade_progress(step); }),
+                  .successor_state = upgrade("successor_state", [this](const handoff::StateUpdate& u) { take_successor_state(u); }),
               });
   if (int rc = loop_lag_.start(&loop_, [this] { on_loop_window_ended(); }); rc != 0) spdlog::warn("loop lag probes: {}", uv_strerror(rc));
 
@@ -232,6 +232,8 @@ handoff::Status Daemon::open_listeners() {
           if (why == "closed") spdlog::info("previous generations: all have exited");
           else spdlog::warn("previous generations: lost track of them: {}", why);
           older_generations_.clear();
+          // Nothing more can come from it for our own hand-off to pass on.
+          if (connection_handoff_) connection_handoff_->end_source();
         });
     predecessor_link_->on_state_update([this](const handoff::StateUpdate& u) { apply_state_update(u); });
   }
@@ -364,7 +366,10 @@ bool Daemon::adopt_connection(const handoff::ConnectionEntry& entry, handoff::Un
   if (!c) return false;
   registry_.count_accept();
   ++adopted_connections_;
-  if (own_handoff_ == OwnHandoff::Offering) handoff_queue_.push_back(c);
+  if (own_handoff_ == OwnHandoff::Offering && connection_handoff_) {
+    handoff_queue_.push_back(c);
+    connection_handoff_->more();
+  }
   // Our drain may have been done (we held none): it waits for this one too.
   if (handed_over()) drain_->reopen(handoff_drain_deadline());
   return true;
@@ -412,6 +417,9 @@ void Daemon::close_listeners(SocketFiles files) {
 void Daemon::on_drained() {
   // Connections adopted after the drain was done reopened it: it calls again.
   if (!drain_->done()) return;
+  // Our hand-off still takes what our predecessor may send us: we exit once
+  // it has settled (it calls again), never with such a batch unread.
+  if (connection_handoff_ && !connection_handoff_->settled()) return;
   // An upgrade still in flight (a stop came during it) is seen out first, so
   // the new process is reaped and its outcome logged before we exit.
   const auto state = predecessor_->state();

@@ -224,16 +224,17 @@ class Daemon {
   std::unique_ptr<handoff::PredecessorLink> predecessor_link_;  // reports and connections from the old generation
   handoff::ProcessHandle predecessor_process_;                  // that generation's process
   std::unique_ptr<handoff::ConnectionHandoff> connection_handoff_;  // ours, to the new generation
-  // Our connections' way to the generation we committed to (drain = handoff).
-  // Until it has passed (Queued / Offering), connections our predecessor
-  // still hands us go the same way: an upgrade asked of us inside our
-  // predecessor's probation would otherwise leave them with it, which
-  // could only drain them.
+  // Our connections' way to the generation we committed to (drain = handoff,
+  // decided at COMMIT). Until it has settled (Queued / Offering), connections
+  // our predecessor still hands us go the same way: an upgrade asked of us
+  // inside our predecessor's probation would otherwise leave them with it,
+  // which could only drain them. While our predecessor's link is open the
+  // hand-off's source stays open (more may come) and we do not exit.
   enum class OwnHandoff {
     None,      // not committed to a newer generation, or not passing connections on
     Queued,    // committed: what we hold goes at the outcome
     Offering,  // the outcome came: handoff_queue_ is being offered
-    Over,      // the queue ran dry (or there was nothing): later ones stay here
+    Over,      // settled, or nothing to offer: the predecessor keeps what it still offers
   };
   OwnHandoff own_handoff_ = OwnHandoff::None;
   std::deque<EchoConnection*> handoff_queue_;  // Offering: not yet offered (closed ones are skipped)

@@ -45,7 +45,7 @@ handoff::SpawnSpec Daemon::spawn_spec(const std::string& binary) const {
 
 handoff::Status Daemon::request_upgrade(const std::string& trigger, const std::string& binary,
                                         std::optional<std::chrono::milliseconds> timeout) {
-  const LoopLag::Work work(loop_lag_);
+  const LoopLag::Work work(loop_lag_, "request");
   auto refuse = [&](const std::string& why) -> handoff::Status {
     spdlog::warn("upgrade ({}) refused: {}", trigger, why);
     return handoff::Error{why};
@@ -230,7 +230,10 @@ void Daemon::on_upgrade_outcome(const handoff::UpgradeOutcome& outcome) {
     done["old_connections"] = open;
     s->send(done);
   }
-  if (options_.drain_mode == DaemonOptions::DrainMode::Handoff && !registry_.empty()) {
+  // Decided at COMMIT (drain = handoff then): ours go, and what our
+  // predecessor may still hand us goes after them.
+  const bool predecessor_may_offer = predecessor_link_ && predecessor_link_->open();
+  if (own_handoff_ == OwnHandoff::Queued && (!registry_.empty() || predecessor_may_offer)) {
     connection_handoff_ = std::make_unique<handoff::ConnectionHandoff>(&loop_, *predecessor_, kHandoffFlushBound);
     handoff_stops_noted_for_ = nullptr;  // a new one may take a freed one's address
     handoff_queue_.clear();
@@ -241,27 +244,34 @@ void Daemon::on_upgrade_outcome(const handoff::UpgradeOutcome& outcome) {
     loop_lag_.hold_upgrade_turns(true);
     // The window runs on through the hand-off: it is part of what the loop pays.
     connection_handoff_->on_settled([this] {
-      const LoopLag::Work work(loop_lag_);
+      const LoopLag::Work work(loop_lag_, "handoff_settled");
       loop_lag_.hold_upgrade_turns(false);
+      own_handoff_ = OwnHandoff::Over;
       end_loop_window();
       note_handoff_stops();
+      // A drain that was done waited for this (on_drained): on the next turn.
+      if (drain_->done()) {
+        exit_after_upgrade_ = true;
+        exit_after_drained_upgrade();
+      }
     });
+    if (predecessor_may_offer) connection_handoff_->hold_source_open();
     // Those closed before their turn are no longer registered. A new one can
     // take a closed one's address only by adoption (this generation no longer
     // accepts), and an adopted one joins the queue: offered either way.
     connection_handoff_->start(
         [this]() -> handoff::HandoffConnection* {
-          const LoopLag::Work work(loop_lag_);
+          const LoopLag::Work work(loop_lag_, "handoff_source");
           while (!handoff_queue_.empty()) {
             auto* c = handoff_queue_.front();
             handoff_queue_.pop_front();
             if (registry_.contains(c)) return c;
           }
-          own_handoff_ = OwnHandoff::Over;
-          return nullptr;
+          return nullptr;  // none now (more may come while our predecessor may send them)
         },
         kHandoffAtOnce);
-    record_upgrade_step("handoff_started", std::to_string(registry_.size()) + " connection(s)");
+    record_upgrade_step("handoff_started", std::to_string(registry_.size()) + " connection(s)" +
+                                               (predecessor_may_offer ? ", and what the previous generation sends" : ""));
   } else {
     own_handoff_ = OwnHandoff::Over;
     end_loop_window();
@@ -373,7 +383,7 @@ void Daemon::resume_serving(const std::string& why) {
 
 void Daemon::on_report_timer(uv_timer_t* timer) {
   auto* self = static_cast<Daemon*>(timer->data);
-  const LoopLag::Work work(self->loop_lag_);
+  const LoopLag::Work work(self->loop_lag_, "drain_report");
   self->report_draining();
   self->send_state_updates(/*force=*/false);
 }

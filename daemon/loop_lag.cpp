@@ -21,7 +21,7 @@ uint64_t thread_cpu_ns() {
 
 }  // namespace
 
-LoopLag::Work::Work(LoopLag& lag) : lag_(lag), outer_(lag.work_depth_++ == 0) {
+LoopLag::Work::Work(LoopLag& lag, const char* what) : lag_(lag), what_(what), outer_(lag.work_depth_++ == 0) {
   if (!outer_) return;
   wall0_ = uv_hrtime();
   cpu0_ = thread_cpu_ns();
@@ -31,8 +31,13 @@ LoopLag::Work::~Work() {
   --lag_.work_depth_;
   lag_.upgrade_turn_ = true;
   if (!outer_) return;
-  lag_.turn_work_ns_ += uv_hrtime() - wall0_;
+  const uint64_t wall = uv_hrtime() - wall0_;
+  lag_.turn_work_ns_ += wall;
   lag_.turn_work_cpu_ns_ += thread_cpu_ns() - cpu0_;
+  if (wall >= lag_.turn_longest_ns_) {
+    lag_.turn_longest_ns_ = wall;
+    lag_.turn_longest_what_ = what_;
+  }
 }
 
 int LoopLag::start(uv_loop_t* loop, std::function<void()> window_ended) {
@@ -117,7 +122,7 @@ void LoopLag::on_check(uv_check_t* c) {
   }
   self->check_based_ = true;
   self->upgrade_turn_ = false;
-  self->turn_work_ns_ = self->turn_work_cpu_ns_ = 0;
+  self->turn_work_ns_ = self->turn_work_cpu_ns_ = self->turn_longest_ns_ = 0;
   if (self->window_ && self->ending_) self->finish_window();
 }
 
@@ -131,6 +136,7 @@ void LoopLag::record_turn(uint64_t blocked_ns, uint64_t cpu_ns) {
     w.upgrade_turn_cpu_max_ns = std::max(w.upgrade_turn_cpu_max_ns, cpu_ns);
   }
   if (turn_work_ns_ > 0) {
+    if (turn_work_ns_ / 1000 >= w.upgrade_work.max()) w.upgrade_work_max_in = turn_longest_what_;
     w.upgrade_work.record(turn_work_ns_ / 1000);
     w.upgrade_work_cpu_max_ns = std::max(w.upgrade_work_cpu_max_ns, turn_work_cpu_ns_);
   }
@@ -183,7 +189,8 @@ nlohmann::json LoopLag::last_window_json() const {
           {"upgrade_turn_cpu_max", ms(w.upgrade_turn_cpu_max_ns)},
           {"upgrade_work_max", us_ms(w.upgrade_work.max())},
           {"upgrade_work_p99", us_ms(w.upgrade_work.percentile(0.99))},
-          {"upgrade_work_cpu_max", ms(w.upgrade_work_cpu_max_ns)}};
+          {"upgrade_work_cpu_max", ms(w.upgrade_work_cpu_max_ns)},
+          {"upgrade_work_max_in", w.upgrade_work_max_in}};
 }
 
 std::string LoopLag::last_window_summary() const {
@@ -193,11 +200,12 @@ std::string LoopLag::last_window_summary() const {
   std::snprintf(buf, sizeof buf,
                 "loop blocked at most %.2f ms (p99 %.2f ms, at most %.2f ms of CPU) over %llu turn(s); the %llu that "
                 "ran upgrade code at most %.2f ms (%.2f ms of CPU); the upgrade code itself at most %.2f ms in one "
-                "turn (%.2f ms of CPU)",
+                "turn (%.2f ms of CPU; %s)",
                 us_ms(w.blocked.max()), us_ms(w.blocked.percentile(0.99)), ms(w.cpu_max_ns),
                 static_cast<unsigned long long>(w.blocked.count()),
                 static_cast<unsigned long long>(w.upgrade_turns.count()), us_ms(w.upgrade_turns.max()),
-                ms(w.upgrade_turn_cpu_max_ns), us_ms(w.upgrade_work.max()), ms(w.upgrade_work_cpu_max_ns));
+                ms(w.upgrade_turn_cpu_max_ns), us_ms(w.upgrade_work.max()), ms(w.upgrade_work_cpu_max_ns),
+                *w.upgrade_work_max_in ? w.upgrade_work_max_in : "none");
   return buf;
 }
 

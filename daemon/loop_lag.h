@@ -43,16 +43,18 @@ class LoopLag {
  public:
   static constexpr uint64_t kIntervalMs = 100;
 
-  // Upgrade code runs in its scope. Nested scopes count once.
+  // Upgrade code runs in its scope; `what` names it (a string literal), for
+  // the window's longest. Nested scopes count once, as the outer one.
   class Work {
    public:
-    explicit Work(LoopLag& lag);
+    Work(LoopLag& lag, const char* what);
     ~Work();
     Work(const Work&) = delete;
     Work& operator=(const Work&) = delete;
 
    private:
     LoopLag& lag_;
+    const char* what_;
     bool outer_;
     uint64_t wall0_ = 0, cpu0_ = 0;
   };
@@ -85,7 +87,8 @@ class LoopLag {
   // ("iterations"): "blocked_max", "blocked_p99", "cpu_max", "lag_max". Over
   // the "upgrade_turns": "upgrade_turn_max", "upgrade_turn_cpu_max". The
   // upgrade code's own time per turn: "upgrade_work_max",
-  // "upgrade_work_p99", "upgrade_work_cpu_max". Times in ms.
+  // "upgrade_work_p99", "upgrade_work_cpu_max", and the longest scope of the
+  // turn with the most, "upgrade_work_max_in" (a Work's `what`). Times in ms.
   nlohmann::json last_window_json() const;
   uint64_t windows_ended() const { return windows_ended_; }
   // The last window that ended, for a log line: "loop blocked at most 0.40
@@ -103,6 +106,7 @@ class LoopLag {
     uint64_t upgrade_turn_cpu_max_ns = 0;
     stats::LatencyHistogram upgrade_work;  // µs of upgrade code per turn that ran some
     uint64_t upgrade_work_cpu_max_ns = 0;
+    const char* upgrade_work_max_in = "";  // the longest scope of the turn with the most
   };
   static void on_timer(uv_timer_t* t);
   static void on_check(uv_check_t* c);
@@ -132,6 +136,8 @@ class LoopLag {
   // This turn: upgrade code ran (Work), for this long.
   bool upgrade_turn_ = false;
   uint64_t turn_work_ns_ = 0, turn_work_cpu_ns_ = 0;
+  uint64_t turn_longest_ns_ = 0;          // this turn's longest scope
+  const char* turn_longest_what_ = "";
   unsigned work_depth_ = 0;
   bool hold_ = false;
   stats::LatencyHistogram lag_, blocked_;  // µs

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <condition_variable>
+#include <deque>
 #include <mutex>
 #include <optional>
 #include <sstream>
@@ -60,38 +61,41 @@ struct PidFile::Shared {
   const std::string path;
   std::mutex mutex;
   std::condition_variable changed;
-  std::optional<Job> pending;  // asked, not yet taken by the writer
+  std::deque<Job> pending;     // asked, not yet taken by the writer, in order
   bool writing = false;        // the writer is making one
   bool stopping = false;
 
-  bool idle() const { return !pending && !writing; }
+  bool idle() const { return pending.empty() && !writing; }
   bool wait_idle() {
     std::unique_lock lock(mutex);
     return changed.wait_for(lock, kSettleBound, [&] { return idle(); });
   }
 
-  void make(const Job& job) {
-    if (job.replace == Replace::IfOurs) {
-      const auto named = named_pid(path);
-      if (named && *named != ::getpid()) return;  // a successor's own: not ours to replace
-    }
-    if (auto st = write_pid(path, job.pid); !st) spdlog::error("pid file: {}", st.error().message);
+  handoff::Status make(const Job& job) {
+    // Not a successor's own, nor one removed meanwhile (a generation that
+    // stopped): not ours to replace.
+    if (job.replace == Replace::IfOurs && named_pid(path) != ::getpid()) return {};
+    return write_pid(path, job.pid);
   }
 
   static void run(const std::shared_ptr<Shared>& self) {
     std::unique_lock lock(self->mutex);
     for (;;) {
-      self->changed.wait(lock, [&] { return self->pending || self->stopping; });
-      if (!self->pending) return;  // stopping, nothing left to write
-      const Job job = *std::exchange(self->pending, std::nullopt);
+      self->changed.wait(lock, [&] { return !self->pending.empty() || self->stopping; });
+      if (self->pending.empty()) return;  // stopping, nothing left to write
+      const Job job = self->pending.front();
+      self->pending.pop_front();
       self->writing = true;
       lock.unlock();
+      std::string error;
       try {
-        self->make(job);
+        if (auto st = self->make(job); !st) error = st.error().message;
       } catch (const std::exception& e) {
-        spdlog::error("pid file: {}", e.what());
+        error = e.what();
       }
       lock.lock();
+      // Not once the owner gave up waiting (it may be exiting: the logger may be gone).
+      if (!error.empty() && !self->stopping) spdlog::error("pid file: {}", error);
       self->writing = false;
       self->changed.notify_all();
     }
@@ -144,10 +148,13 @@ void PidFile::start_writer() {
 void PidFile::write_soon(pid_t pid, Replace replace) {
   if (!enabled()) return;
   start_writer();
-  if (!writer_.joinable()) return shared_->make({pid, replace});
+  if (!writer_.joinable()) {
+    if (auto st = shared_->make({pid, replace}); !st) spdlog::error("pid file: {}", st.error().message);
+    return;
+  }
   {
     std::lock_guard lock(shared_->mutex);
-    shared_->pending = Shared::Job{pid, replace};
+    shared_->pending.push_back({pid, replace});
   }
   shared_->changed.notify_all();
 }

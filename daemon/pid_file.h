@@ -28,8 +28,8 @@ class PidFile {
   static constexpr std::chrono::seconds kSettleBound{5};
   enum class Replace {
     Always,
-    // Only a file that names this process, or none: our successor's own
-    // write, or a newer generation's, is never overwritten by a late one of ours.
+    // Only a file that names this process: our successor's own write, a
+    // newer generation's, or a removal, is never undone by a late one of ours.
     IfOurs,
   };
 
@@ -43,8 +43,7 @@ class PidFile {
 
   // Now, on the calling thread, after any write asked before (start-up).
   handoff::Status write(pid_t pid);
-  // Soon, on the writer thread; its error is logged. Only the last of
-  // several pending writes is made.
+  // Soon, on the writer thread, after those asked before; its error is logged.
   void write_soon(pid_t pid, Replace replace = Replace::Always);
   // After any write asked before: removes the file if it names `pid`.
   void remove_if_names(pid_t pid);

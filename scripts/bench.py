@@ -684,6 +684,15 @@ def step_loop_lag(ctx):
              "upgrade turns whole, max: p50 / max (ms)", "their CPU, max: p50 / max (ms)",
              "all turns: blocked_max p50 / max (ms)", "lag_max p50 / max (ms)", "loop turns, median"], rows)
     work = [x for x in ctx.lag if "upgrade_work_max" in x]
+    where = {}
+    for x in work:
+        if x.get("upgrade_work_max_in"):
+            where.setdefault(x["upgrade_work_max_in"], []).append(x["upgrade_work_max"])
+    if where:
+        r.md("", "Where each upgrade's longest upgrade work ran (`upgrade_work_max_in`: the callback), with the "
+             "median and max of those: " + "; ".join(
+                 f"`{k}` ×{len(v)} ({num(median(v))} / {num(max(v))} ms)"
+                 for k, v in sorted(where.items(), key=lambda kv: -len(kv[1]))) + ".")
     if work:
         ctx.res["lag_work_max"] = max(x["upgrade_work_max"] for x in work)
         ctx.res["lag_work_cpu_max"] = max(x.get("upgrade_work_cpu_max", 0.0) for x in work)

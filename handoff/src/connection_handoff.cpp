@@ -69,7 +69,7 @@ void ConnectionHandoff::offer_more() {
   while (source_ && sending_ && entries_.size() < at_once_) {
     HandoffConnection* c = source_();
     if (!c) {
-      source_ = nullptr;
+      if (!source_open_) source_ = nullptr;  // else: none now
       break;
     }
     if (ids_.contains(c)) continue;
@@ -91,6 +91,16 @@ void ConnectionHandoff::offer_more() {
     source_ = nullptr;
   }
   arm_flush_deadline();
+}
+
+void ConnectionHandoff::more() {
+  if (source_ && !reported_) advance();
+}
+
+void ConnectionHandoff::end_source() {
+  if (!source_open_) return;
+  source_open_ = false;
+  if (!reported_) advance();  // the source is asked until it says nullptr, then it may settle
 }
 
 void ConnectionHandoff::arm_flush_deadline() {

@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <sys/socket.h>
 
+#include <fstream>
 #include <iostream>
 #include <set>
 #include <thread>
@@ -156,6 +157,44 @@ TEST(ConnectionHandoff, AnUpgradeInsideThePreviousProbationPassesItsConnectionsO
   EXPECT_TRUE(d.wait_gone(gen2, 30s)) << d.log();
   // Its listener and control socket, and the 8 clients.
   EXPECT_TRUE(eventually([&] { return sockets_of(gen3).size() >= 8 + 2; })) << sockets_of(gen3).size() << " sockets";
+  auto report = load.stop();
+  EXPECT_EQ(report.failures, 0) << report.summary;
+  EXPECT_TRUE(report.status.success()) << report.summary;
+}
+
+// The middle generation's own hand-off begins before its predecessor's (a
+// reload made its probation shorter): it holds none of the clients yet, and
+// must still take what its predecessor sends later, pass it on, and live
+// until nothing more can come.
+TEST(ConnectionHandoff, ConnectionsArrivingAfterTheMiddleGenerationsOwnHandOffBeganStillGoOn) {
+  TempDir dir;
+  const auto conf = dir.file("batond.toml");
+  const std::string common =
+      "[listeners]\necho = \"tcp://127.0.0.1:0\"\n[drain]\nmode = \"handoff\"\ntimeout = 1\n[upgrade]\n";
+  std::ofstream(conf) << common << "probation = 6\n";
+  auto d = BatondProcess::start({"--config", conf});
+  auto load = LoadRun::start("tcp://" + d.address(), {"--connections", "8", "--rate", "50"});
+  const pid_t gen1 = d.serving_pid();
+  ASSERT_EQ(::kill(gen1, SIGUSR2), 0);
+  const pid_t gen2 = d.wait_commit(gen1);
+  ASSERT_NE(gen2, 0) << d.log();
+  ASSERT_TRUE(d.wait_for_line(gen2, "serving: generation 2")) << d.log();
+  std::ofstream(conf) << common << "probation = 0.2\n";
+  ASSERT_EQ(::kill(gen2, SIGHUP), 0);
+  ASSERT_TRUE(d.wait_for_line(gen2, "re-read; applied now")) << d.log();
+  ASSERT_EQ(::kill(gen2, SIGUSR2), 0);
+  ASSERT_NE(d.wait_commit(gen2), 0) << d.log();
+  auto second = d.wait_upgrade_outcome(gen2, 0, 30s);
+  ASSERT_TRUE(second.ok) << d.log();
+  // The case under test: generation 2's hand-off began before generation 1's.
+  ASSERT_EQ(d.count_lines(gen1, "handoff: handing connections"), 0)
+      << "the first probation (6 s) ended before the second upgrade's (0.2 s)\n" << d.log();
+  auto first = d.wait_upgrade_outcome(gen1, 0, 30s);
+  ASSERT_TRUE(first.ok) << d.log();
+  EXPECT_TRUE(d.wait_for_line(gen1, "8 connection(s) handed over, 0 kept here", 15s)) << d.log();
+  EXPECT_TRUE(d.wait_for_line(gen2, "8 connection(s) handed over, 0 kept here", 15s)) << d.log();
+  EXPECT_TRUE(d.wait_gone(gen1, 30s)) << d.log();
+  EXPECT_TRUE(d.wait_gone(gen2, 30s)) << d.log();
   auto report = load.stop();
   EXPECT_EQ(report.failures, 0) << report.summary;
   EXPECT_TRUE(report.status.success()) << report.summary;

@@ -88,6 +88,13 @@ class ConnectionHandoff {
   using Source = std::function<HandoffConnection*()>;
   // At most `at_once` connections stopped and unanswered at any time.
   void start(Source next, size_t at_once);
+  // Before start: the source may get more later (a server that still adopts
+  // connections from its own predecessor while it hands its own on). Its
+  // nullptr then means "none now": more() asks again, and the hand-off
+  // cannot settle before end_source() says it will never have any.
+  void hold_source_open() { source_open_ = true; }
+  void more();
+  void end_source();
   // All at once (begin_handoff on each, now): for a caller that cannot tell
   // whether one closed before its turn would come.
   void start(const std::vector<HandoffConnection*>& connections);
@@ -153,7 +160,8 @@ class ConnectionHandoff {
   std::unordered_map<HandoffConnection*, uint64_t> ids_;
   uint64_t next_id_ = 1;
   std::deque<uint64_t> ready_;  // in the order they flushed
-  Source source_;                // null once it ran dry
+  Source source_;                // null once it ran dry (and was not held open)
+  bool source_open_ = false;     // hold_source_open, until end_source
   size_t at_once_ = 0;
   bool offering_ = false;        // inside offer_more (begin_handoff may call back)
   uint64_t progress_made_ = 0;   // batches sent and answers read, for on_stall
