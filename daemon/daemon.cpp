@@ -466,6 +466,7 @@ void Daemon::close_everything() {
   predecessor_exit_.close();
   drop_connection_handoff();  // before the connections close: it settles their state
   report_timer_.close();
+  history_warmer_.close();
   predecessor_link_.reset();
   if (drain_) drain_->stop_timers();
   control_sessions_.finish_all();

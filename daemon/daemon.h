@@ -119,6 +119,7 @@ class Daemon {
   // The upgrade's loop-lag window ends after this turn (`now`: at once, we exit).
   void end_loop_window(bool now = false);
   void on_loop_window_ended();  // logs it
+  void warm_history();          // serialises the history ahead, on idle turns
   // The hand-off is over (settled, or dropped): what it cost each connection.
   void note_handoff_stops();
   // The connection hand-off is over, settled or not (its window with it).
@@ -237,7 +238,8 @@ class Daemon {
     Over,      // settled, or nothing to offer: the predecessor keeps what it still offers
   };
   OwnHandoff own_handoff_ = OwnHandoff::None;
-  std::deque<EchoConnection*> handoff_queue_;  // Offering: not yet offered (closed ones are skipped)
+  std::deque<EchoConnection*> handoff_queue_;
+  handoff::UvHandle<uv_idle_t> history_warmer_;  // while warm_history has records to serialise  // Offering: not yet offered (closed ones are skipped)
   std::unique_ptr<AppSupervisor> app_;                          // supervisor mode only
   bool app_adopted_ = false;                                    // app_ came from the previous generation
   bool exit_after_app_ = false;                                 // drained, waiting for the app's instances to exit

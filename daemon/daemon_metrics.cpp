@@ -134,6 +134,7 @@ void Daemon::apply_state_update(const handoff::StateUpdate& update) {
     if (auto st = history_.merge(j); !st)
       return spdlog::warn("hand-off: ignored the previous generation's history: {}", st.error().message);
     attach_takeover_steps();
+    warm_history();
   } else {
     spdlog::debug("hand-off: ignored state update '{}': not one this batond knows", update.key);
   }
@@ -193,6 +194,17 @@ bool Daemon::send_state_updates(bool force) {
 }
 
 // ---- control ------------------------------------------------------------------------------
+
+void Daemon::warm_history() {
+  // One record per idle loop turn, ahead of the next upgrade's COMMIT turn,
+  // which sends them all (FlightRecorder::warm_one).
+  if (history_warmer_ || !loop_ready_) return;
+  if (history_warmer_.init(uv_idle_init, &loop_, this) != 0) return;
+  uv_idle_start(history_warmer_.get(), [](uv_idle_t* idle) {
+    auto* self = static_cast<Daemon*>(idle->data);
+    if (!self->history_.warm_one()) self->history_warmer_.close();
+  });
+}
 
 nlohmann::json Daemon::metrics_reply() {
   auto reply = control::ok_reply();

@@ -143,17 +143,29 @@ nlohmann::json FlightRecorder::to_json(size_t last) const {
   return out;
 }
 
+const std::string& FlightRecorder::text_of(const FlightRecord& r) const {
+  auto [it, fresh] = text_.try_emplace(r.id);
+  if (fresh) it->second = record_json(r).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  return it->second;
+}
+
 std::string FlightRecorder::to_text(size_t last) const {
   std::string out = "[";
   const size_t skip = last && last < records_.size() ? records_.size() - last : 0;
   for (size_t i = skip; i < records_.size(); ++i) {
-    const auto& r = records_[i];
-    auto [it, fresh] = text_.try_emplace(r.id);
-    if (fresh) it->second = record_json(r).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     if (i > skip) out += ',';
-    out += it->second;
+    out += text_of(records_[i]);
   }
   return out + "]";
+}
+
+bool FlightRecorder::warm_one() const {
+  for (const auto& r : records_) {
+    if (text_.contains(r.id)) continue;
+    text_of(r);
+    return true;
+  }
+  return false;
 }
 
 handoff::Status FlightRecorder::merge(const nlohmann::json& records) {

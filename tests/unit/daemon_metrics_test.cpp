@@ -145,6 +145,22 @@ TEST(FlightRecorder, TextIsTheJsonAfterEveryKindOfChange) {
   }
 }
 
+// A new generation serialises what it received one record at a time, ahead.
+TEST(FlightRecorder, WarmsOneRecordAtATimeUntilEveryTextIsKept) {
+  FlightRecorder old_side;
+  for (int i = 0; i < 3; ++i) old_side.event(old_side.begin("upgrade", "batonctl", 100 + i, 1), "spawned");
+  FlightRecorder h;
+  ASSERT_TRUE(h.merge(old_side.to_json()).ok());
+  int warmed = 0;
+  while (h.warm_one()) ++warmed;
+  EXPECT_EQ(warmed, 3);
+  EXPECT_FALSE(h.warm_one());
+  h.event(h.records().back().id, "hello");  // one changes: only it is made again
+  EXPECT_TRUE(h.warm_one());
+  EXPECT_FALSE(h.warm_one());
+  EXPECT_EQ(h.to_text(), h.to_json().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+}
+
 TEST(FlightRecorder, KeepsTheLatestThirtyTwoAndRefusesAMalformedDocumentWhole) {
   FlightRecorder h;
   for (int i = 0; i < 40; ++i) h.begin("upgrade", "batonctl", 100 + i, 1);
