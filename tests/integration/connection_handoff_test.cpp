@@ -128,6 +128,28 @@ TEST(ConnectionHandoff, NewProcessDyingMidTransferLosesNoConnection) {
   EXPECT_TRUE(pid_alive(old_pid));
 }
 
+// SIGUSR2 to the serving generation (gen 1); its successor (gen 2), once that serves, or 0.
+pid_t upgrade_until_serving(BatondProcess& d) {
+  const pid_t gen1 = d.serving_pid();
+  if (::kill(gen1, SIGUSR2) != 0) return 0;
+  const pid_t gen2 = d.wait_commit(gen1);
+  if (gen2 == 0 || !d.wait_for_line(gen2, "serving: generation 2")) return 0;
+  return gen2;
+}
+
+// Generations 1 and 2 both passed every one of the `n` clients on (through
+// gen 2 to the newest), kept none and are gone, and no client noticed.
+void expect_passed_on(BatondProcess& d, LoadRun& load, pid_t gen1, pid_t gen2, int n) {
+  const std::string moved = std::to_string(n) + " connection(s) handed over, 0 kept here";
+  EXPECT_TRUE(d.wait_for_line(gen1, moved, 15s)) << d.log();
+  EXPECT_TRUE(d.wait_for_line(gen2, moved, 15s)) << d.log();
+  EXPECT_TRUE(d.wait_gone(gen1, 30s)) << d.log();
+  EXPECT_TRUE(d.wait_gone(gen2, 30s)) << d.log();
+  auto report = load.stop();
+  EXPECT_EQ(report.failures, 0) << report.summary;
+  EXPECT_TRUE(report.status.success()) << report.summary;
+}
+
 // The new generation is upgraded again while its predecessor is still in
 // probation: the predecessor's connections reach it only after it has
 // committed to the next one. They must go on to the newest generation, not
@@ -137,29 +159,19 @@ TEST(ConnectionHandoff, AnUpgradeInsideThePreviousProbationPassesItsConnectionsO
                                  "--drain-timeout", "1", "--upgrade-timeout", "10"});
   auto load = LoadRun::start("tcp://" + d.address(), {"--connections", "8", "--rate", "50"});
   const pid_t gen1 = d.serving_pid();
-  ASSERT_EQ(::kill(gen1, SIGUSR2), 0);
-  const pid_t gen2 = d.wait_commit(gen1);
+  const pid_t gen2 = upgrade_until_serving(d);
   ASSERT_NE(gen2, 0) << d.log();
-  ASSERT_TRUE(d.wait_for_line(gen2, "serving: generation 2")) << d.log();
   ASSERT_EQ(::kill(gen2, SIGUSR2), 0);
   const pid_t gen3 = d.wait_commit(gen2);
   ASSERT_NE(gen3, 0) << d.log();
   // The case under test: generation 1 had not begun handing its connections over.
   ASSERT_EQ(d.count_lines(gen1, "handoff: handing connections"), 0)
       << "the first probation (5 s) ended before the second upgrade committed\n" << d.log();
-  auto first = d.wait_upgrade_outcome(gen1, 0, 30s);
-  ASSERT_TRUE(first.ok) << d.log();
-  EXPECT_TRUE(d.wait_for_line(gen1, "8 connection(s) handed over, 0 kept here", 15s)) << d.log();
-  auto second = d.wait_upgrade_outcome(gen2, 0, 30s);
-  ASSERT_TRUE(second.ok) << d.log();
-  EXPECT_TRUE(d.wait_for_line(gen2, "8 connection(s) handed over, 0 kept here", 15s)) << d.log();
-  EXPECT_TRUE(d.wait_gone(gen1, 30s)) << d.log();
-  EXPECT_TRUE(d.wait_gone(gen2, 30s)) << d.log();
+  ASSERT_TRUE(d.wait_upgrade_outcome(gen1, 0, 30s).ok) << d.log();
+  ASSERT_TRUE(d.wait_upgrade_outcome(gen2, 0, 30s).ok) << d.log();
   // Its listener and control socket, and the 8 clients.
   EXPECT_TRUE(eventually([&] { return sockets_of(gen3).size() >= 8 + 2; })) << sockets_of(gen3).size() << " sockets";
-  auto report = load.stop();
-  EXPECT_EQ(report.failures, 0) << report.summary;
-  EXPECT_TRUE(report.status.success()) << report.summary;
+  expect_passed_on(d, load, gen1, gen2, 8);
 }
 
 // The middle generation's own hand-off begins before its predecessor's (a
@@ -175,29 +187,19 @@ TEST(ConnectionHandoff, ConnectionsArrivingAfterTheMiddleGenerationsOwnHandOffBe
   auto d = BatondProcess::start({"--config", conf});
   auto load = LoadRun::start("tcp://" + d.address(), {"--connections", "8", "--rate", "50"});
   const pid_t gen1 = d.serving_pid();
-  ASSERT_EQ(::kill(gen1, SIGUSR2), 0);
-  const pid_t gen2 = d.wait_commit(gen1);
+  const pid_t gen2 = upgrade_until_serving(d);
   ASSERT_NE(gen2, 0) << d.log();
-  ASSERT_TRUE(d.wait_for_line(gen2, "serving: generation 2")) << d.log();
   std::ofstream(conf) << common << "probation = 0.2\n";
   ASSERT_EQ(::kill(gen2, SIGHUP), 0);
   ASSERT_TRUE(d.wait_for_line(gen2, "re-read; applied now")) << d.log();
   ASSERT_EQ(::kill(gen2, SIGUSR2), 0);
   ASSERT_NE(d.wait_commit(gen2), 0) << d.log();
-  auto second = d.wait_upgrade_outcome(gen2, 0, 30s);
-  ASSERT_TRUE(second.ok) << d.log();
+  ASSERT_TRUE(d.wait_upgrade_outcome(gen2, 0, 30s).ok) << d.log();
   // The case under test: generation 2's hand-off began before generation 1's.
   ASSERT_EQ(d.count_lines(gen1, "handoff: handing connections"), 0)
       << "the first probation (6 s) ended before the second upgrade's (0.2 s)\n" << d.log();
-  auto first = d.wait_upgrade_outcome(gen1, 0, 30s);
-  ASSERT_TRUE(first.ok) << d.log();
-  EXPECT_TRUE(d.wait_for_line(gen1, "8 connection(s) handed over, 0 kept here", 15s)) << d.log();
-  EXPECT_TRUE(d.wait_for_line(gen2, "8 connection(s) handed over, 0 kept here", 15s)) << d.log();
-  EXPECT_TRUE(d.wait_gone(gen1, 30s)) << d.log();
-  EXPECT_TRUE(d.wait_gone(gen2, 30s)) << d.log();
-  auto report = load.stop();
-  EXPECT_EQ(report.failures, 0) << report.summary;
-  EXPECT_TRUE(report.status.success()) << report.summary;
+  ASSERT_TRUE(d.wait_upgrade_outcome(gen1, 0, 30s).ok) << d.log();
+  expect_passed_on(d, load, gen1, gen2, 8);
 }
 
 TEST(ConnectionHandoff, AThousandConnectionsMoveAndTheOldProcessExitsQuickly) {
