@@ -233,7 +233,8 @@ handoff::Status Daemon::open_listeners() {
           else spdlog::warn("previous generations: lost track of them: {}", why);
           older_generations_.clear();
           // Nothing more can come from it for our own hand-off to pass on.
-          if (connection_handoff_) connection_handoff_->end_source();
+          predecessor_offers_ = false;
+          end_handoff_source();
         });
     predecessor_link_->on_state_update([this](const handoff::StateUpdate& u) { apply_state_update(u); });
   }
@@ -298,6 +299,7 @@ void Daemon::handle_signal(int signo) {
         spdlog::info("{}: already draining ({}); send it again to close every connection now", signal_name(signo),
                      drain_->cause());
       } else {
+        end_handoff_source();  // at once: we refuse what our predecessor still sends
         drain_->force(std::string("second stop signal (") + signal_name(signo) + ")");
         if (app_ && !handed_over()) app_->force();
       }
@@ -418,8 +420,9 @@ void Daemon::on_drained() {
   // Connections adopted after the drain was done reopened it: it calls again.
   if (!drain_->done()) return;
   // Our hand-off still takes what our predecessor may send us: we exit once
-  // it has settled (it calls again), never with such a batch unread.
-  if (connection_handoff_ && !connection_handoff_->settled()) return;
+  // its link has closed (end_handoff_source calls again), never with such a
+  // batch unread.
+  if (connection_handoff_ && connection_handoff_->source_held_open()) return;
   // An upgrade still in flight (a stop came during it) is seen out first, so
   // the new process is reaped and its outcome logged before we exit.
   const auto state = predecessor_->state();

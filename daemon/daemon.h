@@ -124,6 +124,13 @@ class Daemon {
   void note_handoff_stops();
   // The connection hand-off is over, settled or not (its window with it).
   void drop_connection_handoff();
+  // Our predecessor can send nothing more (its link closed, or it said so),
+  // or we take nothing more (a forced stop): our hand-off may settle, and we
+  // may exit.
+  void end_handoff_source();
+  // What we tell our successor (STATE_UPDATE connection_offers): from COMMIT
+  // with drain = handoff until our own hand-off has settled.
+  bool will_offer_connections() const;
   handoff::SpawnSpec spawn_spec(const std::string& binary) const;
 
   // Stop accepting, then drain: for a stop and after a hand-off alike.
@@ -239,6 +246,8 @@ class Daemon {
   };
   OwnHandoff own_handoff_ = OwnHandoff::None;
   std::deque<EchoConnection*> handoff_queue_;
+  bool predecessor_offers_ = false;         // it said "pending", not yet "done"
+  const char* offers_told_ = "";            // to our successor, last
   handoff::UvHandle<uv_idle_t> history_warmer_;  // while warm_history has records to serialise  // Offering: not yet offered (closed ones are skipped)
   std::unique_ptr<AppSupervisor> app_;                          // supervisor mode only
   bool app_adopted_ = false;                                    // app_ came from the previous generation

@@ -18,6 +18,11 @@ constexpr const char* kHistoryStateKey = "history";
 // it (the old one): sent down, so that the new one's status shows it.
 constexpr const char* kLoopLagStateKey = "loop_lag";
 constexpr const char* kHandoffStopsStateKey = "handoff_stops";
+// Whether this generation will still offer its successor connections
+// ("pending": drain = handoff, its hand-off not settled) or not ("done"): a
+// successor that committed to a newer generation keeps taking them, to pass
+// on, only while they may come. An older batond never says: "done".
+constexpr const char* kOffersStateKey = "connection_offers";
 // While draining, only the latest records can still change: those are sent.
 constexpr size_t kHistoryUpdateRecords = 8;
 
@@ -128,6 +133,9 @@ void Daemon::apply_state_update(const handoff::StateUpdate& update) {
     inherited_counters_.raise_to(counters.value());
   } else if (update.key == kLoopLagStateKey) {
     if (j.is_object()) inherited_loop_window_ = j;
+  } else if (update.key == kOffersStateKey) {
+    predecessor_offers_ = update.data == "pending";
+    if (!predecessor_offers_) end_handoff_source();
   } else if (update.key == kHandoffStopsStateKey) {
     if (j.is_object()) inherited_handoff_stops_ = j;
   } else if (update.key == kHistoryStateKey) {
@@ -181,6 +189,8 @@ bool Daemon::send_state_updates(bool force) {
   if (loop_lag_.windows_ended() != loop_windows_sent_ && send(kLoopLagStateKey, upgrade_loop_window().dump()))
     loop_windows_sent_ = loop_lag_.windows_ended();
   if (!handoff_stops_sent_ && send(kHandoffStopsStateKey, handoff_stops_.dump())) handoff_stops_sent_ = true;
+  const char* offers = will_offer_connections() ? "pending" : "done";
+  if ((force || offers != offers_told_) && send(kOffersStateKey, offers)) offers_told_ = offers;
   if (!force && history_.version() == history_sent_) return totals_sent;
   // At READY the whole history goes (it fits in one message unless its
   // texts are unusually long: then fewer records); later, the latest.

@@ -232,7 +232,7 @@ void Daemon::on_upgrade_outcome(const handoff::UpgradeOutcome& outcome) {
   }
   // Decided at COMMIT (drain = handoff then): ours go, and what our
   // predecessor may still hand us goes after them.
-  const bool predecessor_may_offer = predecessor_link_ && predecessor_link_->open();
+  const bool predecessor_may_offer = predecessor_offers_ && predecessor_link_ && predecessor_link_->open();
   if (own_handoff_ == OwnHandoff::Queued && (!registry_.empty() || predecessor_may_offer)) {
     connection_handoff_ = std::make_unique<handoff::ConnectionHandoff>(&loop_, *predecessor_, kHandoffFlushBound);
     handoff_stops_noted_for_ = nullptr;  // a new one may take a freed one's address
@@ -249,11 +249,7 @@ void Daemon::on_upgrade_outcome(const handoff::UpgradeOutcome& outcome) {
       own_handoff_ = OwnHandoff::Over;
       end_loop_window();
       note_handoff_stops();
-      // A drain that was done waited for this (on_drained): on the next turn.
-      if (drain_->done()) {
-        exit_after_upgrade_ = true;
-        exit_after_drained_upgrade();
-      }
+      send_state_updates(/*force=*/false);  // "done" to our successor, now
     });
     if (predecessor_may_offer) connection_handoff_->hold_source_open();
     // Those closed before their turn are no longer registered. A new one can
@@ -275,8 +271,26 @@ void Daemon::on_upgrade_outcome(const handoff::UpgradeOutcome& outcome) {
   } else {
     own_handoff_ = OwnHandoff::Over;
     end_loop_window();
+    send_state_updates(/*force=*/false);  // "done" to our successor, now
   }
   exit_after_drained_upgrade();
+}
+
+bool Daemon::will_offer_connections() const {
+  if (own_handoff_ == OwnHandoff::Queued || own_handoff_ == OwnHandoff::Offering) return true;
+  // At COMMIT (before_commit), before on_committed has queued ours.
+  return own_handoff_ == OwnHandoff::None && options_.drain_mode == DaemonOptions::DrainMode::Handoff &&
+         predecessor_->state() == handoff::UpgradeState::AwaitingReady;
+}
+
+void Daemon::end_handoff_source() {
+  if (!connection_handoff_ || !connection_handoff_->source_held_open()) return;
+  connection_handoff_->end_source();
+  // A drain that was done waited for this (on_drained): on the next turn.
+  if (drain_->done()) {
+    exit_after_upgrade_ = true;
+    exit_after_drained_upgrade();
+  }
 }
 
 void Daemon::drop_connection_handoff() {
