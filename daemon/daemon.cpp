@@ -299,7 +299,6 @@ void Daemon::handle_signal(int signo) {
         spdlog::info("{}: already draining ({}); send it again to close every connection now", signal_name(signo),
                      drain_->cause());
       } else {
-        end_handoff_source();  // at once: we refuse what our predecessor still sends
         drain_->force(std::string("second stop signal (") + signal_name(signo) + ")");
         if (app_ && !handed_over()) app_->force();
       }
@@ -321,6 +320,7 @@ void Daemon::handle_signal(int signo) {
 void Daemon::note_stop_requested(const std::string& by) {
   if (stop_requested_) return;
   stop_requested_ = true;
+  end_handoff_source();  // we take nothing more from our predecessor (may_adopt)
   // A stop is for the service, not for one generation: an older one that
   // still lives (on probation, or draining) would otherwise resume once we
   // exit. It gets the stop too, and passes it on in turn.
@@ -420,9 +420,8 @@ void Daemon::on_drained() {
   // Connections adopted after the drain was done reopened it: it calls again.
   if (!drain_->done()) return;
   // Our hand-off still takes what our predecessor may send us: we exit once
-  // its link has closed (end_handoff_source calls again), never with such a
-  // batch unread.
-  if (connection_handoff_ && connection_handoff_->source_held_open()) return;
+  // that is over (after_hold calls again), never with such a batch unread.
+  if (holding_for_predecessor()) return;
   // An upgrade still in flight (a stop came during it) is seen out first, so
   // the new process is reaped and its outcome logged before we exit.
   const auto state = predecessor_->state();
@@ -469,6 +468,7 @@ void Daemon::close_everything() {
   predecessor_exit_.close();
   drop_connection_handoff();  // before the connections close: it settles their state
   report_timer_.close();
+  hold_timer_.close();
   history_warmer_.close();
   predecessor_link_.reset();
   if (drain_) drain_->stop_timers();

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -125,9 +126,14 @@ class Daemon {
   // The connection hand-off is over, settled or not (its window with it).
   void drop_connection_handoff();
   // Our predecessor can send nothing more (its link closed, or it said so),
-  // or we take nothing more (a forced stop): our hand-off may settle, and we
-  // may exit.
+  // or we take nothing more (a stop, our drain deadline): our hand-off may
+  // settle, and we may exit.
   void end_handoff_source();
+  // Our hand-off waits for what our predecessor may still send: we do not exit.
+  bool holding_for_predecessor() const;
+  // A drain that was done waited for the hold (on_drained): it is over, so
+  // on_drained runs again, on the next turn.
+  void after_hold();
   // What we tell our successor (STATE_UPDATE connection_offers): from COMMIT
   // with drain = handoff until our own hand-off has settled.
   bool will_offer_connections() const;
@@ -236,8 +242,10 @@ class Daemon {
   // decided at COMMIT). Until it has settled (Queued / Offering), connections
   // our predecessor still hands us go the same way: an upgrade asked of us
   // inside our predecessor's probation would otherwise leave them with it,
-  // which could only drain them. While our predecessor's link is open the
-  // hand-off's source stays open (more may come) and we do not exit.
+  // which could only drain them. While our predecessor says it may still
+  // offer some (connection_offers "pending") the hand-off's source stays open
+  // (more may come) and we do not exit, at most until our drain deadline
+  // (hold_timer_).
   enum class OwnHandoff {
     None,      // not committed to a newer generation, or not passing connections on
     Queued,    // committed: what we hold goes at the outcome
@@ -245,10 +253,11 @@ class Daemon {
     Over,      // settled, or nothing to offer: the predecessor keeps what it still offers
   };
   OwnHandoff own_handoff_ = OwnHandoff::None;
-  std::deque<EchoConnection*> handoff_queue_;
-  bool predecessor_offers_ = false;         // it said "pending", not yet "done"
-  const char* offers_told_ = "";            // to our successor, last
-  handoff::UvHandle<uv_idle_t> history_warmer_;  // while warm_history has records to serialise  // Offering: not yet offered (closed ones are skipped)
+  std::deque<EchoConnection*> handoff_queue_;  // Offering: not yet offered (closed ones are skipped)
+  bool predecessor_offers_ = false;            // it said "pending", not yet "done"
+  std::optional<bool> offers_told_;            // what we last told our successor (will_offer_connections)
+  handoff::UvHandle<uv_timer_t> hold_timer_;   // bounds how long the source is held open
+  handoff::UvHandle<uv_idle_t> history_warmer_;  // while warm_history has records to serialise
   std::unique_ptr<AppSupervisor> app_;                          // supervisor mode only
   bool app_adopted_ = false;                                    // app_ came from the previous generation
   bool exit_after_app_ = false;                                 // drained, waiting for the app's instances to exit

@@ -189,8 +189,8 @@ bool Daemon::send_state_updates(bool force) {
   if (loop_lag_.windows_ended() != loop_windows_sent_ && send(kLoopLagStateKey, upgrade_loop_window().dump()))
     loop_windows_sent_ = loop_lag_.windows_ended();
   if (!handoff_stops_sent_ && send(kHandoffStopsStateKey, handoff_stops_.dump())) handoff_stops_sent_ = true;
-  const char* offers = will_offer_connections() ? "pending" : "done";
-  if ((force || offers != offers_told_) && send(kOffersStateKey, offers)) offers_told_ = offers;
+  const bool offers = will_offer_connections();
+  if ((force || offers_told_ != offers) && send(kOffersStateKey, offers ? "pending" : "done")) offers_told_ = offers;
   if (!force && history_.version() == history_sent_) return totals_sent;
   // At READY the whole history goes (it fits in one message unless its
   // texts are unusually long: then fewer records); later, the latest.

@@ -250,8 +250,22 @@ void Daemon::on_upgrade_outcome(const handoff::UpgradeOutcome& outcome) {
       end_loop_window();
       note_handoff_stops();
       send_state_updates(/*force=*/false);  // "done" to our successor, now
+      // However it settled (also on a broken link, the source held open):
+      // a drain that was done and waited for it goes on.
+      after_hold();
     });
-    if (predecessor_may_offer) connection_handoff_->hold_source_open();
+    if (predecessor_may_offer) {
+      connection_handoff_->hold_source_open();
+      // Not longer than our drain would have kept them: a predecessor that
+      // hangs, its link open, must not keep us forever.
+      hold_timer_.init(uv_timer_init, &loop_, this);
+      uv_timer_start(hold_timer_.get(), [](uv_timer_t* t) {
+        auto* self = static_cast<Daemon*>(t->data);
+        spdlog::warn("handoff: the previous generation still had connections to offer after {} ms; taking no more",
+                     self->handoff_drain_deadline().count());
+        self->end_handoff_source();
+      }, static_cast<uint64_t>(handoff_drain_deadline().count()), 0);
+    }
     // Those closed before their turn are no longer registered. A new one can
     // take a closed one's address only by adoption (this generation no longer
     // accepts), and an adopted one joins the queue: offered either way.
@@ -283,22 +297,32 @@ bool Daemon::will_offer_connections() const {
          predecessor_->state() == handoff::UpgradeState::AwaitingReady;
 }
 
+bool Daemon::holding_for_predecessor() const {
+  return connection_handoff_ && connection_handoff_->source_held_open();
+}
+
 void Daemon::end_handoff_source() {
-  if (!connection_handoff_ || !connection_handoff_->source_held_open()) return;
+  hold_timer_.close();
+  if (!holding_for_predecessor()) return;
   connection_handoff_->end_source();
-  // A drain that was done waited for this (on_drained): on the next turn.
-  if (drain_->done()) {
-    exit_after_upgrade_ = true;
-    exit_after_drained_upgrade();
-  }
+  after_hold();
+}
+
+void Daemon::after_hold() {
+  if (finished_ || !drain_->done()) return;
+  exit_after_upgrade_ = true;
+  exit_after_drained_upgrade();
 }
 
 void Daemon::drop_connection_handoff() {
+  const bool held = holding_for_predecessor();
   if (connection_handoff_ && !connection_handoff_->settled()) {  // it will not settle now
     end_loop_window();
     note_handoff_stops();
   }
   connection_handoff_.reset();
+  hold_timer_.close();
+  if (held) after_hold();
   loop_lag_.hold_upgrade_turns(false);
   handoff_queue_.clear();
   own_handoff_ = OwnHandoff::None;
@@ -348,6 +372,9 @@ void Daemon::on_successor_exit(pid_t pid, bool clean, bool superseded, const std
     // serve on them, removing them would cut it off for good, while a file
     // left behind by a stopped service is only replaced at the next start.
     spdlog::info("successor pid {} exited with {}", pid, how);
+    // Its stop is the service's: an older generation that still lives
+    // (draining, or in its probation of us) must not resume once we exit.
+    note_stop_requested("successor pid " + std::to_string(pid) + " stopped");
     drop_connection_handoff();
     close_listeners(SocketFiles::Keep);
     return;

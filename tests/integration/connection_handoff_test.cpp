@@ -8,6 +8,7 @@
 
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -174,32 +175,68 @@ TEST(ConnectionHandoff, AnUpgradeInsideThePreviousProbationPassesItsConnectionsO
   expect_passed_on(d, load, gen1, gen2, 8);
 }
 
-// The middle generation's own hand-off begins before its predecessor's (a
-// reload made its probation shorter): it holds none of the clients yet, and
-// must still take what its predecessor sends later, pass it on, and live
-// until nothing more can come.
-TEST(ConnectionHandoff, ConnectionsArrivingAfterTheMiddleGenerationsOwnHandOffBeganStillGoOn) {
-  TempDir dir;
-  const auto conf = dir.file("batond.toml");
-  const std::string common =
-      "[listeners]\necho = \"tcp://127.0.0.1:0\"\n[drain]\nmode = \"handoff\"\ntimeout = 1\n[upgrade]\n";
-  std::ofstream(conf) << common << "probation = 6\n";
-  auto d = BatondProcess::start({"--config", conf});
-  auto load = LoadRun::start("tcp://" + d.address(), {"--connections", "8", "--rate", "50"});
-  const pid_t gen1 = d.serving_pid();
+// Generation 2's own hand-off begins before generation 1's: a reload made
+// its probation (0.2 s) shorter than generation 1's (6 s). Returns {gen 1,
+// gen 2, gen 3} once generation 2's upgrade has passed, or zeros.
+struct Chain {
+  pid_t gen1 = 0, gen2 = 0, gen3 = 0;
+};
+Chain middle_handoff_first(BatondProcess& d, const std::string& conf, const std::string& common) {
+  Chain c;
+  c.gen1 = d.serving_pid();
   const pid_t gen2 = upgrade_until_serving(d);
-  ASSERT_NE(gen2, 0) << d.log();
+  if (gen2 == 0) return {};
   std::ofstream(conf) << common << "probation = 0.2\n";
-  ASSERT_EQ(::kill(gen2, SIGHUP), 0);
-  ASSERT_TRUE(d.wait_for_line(gen2, "re-read; applied now")) << d.log();
-  ASSERT_EQ(::kill(gen2, SIGUSR2), 0);
-  ASSERT_NE(d.wait_commit(gen2), 0) << d.log();
-  ASSERT_TRUE(d.wait_upgrade_outcome(gen2, 0, 30s).ok) << d.log();
-  // The case under test: generation 2's hand-off began before generation 1's.
-  ASSERT_EQ(d.count_lines(gen1, "handoff: handing connections"), 0)
-      << "the first probation (6 s) ended before the second upgrade's (0.2 s)\n" << d.log();
-  ASSERT_TRUE(d.wait_upgrade_outcome(gen1, 0, 30s).ok) << d.log();
-  expect_passed_on(d, load, gen1, gen2, 8);
+  if (::kill(gen2, SIGHUP) != 0 || !d.wait_for_line(gen2, "re-read; applied now") || ::kill(gen2, SIGUSR2) != 0)
+    return {};
+  c.gen3 = d.wait_commit(gen2);
+  if (c.gen3 == 0 || !d.wait_upgrade_outcome(gen2, 0, 30s).ok) return {};
+  c.gen2 = gen2;
+  return c;
+}
+
+const std::string kChainConfig =
+    "[listeners]\necho = \"tcp://127.0.0.1:0\"\n[drain]\nmode = \"handoff\"\ntimeout = 1\n[upgrade]\n";
+
+// Generation 1 under load, then middle_handoff_first: the case under test
+// is that generation 2's hand-off began before generation 1's.
+struct MiddleFirst {
+  TempDir dir;
+  std::string conf = dir.file("batond.toml");
+  std::optional<BatondProcess> d;
+  std::optional<LoadRun> load;
+  Chain c;
+};
+void start_middle_first(MiddleFirst& m) {
+  std::ofstream(m.conf) << kChainConfig << "probation = 6\n";
+  m.d.emplace(BatondProcess::start({"--config", m.conf}));
+  m.load.emplace(LoadRun::start("tcp://" + m.d->address(), {"--connections", "8", "--rate", "50"}));
+  m.c = middle_handoff_first(*m.d, m.conf, kChainConfig);
+  ASSERT_NE(m.c.gen2, 0) << m.d->log();
+  ASSERT_EQ(m.d->count_lines(m.c.gen1, "handoff: handing connections"), 0)
+      << "the first probation (6 s) ended before the second upgrade's (0.2 s)\n" << m.d->log();
+}
+
+// The middle generation holds none of the clients when its own hand-off
+// begins, and must still take what its predecessor sends later, pass it on,
+// and live until nothing more can come.
+TEST(ConnectionHandoff, ConnectionsArrivingAfterTheMiddleGenerationsOwnHandOffBeganStillGoOn) {
+  MiddleFirst m;
+  ASSERT_NO_FATAL_FAILURE(start_middle_first(m));
+  ASSERT_TRUE(m.d->wait_upgrade_outcome(m.c.gen1, 0, 30s).ok) << m.d->log();
+  expect_passed_on(*m.d, *m.load, m.c.gen1, m.c.gen2, 8);
+}
+
+// A stop while the middle generation waits for what its predecessor may
+// still send (systemd signals every process of the unit): every generation
+// exits (the middle one neither waits for an offer it would refuse, nor
+// misses the end of its wait when its successor exits first).
+TEST(ConnectionHandoff, AStopWhileTheMiddleGenerationWaitsForItsPredecessorStopsEveryGeneration) {
+  MiddleFirst m;
+  ASSERT_NO_FATAL_FAILURE(start_middle_first(m));
+  m.load->stop();
+  for (pid_t pid : {m.c.gen3, m.c.gen2, m.c.gen1}) ASSERT_EQ(::kill(pid, SIGTERM), 0);
+  for (pid_t pid : {m.c.gen3, m.c.gen2, m.c.gen1}) EXPECT_TRUE(m.d->wait_gone(pid, 30s)) << pid << "\n" << m.d->log();
 }
 
 TEST(ConnectionHandoff, AThousandConnectionsMoveAndTheOldProcessExitsQuickly) {

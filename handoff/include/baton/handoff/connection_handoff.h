@@ -93,7 +93,8 @@ class ConnectionHandoff {
   // nullptr then means "none now": more() asks again, and the hand-off
   // cannot settle before end_source() says it will never have any.
   void hold_source_open() { source_open_ = true; }
-  bool source_held_open() const { return source_open_; }
+  // Held open and still asked (not settled, not given up on a broken link).
+  bool source_held_open() const { return source_open_ && source_ && !reported_; }
   void more();
   void end_source();
   // All at once (begin_handoff on each, now): for a caller that cannot tell
