@@ -176,7 +176,9 @@ void Daemon::count_upgrade_outcome(bool ok, const std::string& error) {
 bool Daemon::send_state_updates(bool force) {
   if (!predecessor_) return false;
   auto send = [&](const char* key, const std::string& data) {
-    auto st = predecessor_->send_state_update(key, data);
+    // Inside before_commit with the attempt, after COMMIT over the link.
+    auto* link = predecessor_->successor();
+    auto st = link ? link->send_state_update(key, data) : predecessor_->send_state_update(key, data);
     if (!st) spdlog::debug("state update '{}': {}", key, st.error().message);
     return st.ok();
   };

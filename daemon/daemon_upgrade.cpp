@@ -234,7 +234,8 @@ void Daemon::on_upgrade_outcome(const handoff::UpgradeOutcome& outcome) {
   // predecessor may still hand us goes after them.
   const bool predecessor_may_offer = predecessor_offers_ && predecessor_link_ && predecessor_link_->open();
   if (own_handoff_ == OwnHandoff::Queued && (!registry_.empty() || predecessor_may_offer)) {
-    connection_handoff_ = std::make_unique<handoff::ConnectionHandoff>(&loop_, *predecessor_, kHandoffFlushBound);
+    connection_handoff_ =
+        std::make_unique<handoff::ConnectionHandoff>(&loop_, *predecessor_->successor(), kHandoffFlushBound);
     handoff_stops_noted_for_ = nullptr;  // a new one may take a freed one's address
     handoff_queue_.clear();
     registry_.for_each([&](EchoConnection& c) { handoff_queue_.push_back(&c); });
@@ -436,7 +437,9 @@ void Daemon::report_draining() {
                                                   left ? static_cast<uint32_t>(std::max<int64_t>(1, left->count())) : 0}};
   reports.insert(reports.end(), older_generations_.begin(), older_generations_.end());
   if (reports == last_report_sent_) return;
-  if (auto st = predecessor_->report_draining(reports); !st) {
+  auto* link = predecessor_->successor();
+  auto st = link ? link->report_draining(reports) : handoff::Status(handoff::Error{"no successor to report to"});
+  if (!st) {
     spdlog::debug("drain report: {}", st.error().message);
     report_timer_.close();
     return;

@@ -24,6 +24,16 @@ void ChannelLink::close() {
   send_error_.clear();
 }
 
+Result<HandoffChannel> ChannelLink::release() {
+  if (!channel_.open()) return Error{"release: the hand-off channel is closed"};
+  if (!queue_.empty()) return Error{"release: messages are still queued to send"};
+  poll_.close();
+  HandoffChannel channel = std::move(channel_);
+  channel_ = HandoffChannel{UniqueFd()};
+  close();
+  return channel;
+}
+
 void ChannelLink::break_sending(const std::string& why) {
   // Typically the peer is gone (ECONNRESET, EPIPE), and what it sent before
   // it went is still queued for us: the read side hears it, then the EOF,

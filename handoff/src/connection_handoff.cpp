@@ -20,8 +20,8 @@ ConnectionKind kind_of(int fd) {
 
 }  // namespace
 
-ConnectionHandoff::ConnectionHandoff(uv_loop_t* loop, Predecessor& predecessor, std::chrono::milliseconds flush_bound)
-    : loop_(loop), predecessor_(predecessor), flush_bound_(flush_bound) {}
+ConnectionHandoff::ConnectionHandoff(uv_loop_t* loop, SuccessorLink& link, std::chrono::milliseconds flush_bound)
+    : loop_(loop), link_(link), flush_bound_(flush_bound) {}
 
 ConnectionHandoff::~ConnectionHandoff() {
   // Whatever is still undecided stays here, served as before.
@@ -46,7 +46,7 @@ void ConnectionHandoff::start(Source next, size_t at_once) {
   started_ = std::chrono::steady_clock::now();
   source_ = std::move(next);
   at_once_ = std::max<size_t>(at_once, 1);
-  subscription_ = predecessor_.subscribe_link({
+  subscription_ = link_.subscribe({
       [this](const std::vector<ConnectionAck>& acks) { on_acks(acks); },
       [this](const std::string& why) { on_link_lost(why); },
       [this] { send_ready(); },
@@ -56,7 +56,7 @@ void ConnectionHandoff::start(Source next, size_t at_once) {
   flush_deadline_.init(uv_timer_init, loop_, this);
   // The link may have closed in the probation (the successor serves on, but
   // can take nothing from us): nothing is offered, everything is served here.
-  if (!predecessor_.link_open()) return keep_unsent("the link to the successor closed before the hand-off");
+  if (!link_.open()) return keep_unsent("the link to the successor closed before the hand-off");
   spdlog::info("handoff: handing connections to the successor, {} at a time", at_once_ == std::numeric_limits<size_t>::max() ? std::string("all") : std::to_string(at_once_));
   advance();
 }
@@ -177,7 +177,7 @@ void ConnectionHandoff::send_ready() {
       const int fd = entries_.at(id).connection->handoff_fd();
       batch.push_back({id, kind_of(fd), fd});
     }
-    auto sent = predecessor_.send_connections(batch);
+    auto sent = link_.send_connections(batch);
     if (!sent) {
       // The link is gone. If it broke on this send, on_link_lost has settled
       // everything already; if it was closed before, nothing was sent.
@@ -210,7 +210,7 @@ void ConnectionHandoff::on_stall(uv_timer_t* t) {
   // Timers run before the loop polls: answers may be waiting in the channel
   // (this process was paused, or one loop turn was long). Read them first.
   const uint64_t before = self->progress_made_;
-  self->predecessor_.read_link();
+  self->link_.read_pending();
   if (self->progress_made_ != before || !self->sending_) return;  // answered after all (re-armed if need be)
   self->keep_unsent("the successor made no progress for " + std::to_string(kStallBound.count()) + " ms");
 }

@@ -29,28 +29,12 @@ std::string describe_exit(int64_t exit_status, int term_signal) {
   return "exit status " + std::to_string(exit_status);
 }
 
-Predecessor::LinkSubscription& Predecessor::LinkSubscription::operator=(LinkSubscription&& o) noexcept {
-  if (this != &o) {
-    if (p_) p_->link_handlers_ = {};
-    p_ = std::exchange(o.p_, nullptr);
-  }
-  return *this;
-}
-
-Predecessor::LinkSubscription::~LinkSubscription() {
-  if (p_) p_->link_handlers_ = {};
-}
-
 Predecessor::Predecessor(uv_loop_t* loop, PredecessorEvents events)
     : loop_(loop),
       events_(std::move(events)),
       link_(
           loop, [this](Message& m) { handle_message(m); }, [this](const std::string& why) { on_link_closed(why); }),
-      process_(loop) {
-  link_.on_writable([this] {
-    if (link_handlers_.writable) link_handlers_.writable();
-  });
-}
+      process_(loop) {}
 
 Predecessor::~Predecessor() { close(); }
 
@@ -59,8 +43,8 @@ void Predecessor::close() {
   // that has is the service now (or about to be) and is left alone.
   const bool committed = state() == UpgradeState::Probation || state() == UpgradeState::HandedOver;
   events_ = {};
-  link_handlers_ = {};
   link_.close();
+  if (successor_) successor_->close();
   deadline_.close();
   if (!exited_ && !committed) process_.abandon();  // killed and reaped, even if still being spawned
   else process_.close();
@@ -99,8 +83,7 @@ Status Predecessor::start(const SpawnSpec& spec, std::vector<ListenerOffer> list
   pid_ = 0;
   version_ = 0;
   probation_ends_ = {};
-  newer_.clear();
-  newer_unnamed_ = false;
+  successor_.reset();  // the previous attempt's, closed (resume, or a failed probation)
   binary_ = spec.binary;
   auto started = process_.start(
       std::move(child), [this](Result<pid_t> pid) { on_spawned(std::move(pid)); },
@@ -153,39 +136,29 @@ void Predecessor::cancel(const std::string& reason) {
 }
 
 void Predecessor::on_link_closed(const std::string& why) {
-  const std::string what = "hand-off channel: " + why;
+  // A closed channel usually means the new process is exiting: give it a
+  // moment, so the outcome can name its exit status rather than the EOF.
+  fail("hand-off channel: " + why, /*let_it_exit=*/true);
+}
+
+void Predecessor::on_successor_link_closed(const std::string& why) {
   switch (state()) {
-    case UpgradeState::Spawning:
-    case UpgradeState::AwaitingReady:
-      // A closed channel usually means the new process is exiting: give it a
-      // moment, so the outcome can name its exit status rather than the EOF.
-      return fail(what, /*let_it_exit=*/true);
     case UpgradeState::Probation:
       // Before SERVING it has accepted nothing and may be killed; after, it
       // serves: the probation runs its course and its exit decides.
-      if (probation_ends_ == Clock::time_point{}) return fail(what, /*let_it_exit=*/true);
+      if (probation_ends_ == Clock::time_point{}) return fail("hand-off channel: " + why, /*let_it_exit=*/true);
       spdlog::warn("upgrade: link to successor pid {} closed during probation ({})", pid_, why);
       return;
     case UpgradeState::HandedOver:
       spdlog::info("upgrade: link to successor pid {} closed ({})", pid_, why);
-      if (link_handlers_.lost) link_handlers_.lost(why);
       return;
-    case UpgradeState::Idle:
-    case UpgradeState::RollingBack:
+    default:
       return;
   }
 }
 
 void Predecessor::handle_message(Message& m) {
-  if (!m.fds.empty()) {
-    const std::string what = std::string(to_string(m.type)) + " from the new process carries unexpected fds";
-    if (state() == UpgradeState::HandedOver || state() == UpgradeState::Probation) {
-      link_.close();
-      return on_link_closed(what);
-    }
-    return fail(what);
-  }
-  if (state() == UpgradeState::Probation || state() == UpgradeState::HandedOver) return handle_link_message(m);
+  if (!m.fds.empty()) return fail(std::string(to_string(m.type)) + " from the new process carries unexpected fds");
   if (state() == UpgradeState::Spawning && m.type == MessageType::Hello) {
     auto hello = decode_hello(m.payload);
     if (!hello) return fail("bad HELLO: " + hello.error().message);
@@ -248,6 +221,8 @@ void Predecessor::commit() {
   // The channel stays open: SERVING, DRAINING reports and, with `drain =
   // handoff`, client connections go over it until this process exits.
   machine_.transition(UpgradeState::Probation, "READY from pid " + std::to_string(pid_) + ", COMMIT sent");
+  open_successor_link();
+  if (state() != UpgradeState::Probation) return;
   if (events_.committed) events_.committed(pid_);
   if (state() != UpgradeState::Probation) return;  // the callback closed us
   // A version 1 successor never says SERVING: it serves from COMMIT on.
@@ -270,63 +245,37 @@ std::optional<std::chrono::milliseconds> Predecessor::probation_left() const {
 void Predecessor::hand_over() {
   deadline_.close();
   auto elapsed = machine_.since_start();
+  if (successor_) successor_->allow_connections();
   machine_.transition(UpgradeState::HandedOver, "successor pid " + std::to_string(pid_) + " passed probation");
   report(UpgradeOutcome{true, pid_, {}, elapsed, true});
 }
 
-void Predecessor::handle_link_message(Message& m) {
-  if (m.type == MessageType::Serving && version_ >= 2 && m.payload.empty()) {
-    if (state() == UpgradeState::Probation && probation_ends_ == Clock::time_point{}) {
-      if (events_.progress) events_.progress("serving");
-      start_probation_window();
-    }
-    return;
-  }
-  if (m.type == MessageType::Succeeded) return take_succeeded(m);
-  if (m.type == MessageType::StateUpdate && version_ >= 4) {
-    auto update = decode_state_update(m.payload);
-    if (!update) {
-      link_.close();
-      return on_link_closed(update.error().message);
-    }
-    if (events_.successor_state) events_.successor_state(update.value());
-    return;
-  }
-  if (m.type == MessageType::ConnectionsAck && state() == UpgradeState::HandedOver) {
-    auto acks = decode_connections_ack(m.payload);
-    if (!acks) {
-      link_.close();
-      return on_link_closed("bad CONNECTIONS_ACK: " + acks.error().message);
-    }
-    if (link_handlers_.acks) link_handlers_.acks(acks.value());
-    return;
-  }
-  link_.close();
-  on_link_closed(std::string("unexpected ") + to_string(m.type) + " from the successor in state " + to_string(state()));
+void Predecessor::open_successor_link() {
+  successor_ = std::make_unique<SuccessorLink>(
+      loop_, pid_, version_,
+      SuccessorLink::Events{
+          .serving = [this] { on_serving(); },
+          .succeeded =
+              [this](pid_t pid) {
+                if (events_.succeeded) events_.succeeded(pid);
+              },
+          .state =
+              [this](const StateUpdate& u) {
+                if (events_.successor_state) events_.successor_state(u);
+              },
+          .closed = [this](const std::string& why) { on_successor_link_closed(why); },
+      });
+  // COMMIT went with send_now: nothing is queued, and what the successor
+  // sends next waits in the socket for the new link.
+  auto channel = link_.release();
+  if (!channel) return on_successor_link_closed(channel.error().message);
+  if (auto st = successor_->open(std::move(channel).value()); !st) on_successor_link_closed(st.error().message);
 }
 
-void Predecessor::take_succeeded(Message& m) {
-  auto s = decode_succeeded(m.payload);
-  if (!s) {
-    link_.close();
-    return on_link_closed("bad SUCCEEDED: " + s.error().message);
-  }
-  const auto pid = static_cast<pid_t>(s->pid);
-  if (pid == 0) {
-    newer_unnamed_ = true;
-  } else {
-    // Taken now, while the newer process certainly lives (it just sent READY
-    // to its predecessor, or was relayed while it did): no pid-reuse accident.
-    newer_.push_back(ProcessHandle::open(pid));
-  }
-  spdlog::info("upgrade: successor pid {} commits to a newer generation{}", pid_,
-               pid ? " (pid " + std::to_string(pid) + ")" : std::string());
-  if (events_.succeeded) events_.succeeded(pid);
-}
-
-bool Predecessor::newer_generation_alive() const {
-  if (newer_unnamed_) return true;  // a version 1 SUCCEEDED: assume so, as that version did
-  return std::any_of(newer_.begin(), newer_.end(), [](const ProcessHandle& h) { return h.alive(); });
+void Predecessor::on_serving() {
+  if (state() != UpgradeState::Probation || probation_ends_ != Clock::time_point{}) return;
+  if (events_.progress) events_.progress("serving");
+  start_probation_window();
 }
 
 void Predecessor::on_deadline(uv_timer_t* timer) {
@@ -337,7 +286,7 @@ void Predecessor::on_deadline(uv_timer_t* timer) {
     case UpgradeState::Probation:
       if (self->probation_ends_ != Clock::time_point{}) return self->hand_over();
       // SERVING may sit unread in the channel, behind this timer in the same loop turn.
-      self->link_.read_pending();
+      if (self->successor_) self->successor_->read_pending();
       if (self->state() != UpgradeState::Probation || self->probation_ends_ != Clock::time_point{}) return;
       // It has accepted nothing yet (SERVING comes first): killing it loses nothing.
       return self->fail("pid " + std::to_string(self->pid_) + " took the listeners but did not report SERVING within " +
@@ -353,6 +302,7 @@ void Predecessor::fail(const std::string& reason, bool let_it_exit) {
   failure_ = reason;
   failed_after_commit_ = s == UpgradeState::Probation;
   link_.close();
+  if (successor_) successor_->close();
   deadline_.close();
   machine_.transition(UpgradeState::RollingBack, reason);
   if (exited_) {
@@ -386,8 +336,8 @@ void Predecessor::on_exit(int64_t exit_status, int term_signal) {
   // What it said last (SERVING, SUCCEEDED, ACKs) decides what its exit means:
   // read it before deciding. Before exited_ is set, so that a closed channel
   // found here waits for this very exit to name the cause.
-  if (state() == UpgradeState::Probation || state() == UpgradeState::HandedOver) {
-    link_.read_pending();
+  if (successor_ && (state() == UpgradeState::Probation || state() == UpgradeState::HandedOver)) {
+    successor_->read_pending();
     if (process_.state() == ChildProcess::State::Closed) return;  // a callback closed us
   }
   exited_ = true;
@@ -422,7 +372,7 @@ void Predecessor::on_exit(int64_t exit_status, int term_signal) {
       }
       // Dead inside the window: whatever it accepted is gone with it, and the
       // listeners it shared with us never closed. We serve again.
-      link_.close();
+      if (successor_) successor_->close();
       const std::string reason = "new process " + pid_text(pid) + " exited during probation with " + how;
       machine_.transition(UpgradeState::Idle, reason + "; serving again");
       report(UpgradeOutcome{false, pid, reason, elapsed, true});
@@ -431,7 +381,7 @@ void Predecessor::on_exit(int64_t exit_status, int term_signal) {
     case UpgradeState::HandedOver: {
       const bool superseded = newer_generation_alive();
       spdlog::info("upgrade: successor pid {} exited with {}", pid, how);
-      if (successor_superseded() && !superseded)
+      if (successor_ && successor_->superseded() && !superseded)
         spdlog::warn("upgrade: every newer generation pid {} committed to is gone too", pid);
       if (events_.successor_exit)
         events_.successor_exit(pid, exit_status == 0 && term_signal == 0, superseded, how);
@@ -456,53 +406,24 @@ void Predecessor::report(UpgradeOutcome outcome) {
   if (events_.outcome) events_.outcome(outcome);
 }
 
-Predecessor::LinkSubscription Predecessor::subscribe_link(LinkHandlers handlers) {
-  link_handlers_ = std::move(handlers);
-  return LinkSubscription(this);
-}
-
-Result<bool> Predecessor::send_connections(const std::vector<ConnectionOffer>& batch) {
-  if (state() != UpgradeState::HandedOver || !link_.is_open()) return Error{"no successor to hand connections to"};
-  std::vector<ConnectionEntry> entries;
-  std::vector<int> fds;
-  for (const auto& o : batch) {
-    entries.push_back({o.id, o.kind});
-    fds.push_back(o.fd);
-  }
-  return link_.send_now(MessageType::Connections, encode(entries), fds);
-}
-
 Status Predecessor::resume() {
   if (state() != UpgradeState::HandedOver || !exited_) return Error{"no dead successor to resume from"};
-  link_.close();
+  if (successor_) successor_->close();
   machine_.transition(UpgradeState::Idle, "successor pid " + std::to_string(pid_) + " died; serving again");
-  newer_.clear();
-  newer_unnamed_ = false;
   return {};
 }
 
 Status Predecessor::send_state_update(const std::string& key, const std::string& data) {
-  const bool after_commit = state() == UpgradeState::Probation || state() == UpgradeState::HandedOver;
-  if (!in_before_commit_ && !after_commit) return Error{"no successor between READY and its end to send state to"};
+  if (!in_before_commit_) return Error{"state for the successor goes before COMMIT only from before_commit, after it over successor()"};
   if (version_ < 4) return {};
-  if (!link_.is_open()) return Error{"the link to the successor is closed"};
-  auto payload = encode_state(key, data);
-  if (payload.size() > kMaxPayload) return Error{"STATE_UPDATE '" + key + "' is larger than one message"};
-  // Before COMMIT, the update must be in the socket ahead of COMMIT, which
-  // goes with send_now: queued behind a full channel, it would come after.
-  if (in_before_commit_) {
-    auto sent = link_.send_now(MessageType::StateUpdate, payload);
-    if (!sent) return sent.error();
-    if (!sent.value()) return Error{"sendmsg STATE_UPDATE: the new process is not reading"};
-    return {};
-  }
-  return link_.send(MessageType::StateUpdate, payload);
-}
-
-Status Predecessor::report_draining(const std::vector<GenerationReport>& reports) {
-  if ((state() != UpgradeState::HandedOver && state() != UpgradeState::Probation) || !link_.is_open())
-    return Error{"no successor to report to"};
-  return link_.send(MessageType::Draining, encode(reports, version_));
+  auto payload = encode_state_update(key, data);
+  if (!payload) return payload.error();
+  // It must be in the socket ahead of COMMIT, which goes with send_now:
+  // queued behind a full channel, it would come after.
+  auto sent = link_.send_now(MessageType::StateUpdate, payload.value());
+  if (!sent) return sent.error();
+  if (!sent.value()) return Error{"sendmsg STATE_UPDATE: the new process is not reading"};
+  return {};
 }
 
 }  // namespace baton::handoff

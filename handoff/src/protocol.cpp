@@ -244,6 +244,12 @@ Result<std::pair<std::string, std::string>> decode_state(std::span<const uint8_t
   return std::pair{std::move(key).value(), std::move(data).value()};
 }
 
+Result<std::vector<uint8_t>> encode_state_update(const std::string& key, const std::string& data) {
+  auto payload = encode_state(key, data);
+  if (payload.size() > kMaxPayload) return Error{"STATE_UPDATE '" + key + "' is larger than one message"};
+  return payload;
+}
+
 Result<StateUpdate> decode_state_update(std::span<const uint8_t> payload) {
   auto item = decode_state(payload);
   if (!item) return Error{"bad STATE_UPDATE: " + item.error().message};

@@ -279,7 +279,9 @@ void Upgrader::serve_again(const std::string& why, bool listen_again) {
 Status Upgrader::hand_off(const std::vector<HandoffConnection*>& connections) {
   if (state_ != State::Upgraded) return Error{"hand_off: only after `upgraded`"};
   if (connection_handoff_) return Error{"hand_off: once per upgrade"};
-  connection_handoff_ = std::make_unique<handoff::ConnectionHandoff>(loop_, *predecessor_, options_.flush_bound);
+  auto* link = predecessor_->successor();
+  if (!link) return Error{"hand_off: the successor is gone"};
+  connection_handoff_ = std::make_unique<handoff::ConnectionHandoff>(loop_, *link, options_.flush_bound);
   connection_handoff_->start(connections);
   return {};
 }

@@ -41,6 +41,11 @@ class ChannelLink {
   bool can_send() const { return channel_.open() && send_error_.empty(); }
   // Closes the channel; queued messages are dropped, no callback runs after.
   void close();
+  // Stops watching and gives the channel up, for another ChannelLink to go
+  // on with (the predecessor's at COMMIT: SuccessorLink). Messages already
+  // in the socket stay there, unread; only with nothing queued to send
+  // (else an error, and nothing changes). No callback runs after.
+  Result<HandoffChannel> release();
 
   // Sent now or queued behind earlier ones; fails when closed or when a
   // send failed before. A failed send does not close the link: the peer's

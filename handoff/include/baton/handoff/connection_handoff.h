@@ -31,7 +31,7 @@
 
 #include <vector>
 
-#include "baton/handoff/predecessor.h"
+#include "baton/handoff/successor_link.h"
 #include "baton/handoff/protocol.h"
 #include "baton/handoff/uv_handle.h"
 
@@ -71,9 +71,10 @@ class ConnectionHandoff {
   static constexpr std::chrono::milliseconds kStallBound{2000};
   static constexpr size_t kBatchesInFlight = 4;
 
-  // `predecessor` has passed the probation (UpgradeState::HandedOver) and
-  // outlives this object.
-  ConnectionHandoff(uv_loop_t* loop, Predecessor& predecessor, std::chrono::milliseconds flush_bound);
+  // `link` is to a successor that has passed the probation
+  // (Predecessor::successor() in UpgradeState::HandedOver), and outlives
+  // this object.
+  ConnectionHandoff(uv_loop_t* loop, SuccessorLink& link, std::chrono::milliseconds flush_bound);
   // Serves again every connection not handed over, those of unknown fate
   // included: destroy it only once the successor is dead (or this process
   // closes every connection anyway).
@@ -154,8 +155,8 @@ class ConnectionHandoff {
   size_t count(Stage stage) const;
 
   uv_loop_t* loop_;
-  Predecessor& predecessor_;
-  Predecessor::LinkSubscription subscription_;
+  SuccessorLink& link_;
+  SuccessorLink::Subscription subscription_;
   std::chrono::milliseconds flush_bound_;
   // By the id the protocol carries (ours, counted from 1), and the reverse.
   Entries entries_;

@@ -1,6 +1,7 @@
 #pragma once
-// The side that hands over. Runs inside the caller's libuv loop, so the old
-// process keeps serving while the new one starts:
+// The side that hands over: one upgrade attempt, from the spawn to its
+// outcome. Runs inside the caller's libuv loop, so the old process keeps
+// serving while the new one starts:
 //
 //   spawn(binary, channel end as fd 3)
 //        <- HELLO {pid, version}
@@ -8,9 +9,13 @@
 //        <- READY {pid}
 //   [STATE_UPDATE ->]              (protocol 4: the caller's, from before_commit)
 //   COMMIT ->                      committed: the new process accepts, the caller stops
+//   ---- from here the channel is the SuccessorLink's (successor_link.h) ----
 //        <- SERVING                (protocol 2; a version 1 successor is taken as serving at COMMIT)
 //   probation window passes        outcome: ok
 //
+// Two lifetimes, two objects: this one runs the attempt and owns the new
+// process (its exit is judged here, after reading what it said last);
+// successor() is the link to it after COMMIT, for as long as it lives.
 // Every failure before COMMIT (spawn error, exit, crash, closed channel,
 // malformed or unexpected message, no READY within the timeout) kills the new
 // process if it still runs, reaps it, and reports one outcome naming the
@@ -37,6 +42,7 @@
 #include "baton/handoff/process_handle.h"
 #include "baton/handoff/protocol.h"
 #include "baton/handoff/result.h"
+#include "baton/handoff/successor_link.h"
 #include "baton/handoff/upgrade_state.h"
 #include "baton/handoff/uv_handle.h"
 
@@ -119,55 +125,25 @@ class Predecessor {
   // Abandons an upgrade before COMMIT (the outcome reports `reason`). No-op otherwise.
   void cancel(const std::string& reason);
 
-  // After COMMIT: tells the successor which generations still drain
-  // (this one first, then the older ones it knows of).
-  Status report_draining(const std::vector<GenerationReport>& reports);
-
-  // Protocol 4: the caller's live state for the successor, say counters
-  // that must not restart from zero. Allowed inside `before_commit` (it then
-  // arrives before COMMIT, so the new process has it before it serves) and
-  // after COMMIT for as long as the link is open (queued, in order). With a
-  // successor below version 4 it does nothing: there is nobody to tell.
+  // Protocol 4, inside `before_commit` only: the caller's live state (say,
+  // counters that must not restart from zero), in the socket ahead of COMMIT,
+  // so the new process has it before it serves. After COMMIT it goes over
+  // successor()->send_state_update. With a successor below version 4 it does
+  // nothing: there is nobody to tell.
   Status send_state_update(const std::string& key, const std::string& data);
 
-  // After the probation, with `drain = handoff`: client connections go to
-  // the successor in batches of at most kMaxFdsPerMessage.
-  struct LinkHandlers {
-    std::function<void(const std::vector<ConnectionAck>& acks)> acks;
-    // The link broke (the successor may live on and may serve what it got).
-    std::function<void(const std::string& why)> lost;
-    // The channel can take another batch after send_connections said full.
-    std::function<void()> writable;
-  };
-  // Registers `handlers` until the returned object is destroyed: a handler
-  // never outlives its owner.
-  class LinkSubscription {
-   public:
-    LinkSubscription() = default;
-    explicit LinkSubscription(Predecessor* p) : p_(p) {}
-    LinkSubscription(LinkSubscription&& o) noexcept : p_(std::exchange(o.p_, nullptr)) {}
-    LinkSubscription& operator=(LinkSubscription&& o) noexcept;
-    ~LinkSubscription();
-
-   private:
-    Predecessor* p_ = nullptr;
-  };
-  [[nodiscard]] LinkSubscription subscribe_link(LinkHandlers handlers);
-  // One batch: true once the kernel took it (the fds may close now, the
-  // message holds its own references), false if the channel is full
-  // (nothing sent: wait for `writable`), an error if the link is gone.
-  Result<bool> send_connections(const std::vector<ConnectionOffer>& batch);
-  bool link_open() const { return link_.is_open(); }
-  // Reads what the successor has already sent (its handlers run now): for a
-  // timer that fires before the loop polls the channel.
-  void read_link() { link_.read_pending(); }
+  // From COMMIT until the upgrade fails in the probation or resume(): the
+  // committed successor's end of the channel (DRAINING reports, state
+  // updates, with `drain = handoff` the connections once the probation has
+  // passed); nullptr otherwise. The object stays valid until the next
+  // start() or this Predecessor's destruction.
+  SuccessorLink* successor() {
+    return (state() == UpgradeState::Probation || state() == UpgradeState::HandedOver) ? successor_.get() : nullptr;
+  }
 
   // The successor died after taking over: this process serves again, and
   // may start a new upgrade later. Only in HandedOver once it has exited.
   Status resume();
-  // The successor (or one after it) committed to a newer generation.
-  bool successor_superseded() const { return !newer_.empty() || newer_unnamed_; }
-
   UpgradeState state() const { return machine_.state(); }
   pid_t successor_pid() const { return pid_; }
   // The protocol version agreed with the current successor (0 before HELLO).
@@ -182,8 +158,12 @@ class Predecessor {
   void on_exit(int64_t exit_status, int term_signal);
 
   void handle_message(Message& m);
-  void handle_link_message(Message& m);
+  // The attempt's link (spawn to COMMIT) closed.
   void on_link_closed(const std::string& why);
+  // From COMMIT on, the channel is the SuccessorLink's.
+  void open_successor_link();
+  void on_serving();
+  void on_successor_link_closed(const std::string& why);
   Status send_listeners_now();
   void commit();
   void start_probation_window();
@@ -193,14 +173,13 @@ class Predecessor {
   void finish_rollback(const std::string& how_it_ended);
   void report(UpgradeOutcome outcome);
   void arm_deadline(std::chrono::milliseconds after);
-  void take_succeeded(Message& m);
-  bool newer_generation_alive() const;
+  bool newer_generation_alive() const { return successor_ && successor_->newer_generation_alive(); }
 
   uv_loop_t* loop_;
   PredecessorEvents events_;
-  LinkHandlers link_handlers_;
   UpgradeStateMachine machine_;
-  ChannelLink link_;
+  ChannelLink link_;  // spawn to COMMIT; then successor_
+  std::unique_ptr<SuccessorLink> successor_;
   UvHandle<uv_timer_t> deadline_;
   ChildProcess process_;
   std::optional<HandoffChannel> channel_;  // our end, until the new process exists (then the link's)
@@ -216,11 +195,6 @@ class Predecessor {
   bool failed_after_commit_ = false;
   bool in_before_commit_ = false;  // READY arrived, COMMIT not yet sent: state updates may go
   std::string failure_;
-  // Every newer generation the successor told us of (SUCCEEDED, its own and
-  // those it relayed), each taken while it lived. `newer_unnamed_`: a
-  // version 1 SUCCEEDED, which names none.
-  std::vector<ProcessHandle> newer_;
-  bool newer_unnamed_ = false;
 };
 
 // "exit status 1", "signal 11 (Segmentation fault)".

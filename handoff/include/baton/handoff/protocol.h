@@ -95,6 +95,8 @@ struct StateUpdate {
   std::string data;
   bool operator==(const StateUpdate&) const = default;
 };
+// Fails if it would not fit in one message.
+Result<std::vector<uint8_t>> encode_state_update(const std::string& key, const std::string& data);
 // Errors read "bad STATE_UPDATE: ...".
 Result<StateUpdate> decode_state_update(std::span<const uint8_t> payload);
 
