@@ -249,7 +249,7 @@ handoff::Status Daemon::start_accepting() {
     spdlog::info("listening name={} addr={} inherited={}{}", l->name(), l->bound().endpoint(),
                  l->inherited() ? "yes" : "no", serves_itself(*l) ? "" : " (for the app)");
   }
-  committed_ = true;
+  life_ = Life::Serving;
   if (predecessor_link_) watch_predecessor_exit();
   if (auto st = start_app(); !st) return st;
   // Past COMMIT (or on a fresh start) this process is the one serving. Its
@@ -318,8 +318,8 @@ void Daemon::handle_signal(int signo) {
 }
 
 void Daemon::note_stop_requested(const std::string& by) {
-  if (stop_requested_) return;
-  stop_requested_ = true;
+  if (stop_requested()) return;
+  life_ = Life::Stopping;
   end_handoff_source();  // we take nothing more from our predecessor (may_adopt)
   // A stop is for the service, not for one generation: an older one that
   // still lives (on probation, or draining) would otherwise resume once we
@@ -351,7 +351,7 @@ void Daemon::accept_echo(handoff::UniqueFd fd, Listener& from) {
 }
 
 bool Daemon::may_adopt() const {
-  if (stop_requested_) return false;
+  if (stop_requested()) return false;
   // Serving: yes, unless a drain (a stop) has begun.
   if (!handed_over()) return !drain_->active();
   // Committed to a newer generation: only while ours can still go to it.
@@ -409,7 +409,7 @@ bool Daemon::owned_by_systemd(const std::string& listener) {
 // never got COMMIT (the old one still serves there), and never to a file
 // systemd made.
 bool Daemon::may_remove_socket_files(const Listener& l) const {
-  return (committed_ || !l.inherited()) && !predecessor_alive() && !owned_by_systemd(l.name());
+  return (life_ != Life::Starting || !l.inherited()) && !predecessor_alive() && !owned_by_systemd(l.name());
 }
 
 void Daemon::close_listeners(SocketFiles files) {
@@ -427,11 +427,11 @@ void Daemon::on_drained() {
   const auto state = predecessor_->state();
   if (state == handoff::UpgradeState::Spawning || state == handoff::UpgradeState::AwaitingReady ||
       state == handoff::UpgradeState::Probation || state == handoff::UpgradeState::RollingBack) {
-    exit_after_upgrade_ = true;
+    drained_wait_ = DrainedWait::Upgrade;
     return;
   }
   if (app_ && !handed_over() && !app_->stopped()) {
-    exit_after_app_ = true;
+    drained_wait_ = DrainedWait::App;
     return;
   }
   spdlog::info("exiting with status {}", exit_code_);
@@ -459,8 +459,8 @@ void Daemon::fatal(const std::string& reason) {
 }
 
 void Daemon::close_everything() {
-  if (finished_) return;
-  finished_ = true;
+  if (finished()) return;
+  life_ = Life::Finished;
   if (!handed_over()) pid_file_.remove_if_names(::getpid());
   close_listeners(handed_over() ? SocketFiles::Keep : SocketFiles::RemoveIfLast);
   signals_.clear();

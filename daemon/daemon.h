@@ -116,6 +116,9 @@ class Daemon {
   void relay_succeeded(pid_t pid);
   // on_drained came while the upgrade was in flight: exit now it is over.
   void exit_after_drained_upgrade();
+  // on_drained again, on the next loop turn (not from inside a callback of
+  // what it may destroy).
+  void drained_next_turn();
   // The upgrade's loop-lag window ends (if open): logged, and kept for status.
   // The upgrade's loop-lag window ends after this turn (`now`: at once, we exit).
   void end_loop_window(bool now = false);
@@ -260,7 +263,6 @@ class Daemon {
   handoff::UvHandle<uv_idle_t> history_warmer_;  // while warm_history has records to serialise
   std::unique_ptr<AppSupervisor> app_;                          // supervisor mode only
   bool app_adopted_ = false;                                    // app_ came from the previous generation
-  bool exit_after_app_ = false;                                 // drained, waiting for the app's instances to exit
   std::vector<uint64_t> restart_waiters_;                       // control sessions waiting for a restart's outcome
   handoff::UvHandle<uv_poll_t> predecessor_exit_;               // its pidfd, while an adopted app is held for it
   std::vector<handoff::GenerationReport> older_generations_;  // as last reported
@@ -310,10 +312,24 @@ class Daemon {
   int stop_signals_ = 0;
   std::chrono::steady_clock::time_point first_stop_{};
   static constexpr std::chrono::milliseconds kForceAfter{1000};
-  bool stop_requested_ = false;      // SIGTERM, SIGINT or batonctl stop: never resume after it
-  bool committed_ = false;           // serving: fresh start, or COMMIT received
-  bool exit_after_upgrade_ = false;  // drained, waiting for the upgrade in flight to end
-  bool finished_ = false;
+  // This generation's life. A generation that handed over is still Serving
+  // (it drains, and resumes should its successor die) until a stop.
+  enum class Life {
+    Starting,  // taking its listeners (a new generation: until COMMIT); accepts nothing yet
+    Serving,   // accepting since a fresh start or COMMIT, or drained of it by a successor
+    Stopping,  // SIGTERM, SIGINT, batonctl stop, or our successor's clean stop: never resume after it
+    Finished,  // close_everything ran; the loop winds down
+  };
+  Life life_ = Life::Starting;
+  bool stop_requested() const { return life_ == Life::Stopping || life_ == Life::Finished; }
+  bool finished() const { return life_ == Life::Finished; }
+  // Drained, and what this generation still waits for before it exits.
+  enum class DrainedWait {
+    Nothing,
+    Upgrade,  // the upgrade in flight to end (a stop came during it)
+    App,      // the app's instances to exit (supervisor mode)
+  };
+  DrainedWait drained_wait_ = DrainedWait::Nothing;
   int exit_code_ = 0;
   int startup_exit_code_ = 1;  // 2 when the listeners given contradict the sockets systemd passed
 };

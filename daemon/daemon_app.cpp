@@ -124,8 +124,8 @@ void Daemon::on_app_serving(pid_t pid) {
 
 void Daemon::on_app_stopped() {
   spdlog::info("app: every instance has exited");
-  if (!exit_after_app_) return;
-  exit_after_app_ = false;
+  if (drained_wait_ != DrainedWait::App) return;
+  drained_wait_ = DrainedWait::Nothing;
   on_drained();
 }
 

@@ -233,9 +233,9 @@ void Daemon::on_upgrade_outcome(const handoff::UpgradeOutcome& outcome) {
   // Decided at COMMIT (drain = handoff then): ours go, and what our
   // predecessor may still hand us goes after them.
   const bool predecessor_may_offer = predecessor_offers_ && predecessor_link_ && predecessor_link_->open();
-  if (own_handoff_ == OwnHandoff::Queued && (!registry_.empty() || predecessor_may_offer)) {
-    connection_handoff_ =
-        std::make_unique<handoff::ConnectionHandoff>(&loop_, *predecessor_->successor(), kHandoffFlushBound);
+  auto* link = predecessor_->successor();  // an ok outcome: HandedOver, so there is one
+  if (link && own_handoff_ == OwnHandoff::Queued && (!registry_.empty() || predecessor_may_offer)) {
+    connection_handoff_ = std::make_unique<handoff::ConnectionHandoff>(&loop_, *link, kHandoffFlushBound);
     handoff_stops_noted_for_ = nullptr;  // a new one may take a freed one's address
     handoff_queue_.clear();
     registry_.for_each([&](EchoConnection& c) { handoff_queue_.push_back(&c); });
@@ -310,9 +310,8 @@ void Daemon::end_handoff_source() {
 }
 
 void Daemon::after_hold() {
-  if (finished_ || !drain_->done()) return;
-  exit_after_upgrade_ = true;
-  exit_after_drained_upgrade();
+  if (finished() || !drain_->done()) return;
+  drained_next_turn();
 }
 
 void Daemon::drop_connection_handoff() {
@@ -350,15 +349,19 @@ void Daemon::on_loop_window_ended() {
 }
 
 void Daemon::exit_after_drained_upgrade() {
-  if (!exit_after_upgrade_) return;
-  exit_after_upgrade_ = false;
+  if (drained_wait_ != DrainedWait::Upgrade) return;
+  drained_wait_ = DrainedWait::Nothing;
   // Not from inside the Predecessor's callback: on the next loop turn.
+  drained_next_turn();
+}
+
+void Daemon::drained_next_turn() {
   exit_timer_.init(uv_timer_init, &loop_, this);
   uv_timer_start(exit_timer_.get(), [](uv_timer_t* t) { static_cast<Daemon*>(t->data)->on_drained(); }, 0, 0);
 }
 
 void Daemon::on_successor_exit(pid_t pid, bool clean, bool superseded, const std::string& how) {
-  if (finished_) return;
+  if (finished()) return;
   if (superseded) {
     spdlog::info("successor pid {} exited with {} after handing over in turn", pid, how);
     // What it adopted from us it may have passed on: close our copies only.
@@ -393,7 +396,7 @@ void Daemon::resume_serving(const std::string& why) {
   last_report_sent_.clear();
   keep_successor_totals();
   shown_after_commit_.reset();
-  if (stop_requested_) {
+  if (stop_requested()) {
     // Told to stop while the successor still had the service: nothing to
     // resume for. The drain runs on; the service stops, as asked.
     spdlog::error("{}; not resuming: a stop was asked of this generation", why);
@@ -411,7 +414,7 @@ void Daemon::resume_serving(const std::string& why) {
   pid_file_.write_soon(::getpid());
   exit_timer_.close();
   drain_->cancel();
-  exit_after_upgrade_ = false;
+  drained_wait_ = DrainedWait::Nothing;
   stop_signals_ = 0;
   for (auto& l : listeners_) {
     if (!serves_itself(*l)) continue;

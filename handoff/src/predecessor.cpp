@@ -83,7 +83,6 @@ Status Predecessor::start(const SpawnSpec& spec, std::vector<ListenerOffer> list
   pid_ = 0;
   version_ = 0;
   probation_ends_ = {};
-  successor_.reset();  // the previous attempt's, closed (resume, or a failed probation)
   binary_ = spec.binary;
   auto started = process_.start(
       std::move(child), [this](Result<pid_t> pid) { on_spawned(std::move(pid)); },
@@ -213,16 +212,18 @@ void Predecessor::commit() {
     if (!st) return fail("not committing: " + st.error().message);
     if (state() != UpgradeState::AwaitingReady) return;  // the callback closed or cancelled us
   }
+  // The link is made before COMMIT goes: should that fail, the new process
+  // has accepted nothing and is killed; nothing fails between COMMIT and
+  // `committed`.
+  if (auto st = open_successor_link(); !st) return fail("not committing: " + st.error().message);
   if (events_.progress) events_.progress("commit_sent");
-  auto sent = link_.send_now(MessageType::Commit, {});
+  auto sent = successor_->send_commit();
   if (!sent || !sent.value())
     return fail("sending COMMIT: " + (sent ? std::string("the new process is not reading") : sent.error().message),
                 /*let_it_exit=*/true);
   // The channel stays open: SERVING, DRAINING reports and, with `drain =
   // handoff`, client connections go over it until this process exits.
   machine_.transition(UpgradeState::Probation, "READY from pid " + std::to_string(pid_) + ", COMMIT sent");
-  open_successor_link();
-  if (state() != UpgradeState::Probation) return;
   if (events_.committed) events_.committed(pid_);
   if (state() != UpgradeState::Probation) return;  // the callback closed us
   // A version 1 successor never says SERVING: it serves from COMMIT on.
@@ -250,7 +251,9 @@ void Predecessor::hand_over() {
   report(UpgradeOutcome{true, pid_, {}, elapsed, true});
 }
 
-void Predecessor::open_successor_link() {
+Status Predecessor::open_successor_link() {
+  // The previous attempt's (closed) goes now, not at start(): a hand-off on
+  // it may still be winding down (Upgrader: `failed`, then upgrade() at once).
   successor_ = std::make_unique<SuccessorLink>(
       loop_, pid_, version_,
       SuccessorLink::Events{
@@ -265,11 +268,12 @@ void Predecessor::open_successor_link() {
               },
           .closed = [this](const std::string& why) { on_successor_link_closed(why); },
       });
-  // COMMIT went with send_now: nothing is queued, and what the successor
-  // sends next waits in the socket for the new link.
+  // Everything before went with send_now: nothing is queued. The successor
+  // sends nothing more before COMMIT, and whatever it sends after waits in
+  // the socket for the new link.
   auto channel = link_.release();
-  if (!channel) return on_successor_link_closed(channel.error().message);
-  if (auto st = successor_->open(std::move(channel).value()); !st) on_successor_link_closed(st.error().message);
+  if (!channel) return channel.error();
+  return successor_->open(std::move(channel).value());
 }
 
 void Predecessor::on_serving() {
@@ -362,7 +366,9 @@ void Predecessor::on_exit(int64_t exit_status, int term_signal) {
       if (newer_generation_alive()) {
         // It committed to a newer generation inside its own probation, and
         // that one lives: the service is there now. Ours is over, as if the
-        // probation had passed: no resume beside it.
+        // probation had passed: no resume beside it. Its link is over (it
+        // read to the EOF above, as a rule): nothing more goes to it.
+        if (successor_) successor_->close();
         machine_.transition(UpgradeState::HandedOver, "successor pid " + std::to_string(pid) +
                                                                 " exited inside its probation, superseded");
         report(UpgradeOutcome{true, pid, {}, elapsed, true});

@@ -26,7 +26,8 @@ SuccessorLink::SuccessorLink(uv_loop_t* loop, pid_t pid, uint16_t version, Event
       link_(
           loop, [this](Message& m) { handle(m); }, [this](const std::string& why) { on_closed(why); }) {
   link_.on_writable([this] {
-    if (!closed_ && handlers_->writable) handlers_->writable();
+    auto h = handlers_;  // kept while it runs: it may subscribe anew
+    if (!closed_ && h->writable) h->writable();
   });
 }
 
@@ -39,7 +40,8 @@ void SuccessorLink::close() {
 }
 
 SuccessorLink::Subscription SuccessorLink::subscribe(Handlers handlers) {
-  *handlers_ = std::move(handlers);
+  // A fresh object: an older Subscription points at the one it replaced.
+  handlers_ = std::make_shared<Handlers>(std::move(handlers));
   return Subscription(handlers_);
 }
 
@@ -47,7 +49,8 @@ void SuccessorLink::on_closed(const std::string& why) {
   if (closed_) return;
   if (events_.closed) events_.closed(why);
   if (closed_) return;  // the owner closed us
-  if (handlers_->lost) handlers_->lost(why);
+  auto h = handlers_;
+  if (h->lost) h->lost(why);
 }
 
 void SuccessorLink::refuse(const std::string& what) {
@@ -72,7 +75,8 @@ void SuccessorLink::handle(Message& m) {
   if (m.type == MessageType::ConnectionsAck && connections_allowed_) {
     auto acks = decode_connections_ack(m.payload);
     if (!acks) return refuse("bad CONNECTIONS_ACK: " + acks.error().message);
-    if (handlers_->acks) handlers_->acks(acks.value());
+    auto h = handlers_;
+    if (h->acks) h->acks(acks.value());
     return;
   }
   refuse(std::string("unexpected ") + to_string(m.type) + " from the successor " +

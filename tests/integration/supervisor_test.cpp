@@ -383,6 +383,16 @@ TEST(Supervisor, AnAppThatIgnoresTheStopSignalIsKilledWithItsGroupAtTheDrainTime
   groups.add_from(d);
   EXPECT_TRUE(wait_pid_gone(old, 15s)) << "pid " << old << " ignored SIGTERM and was not killed";
   EXPECT_TRUE(d.process().wait_for_line("app: pid " + std::to_string(old) + " still runs at the drain timeout"));
+  // Reaped by batond, not only a zombie: the killed app kept accepting (it
+  // ignored SIGTERM), and its thread in accept() may still be exiting and
+  // take a connection with it (this test failed so, rarely).
+  EXPECT_TRUE(eventually([&] {
+    auto a = app_status(d);
+    if (!a.is_object()) return false;
+    for (const auto& i : a["instances"])
+      if (i["pid"] == old) return false;
+    return true;
+  })) << d.log();
   EXPECT_TRUE(http_get(d.address("http")));
 }
 

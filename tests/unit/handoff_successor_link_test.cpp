@@ -151,6 +151,17 @@ TEST(SuccessorLink, ASubscriptionMayOutliveTheLinkAndAnEndedOneHearsNothing) {
   l->link.reset();  // destroyed first: the subscription's end touches nothing (ASan would say)
 }
 
+TEST(SuccessorLink, AReplacedSubscriptionsEndLeavesTheNewOneHearing) {
+  Loop loop;
+  auto l = make_link(&loop.loop);
+  std::optional<SuccessorLink::Subscription> first = subscribe(*l);
+  auto second = subscribe(*l);
+  first.reset();
+  l->peer.close();
+  loop.run_until([&] { return !l->heard.lost.empty(); });
+  EXPECT_EQ(l->heard.lost.size(), 1u);  // the second still hears: ending the first cleared nothing of it
+}
+
 TEST(SuccessorLink, NothingIsSentToAVersionThreeSuccessorAsStateAndDrainReportsGo) {
   Loop loop;
   auto v3 = make_link(&loop.loop, 3);

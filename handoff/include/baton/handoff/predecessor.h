@@ -136,7 +136,7 @@ class Predecessor {
   // committed successor's end of the channel (DRAINING reports, state
   // updates, with `drain = handoff` the connections once the probation has
   // passed); nullptr otherwise. The object stays valid until the next
-  // start() or this Predecessor's destruction.
+  // attempt's COMMIT or this Predecessor's destruction.
   SuccessorLink* successor() {
     return (state() == UpgradeState::Probation || state() == UpgradeState::HandedOver) ? successor_.get() : nullptr;
   }
@@ -160,8 +160,8 @@ class Predecessor {
   void handle_message(Message& m);
   // The attempt's link (spawn to COMMIT) closed.
   void on_link_closed(const std::string& why);
-  // From COMMIT on, the channel is the SuccessorLink's.
-  void open_successor_link();
+  // After READY, just before COMMIT: the channel becomes the SuccessorLink's.
+  Status open_successor_link();
   void on_serving();
   void on_successor_link_closed(const std::string& why);
   Status send_listeners_now();

@@ -15,11 +15,12 @@
 // closing usually means the successor is exiting; what its exit means is the
 // Predecessor's to decide (it owns the process).
 //
-// Lifetime: created by the Predecessor when COMMIT has gone, kept until its
-// next start() or its destruction (so a Subscription or a ConnectionHandoff
-// made from it stays valid until then); closed when the upgrade fails in the
-// probation, on resume() and on Predecessor::close(). Runs in the caller's
-// loop; no send blocks it. No callback runs after close().
+// Lifetime: created by the Predecessor just before COMMIT (which it sends,
+// send_commit), kept until the next attempt's COMMIT or the Predecessor's
+// destruction (a ConnectionHandoff made on it stays valid until then; a
+// Subscription may outlive it); closed when the upgrade fails, on resume()
+// and on Predecessor::close(). Runs in the caller's loop; no send blocks it.
+// No callback runs after close().
 
 #include <sys/types.h>
 #include <uv.h>
@@ -53,6 +54,9 @@ class SuccessorLink {
   // No callback runs after this; safe from inside one.
   void close();
   bool open() const { return link_.is_open(); }
+  // COMMIT, the link's first message: true once the kernel took it, false
+  // if the channel is full (the new process is not reading).
+  Result<bool> send_commit() { return link_.send_now(MessageType::Commit, {}); }
   pid_t pid() const { return pid_; }
   uint16_t version() const { return version_; }
 
@@ -66,7 +70,8 @@ class SuccessorLink {
     std::function<void()> writable;
   };
   // Registers `handlers` until the Subscription is destroyed: a handler never
-  // outlives its owner. One subscriber at a time (a new one replaces it).
+  // outlives its owner. One subscriber at a time: a new one replaces it, and
+  // the replaced one's end then changes nothing.
   class Subscription {
    public:
     Subscription() = default;
