@@ -355,7 +355,7 @@ bool Daemon::may_adopt() const {
   // Serving: yes, unless a drain (a stop) has begun.
   if (!handed_over()) return !drain_->active();
   // Committed to a newer generation: only while ours can still go to it.
-  return own_handoff_ == OwnHandoff::Queued || own_handoff_ == OwnHandoff::Offering;
+  return outgoing_.passing_on();
 }
 
 bool Daemon::adopt_connection(const handoff::ConnectionEntry& entry, handoff::UniqueFd fd) {
@@ -368,10 +368,7 @@ bool Daemon::adopt_connection(const handoff::ConnectionEntry& entry, handoff::Un
   if (!c) return false;
   registry_.count_accept();
   ++adopted_connections_;
-  if (own_handoff_ == OwnHandoff::Offering && connection_handoff_) {
-    handoff_queue_.push_back(c);
-    connection_handoff_->more();
-  }
+  outgoing_.adopted(c);
   // Our drain may have been done (we held none): it waits for this one too.
   if (handed_over()) drain_->reopen(handoff_drain_deadline());
   return true;
@@ -440,7 +437,7 @@ void Daemon::on_drained() {
   if (handed_over()) {
     record_upgrade_step("old_drained");
     end_loop_window(/*now=*/true);  // a hand-off some connection of which never got its answer: over now
-    if (connection_handoff_ && !connection_handoff_->settled()) note_handoff_stops();
+    if (outgoing_.current() && !outgoing_.current()->settled()) note_handoff_stops();
     send_state_updates(true);
   }
   close_everything();
@@ -468,7 +465,6 @@ void Daemon::close_everything() {
   predecessor_exit_.close();
   drop_connection_handoff();  // before the connections close: it settles their state
   report_timer_.close();
-  hold_timer_.close();
   history_warmer_.close();
   predecessor_link_.reset();
   if (drain_) drain_->stop_timers();

@@ -32,6 +32,7 @@
 #include "metrics_exposition.h"
 #include "metrics_http.h"
 #include "options.h"
+#include "outgoing_handoff.h"
 #include "pid_file.h"
 #include "rate_limited_log.h"
 #include "settings.h"
@@ -128,12 +129,14 @@ class Daemon {
   void note_handoff_stops();
   // The connection hand-off is over, settled or not (its window with it).
   void drop_connection_handoff();
+  // It settled: its window ends, its stops are noted, the successor hears "done".
+  void on_outgoing_settled();
   // Our predecessor can send nothing more (its link closed, or it said so),
   // or we take nothing more (a stop, our drain deadline): our hand-off may
   // settle, and we may exit.
   void end_handoff_source();
   // Our hand-off waits for what our predecessor may still send: we do not exit.
-  bool holding_for_predecessor() const;
+  bool holding_for_predecessor() const { return outgoing_.holding(); }
   // A drain that was done waited for the hold (on_drained): it is over, so
   // on_drained runs again, on the next turn.
   void after_hold();
@@ -240,26 +243,8 @@ class Daemon {
   std::unique_ptr<handoff::Predecessor> predecessor_;
   std::unique_ptr<handoff::PredecessorLink> predecessor_link_;  // reports and connections from the old generation
   handoff::ProcessHandle predecessor_process_;                  // that generation's process
-  std::unique_ptr<handoff::ConnectionHandoff> connection_handoff_;  // ours, to the new generation
-  // Our connections' way to the generation we committed to (drain = handoff,
-  // decided at COMMIT). Until it has settled (Queued / Offering), connections
-  // our predecessor still hands us go the same way: an upgrade asked of us
-  // inside our predecessor's probation would otherwise leave them with it,
-  // which could only drain them. While our predecessor says it may still
-  // offer some (connection_offers "pending") the hand-off's source stays open
-  // (more may come) and we do not exit, at most until our drain deadline
-  // (hold_timer_).
-  enum class OwnHandoff {
-    None,      // not committed to a newer generation, or not passing connections on
-    Queued,    // committed: what we hold goes at the outcome
-    Offering,  // the outcome came: handoff_queue_ is being offered
-    Over,      // settled, or nothing to offer: the predecessor keeps what it still offers
-  };
-  OwnHandoff own_handoff_ = OwnHandoff::None;
-  std::deque<EchoConnection*> handoff_queue_;  // Offering: not yet offered (closed ones are skipped)
   bool predecessor_offers_ = false;            // it said "pending", not yet "done"
   std::optional<bool> offers_told_;            // what we last told our successor (will_offer_connections)
-  handoff::UvHandle<uv_timer_t> hold_timer_;   // bounds how long the source is held open
   handoff::UvHandle<uv_idle_t> history_warmer_;  // while warm_history has records to serialise
   std::unique_ptr<AppSupervisor> app_;                          // supervisor mode only
   bool app_adopted_ = false;                                    // app_ came from the previous generation
@@ -299,6 +284,11 @@ class Daemon {
   std::vector<TimelineEvent> takeover_steps_;  // ours, until that record arrives
   bool first_accept_noted_ = false;
   LoopLag loop_lag_;
+  // Ours, to the generation we committed to (drain = handoff), with what
+  // our predecessor still hands us (outgoing_handoff.h). After predecessor_
+  // (its link must outlive it) and loop_lag_.
+  OutgoingHandoff outgoing_{&loop_, registry_, loop_lag_,
+                            {.settled = [this] { on_outgoing_settled(); }, .hold_ended = [this] { after_hold(); }}};
   nlohmann::json inherited_loop_window_;  // the upgrade that started us, as its old generation measured it
   // The last connection hand-off, each connection's stop (handoff_stops.h):
   // ours once we handed off, else the one that started us.

@@ -17,13 +17,6 @@ extern char** environ;
 namespace baton::daemon {
 namespace {
 
-// How long a connection being handed off may take to write back what it owes.
-constexpr std::chrono::milliseconds kHandoffFlushBound{1000};
-// Connections stopped and unanswered at once in a hand-off: each is read by
-// neither process for about one batch of this many. 50 connections at 100
-// messages/s, 6 upgrades each: per-connection stop p50 0.7-4.3 ms all at
-// once, 0.2-1.9 ms 16 at a time, 0.12-0.5 ms 8 at a time.
-constexpr size_t kHandoffAtOnce = 8;
 // How often a draining generation tells its successor how far it has got.
 constexpr uint64_t kDrainReportIntervalMs = 200;
 
@@ -163,7 +156,7 @@ void Daemon::on_committed(pid_t pid) {
   std::optional<std::chrono::milliseconds> deadline;
   if (options_.drain_mode == DaemonOptions::DrainMode::Handoff) {
     deadline = handoff_drain_deadline();
-    own_handoff_ = OwnHandoff::Queued;
+    outgoing_.queue();
   }
   stop_accepting_and_drain("handed over to pid " + std::to_string(pid), deadline);
   record_upgrade_step("old_stopped_accepting");
@@ -231,60 +224,14 @@ void Daemon::on_upgrade_outcome(const handoff::UpgradeOutcome& outcome) {
     s->send(done);
   }
   // Decided at COMMIT (drain = handoff then): ours go, and what our
-  // predecessor may still hand us goes after them.
+  // predecessor may still hand us goes after them. The window runs on through
+  // the hand-off: it is part of what the loop pays.
   const bool predecessor_may_offer = predecessor_offers_ && predecessor_link_ && predecessor_link_->open();
-  auto* link = predecessor_->successor();  // an ok outcome: HandedOver, so there is one
-  if (link && own_handoff_ == OwnHandoff::Queued && (!registry_.empty() || predecessor_may_offer)) {
-    connection_handoff_ = std::make_unique<handoff::ConnectionHandoff>(&loop_, *link, kHandoffFlushBound);
-    handoff_stops_noted_for_ = nullptr;  // a new one may take a freed one's address
-    handoff_queue_.clear();
-    registry_.for_each([&](EchoConnection& c) { handoff_queue_.push_back(&c); });
-    own_handoff_ = OwnHandoff::Offering;
-    // Its sends and answers run in the library's callbacks: every turn until
-    // it settles counts as the upgrade's.
-    loop_lag_.hold_upgrade_turns(true);
-    // The window runs on through the hand-off: it is part of what the loop pays.
-    connection_handoff_->on_settled([this] {
-      const LoopLag::Work work(loop_lag_, "handoff_settled");
-      loop_lag_.hold_upgrade_turns(false);
-      own_handoff_ = OwnHandoff::Over;
-      end_loop_window();
-      note_handoff_stops();
-      send_state_updates(/*force=*/false);  // "done" to our successor, now
-      // However it settled (also on a broken link, the source held open):
-      // a drain that was done and waited for it goes on.
-      after_hold();
-    });
-    if (predecessor_may_offer) {
-      connection_handoff_->hold_source_open();
-      // Not longer than our drain would have kept them: a predecessor that
-      // hangs, its link open, must not keep us forever.
-      hold_timer_.init(uv_timer_init, &loop_, this);
-      uv_timer_start(hold_timer_.get(), [](uv_timer_t* t) {
-        auto* self = static_cast<Daemon*>(t->data);
-        spdlog::warn("handoff: the previous generation still had connections to offer after {} ms; taking no more",
-                     self->handoff_drain_deadline().count());
-        self->end_handoff_source();
-      }, static_cast<uint64_t>(handoff_drain_deadline().count()), 0);
-    }
-    // Those closed before their turn are no longer registered. A new one can
-    // take a closed one's address only by adoption (this generation no longer
-    // accepts), and an adopted one joins the queue: offered either way.
-    connection_handoff_->start(
-        [this]() -> handoff::HandoffConnection* {
-          const LoopLag::Work work(loop_lag_, "handoff_source");
-          while (!handoff_queue_.empty()) {
-            auto* c = handoff_queue_.front();
-            handoff_queue_.pop_front();
-            if (registry_.contains(c)) return c;
-          }
-          return nullptr;  // none now (more may come while our predecessor may send them)
-        },
-        kHandoffAtOnce);
+  handoff_stops_noted_for_ = nullptr;  // a new one may take a freed one's address (and may settle at once)
+  if (outgoing_.start(predecessor_->successor(), predecessor_may_offer, handoff_drain_deadline())) {
     record_upgrade_step("handoff_started", std::to_string(registry_.size()) + " connection(s)" +
                                                (predecessor_may_offer ? ", and what the previous generation sends" : ""));
   } else {
-    own_handoff_ = OwnHandoff::Over;
     end_loop_window();
     send_state_updates(/*force=*/false);  // "done" to our successor, now
   }
@@ -292,20 +239,21 @@ void Daemon::on_upgrade_outcome(const handoff::UpgradeOutcome& outcome) {
 }
 
 bool Daemon::will_offer_connections() const {
-  if (own_handoff_ == OwnHandoff::Queued || own_handoff_ == OwnHandoff::Offering) return true;
+  if (outgoing_.passing_on()) return true;
   // At COMMIT (before_commit), before on_committed has queued ours.
-  return own_handoff_ == OwnHandoff::None && options_.drain_mode == DaemonOptions::DrainMode::Handoff &&
+  return outgoing_.stage() == OutgoingHandoff::Stage::None &&
+         options_.drain_mode == DaemonOptions::DrainMode::Handoff &&
          predecessor_->state() == handoff::UpgradeState::AwaitingReady;
 }
 
-bool Daemon::holding_for_predecessor() const {
-  return connection_handoff_ && connection_handoff_->source_held_open();
-}
+void Daemon::end_handoff_source() { outgoing_.end_source(); }
 
-void Daemon::end_handoff_source() {
-  hold_timer_.close();
-  if (!holding_for_predecessor()) return;
-  connection_handoff_->end_source();
+void Daemon::on_outgoing_settled() {
+  end_loop_window();
+  note_handoff_stops();
+  send_state_updates(/*force=*/false);  // "done" to our successor, now
+  // However it settled (also on a broken link, the source held open): a
+  // drain that was done and waited for it goes on.
   after_hold();
 }
 
@@ -316,22 +264,19 @@ void Daemon::after_hold() {
 
 void Daemon::drop_connection_handoff() {
   const bool held = holding_for_predecessor();
-  if (connection_handoff_ && !connection_handoff_->settled()) {  // it will not settle now
+  if (outgoing_.current() && !outgoing_.current()->settled()) {  // it will not settle now
     end_loop_window();
     note_handoff_stops();
   }
-  connection_handoff_.reset();
-  hold_timer_.close();
+  outgoing_.drop();
   if (held) after_hold();
-  loop_lag_.hold_upgrade_turns(false);
-  handoff_queue_.clear();
-  own_handoff_ = OwnHandoff::None;
 }
 
 void Daemon::note_handoff_stops() {
-  if (handoff_stops_noted_for_ == connection_handoff_.get()) return;  // settled, then dropped: once
-  handoff_stops_noted_for_ = connection_handoff_.get();
-  auto summary = summarize_handoff_stops(connection_handoff_->stops());
+  const auto* handoff = outgoing_.current();
+  if (!handoff || handoff_stops_noted_for_ == handoff) return;  // settled, then dropped: once
+  handoff_stops_noted_for_ = handoff;
+  auto summary = summarize_handoff_stops(handoff->stops());
   if (summary.is_null()) return;
   summary["pid"] = ::getpid();
   summary["generation"] = context_.generation;
@@ -365,7 +310,7 @@ void Daemon::on_successor_exit(pid_t pid, bool clean, bool superseded, const std
   if (superseded) {
     spdlog::info("successor pid {} exited with {} after handing over in turn", pid, how);
     // What it adopted from us it may have passed on: close our copies only.
-    if (connection_handoff_) connection_handoff_->abandon_unknown();
+    outgoing_.abandon_unknown();
     close_listeners(SocketFiles::Keep);  // the newer generation serves on them
     return;
   }
