@@ -32,15 +32,12 @@ struct Linked {
 };
 
 std::unique_ptr<Linked> make_link(uv_loop_t* loop, uint16_t version) {
-  auto pair = HandoffChannel::create_pair();
-  if (!pair.ok()) throw std::runtime_error(pair.error().message);
-  auto peer = HandoffChannel::adopt(std::move(pair.value().second));
-  if (!peer.ok()) throw std::runtime_error(peer.error().message);
+  auto [ours, peer] = unit::channel_pair();
   auto l = std::make_unique<Linked>();
-  l->peer = std::move(peer).value();
+  l->peer = std::move(peer);
   auto* raw = l.get();
   l->link = std::make_unique<PredecessorLink>(
-      loop, std::move(pair.value().first), version, [](const std::vector<GenerationReport>&) {},
+      loop, std::move(ours), version, [](const std::vector<GenerationReport>&) {},
       [](const ConnectionEntry&, UniqueFd) { return false; }, [raw](const std::string& why) { raw->closed = why; });
   l->link->on_state_update([raw](const StateUpdate& u) { raw->updates.push_back(u); });
   return l;

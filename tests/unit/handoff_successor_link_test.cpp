@@ -44,12 +44,9 @@ struct Linked {
 };
 
 std::unique_ptr<Linked> make_link(uv_loop_t* loop, uint16_t version = kProtocolVersion) {
-  auto pair = HandoffChannel::create_pair();
-  if (!pair.ok()) throw std::runtime_error(pair.error().message);
-  auto peer = HandoffChannel::adopt(std::move(pair.value().second));
-  if (!peer.ok()) throw std::runtime_error(peer.error().message);
+  auto [ours, peer] = unit::channel_pair();
   auto l = std::make_unique<Linked>();
-  l->peer = std::move(peer).value();
+  l->peer = std::move(peer);
   auto* raw = l.get();
   l->link = std::make_unique<SuccessorLink>(
       loop, ::getpid(), version,
@@ -63,7 +60,7 @@ std::unique_ptr<Linked> make_link(uv_loop_t* loop, uint16_t version = kProtocolV
                 if (raw->on_closed) raw->on_closed();
               },
       });
-  if (auto st = l->link->open(std::move(pair.value().first)); !st) throw std::runtime_error(st.error().message);
+  if (auto st = l->link->open(std::move(ours)); !st) throw std::runtime_error(st.error().message);
   return l;
 }
 

@@ -21,6 +21,7 @@
 #include <string>
 #include <utility>
 
+#include "baton/handoff/channel.h"
 #include "baton/handoff/unique_fd.h"
 
 namespace baton::unit {
@@ -146,5 +147,15 @@ struct TestLoop {
     uv_run(&loop, UV_RUN_NOWAIT);
   }
 };
+
+// Both ends of a hand-off channel, as two processes would hold them: ours,
+// and the peer's (adopted, as a new process adopts fd 3).
+inline std::pair<handoff::HandoffChannel, handoff::HandoffChannel> channel_pair() {
+  auto pair = handoff::HandoffChannel::create_pair();
+  if (!pair.ok()) throw std::runtime_error(pair.error().message);
+  auto peer = handoff::HandoffChannel::adopt(std::move(pair.value().second));
+  if (!peer.ok()) throw std::runtime_error(peer.error().message);
+  return {std::move(pair.value().first), std::move(peer).value()};
+}
 
 }  // namespace baton::unit
