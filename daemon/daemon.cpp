@@ -457,9 +457,11 @@ void Daemon::fatal(const std::string& reason) {
 
 void Daemon::close_everything() {
   if (finished()) return;
-  life_ = Life::Finished;
   if (!handed_over()) pid_file_.remove_if_names(::getpid());
+  // Before Finished: the files are judged on the life we had (a new process
+  // that never got COMMIT, still Starting, leaves them alone).
   close_listeners(handed_over() ? SocketFiles::Keep : SocketFiles::RemoveIfLast);
+  life_ = Life::Finished;
   signals_.clear();
   exit_timer_.close();
   predecessor_exit_.close();

@@ -667,6 +667,51 @@ TEST(HardeningMalformedHandoff, NoCommitAfterReadyExitsAndLeavesThePredecessorsS
   })) << "the socket file no longer leads to the predecessor's listener";
 }
 
+// The same, when the process that started it is gone by then (its
+// predecessor died, say, while a generation older still serves on the file,
+// about to resume): a process that never got COMMIT never unlinks a socket
+// file it inherited, whoever else lives.
+TEST(HardeningMalformedHandoff, NoCommitAfterReadyLeavesTheSocketFileAlsoWhenItsParentIsGone) {
+  TempDir dir;
+  const std::string path = dir.file("echo.sock");
+  auto unix_listener = handoff::bind_listener(*handoff::ListenAddress::parse("unix:" + path), 16);
+  ASSERT_TRUE(unix_listener);
+  auto pair = handoff::HandoffChannel::create_pair();
+  ASSERT_TRUE(pair) << pair.error().message;
+  handoff::HandoffChannel ours = std::move(pair->first);
+  handoff::UniqueFd theirs = std::move(pair->second);
+  ProcessOptions opts;
+  opts.fd3 = theirs.get();
+  opts.extra_env = {"BATON_HANDOFF_FD=3", "BATON_GENERATION=2",
+                    std::string(handoff::kVersionVariable) + "=" + std::to_string(handoff::kProtocolVersion) + ":" +
+                        std::to_string(::getpid())};
+  // batond's parent, its predecessor as it sees it, is a shell we kill.
+  auto shell = TestProcess::start({"/bin/sh", "-c", "\"$0\" \"$@\" & wait", batond_path(), "--control",
+                                   dir.file("control.sock"), "--listen", "local=unix:" + path},
+                                  opts);
+  theirs.reset();
+  auto hello = handoff::expect_message(ours, handoff::MessageType::Hello, std::chrono::seconds(10));
+  ASSERT_TRUE(hello) << hello.error().message << "\n" << shell.log();
+  const auto batond = static_cast<pid_t>(handoff::decode_hello(hello->payload)->pid);
+  shell.track_descendant(batond);
+  std::vector<handoff::ListenerOffer> offers{
+      {"local", "unix:" + path, handoff::local_address(unix_listener->get())->to_string(), unix_listener->get()}};
+  auto sent = handoff::send_listeners(ours, offers);
+  ASSERT_TRUE(sent) << sent.error().message;
+  auto ready = handoff::expect_message(ours, handoff::MessageType::Ready, std::chrono::seconds(10));
+  ASSERT_TRUE(ready) << ready.error().message << "\n" << shell.log();
+
+  shell.signal(SIGKILL);
+  ASSERT_TRUE(shell.wait_exit());
+  ours.close();
+  ASSERT_TRUE(wait_pid_gone(batond, std::chrono::seconds(15))) << shell.log();
+  EXPECT_TRUE(shell.wait_for_line(std::string("waiting for COMMIT: ") + handoff::kPeerClosed)) << shell.log();
+  struct stat st{};
+  ASSERT_EQ(::lstat(path.c_str(), &st), 0) << path << " was unlinked by a process that never got COMMIT\n"
+                                           << shell.log();
+  EXPECT_TRUE(S_ISSOCK(st.st_mode));
+}
+
 // A predecessor of protocol version 1 (it advertises no version) gets a
 // version 1 successor: HELLO says 1, no SERVING (version 2 only), and when the
 // successor upgrades in turn, SUCCEEDED as baton 0.1.0 knows it: empty. That

@@ -8,8 +8,8 @@
 //   LISTENERS + fds (batches of <= 253), STATE + fds (protocol 3), LISTENERS_END ->
 //        <- READY {pid}
 //   [STATE_UPDATE ->]              (protocol 4: the caller's, from before_commit)
-//   COMMIT ->                      committed: the new process accepts, the caller stops
 //   ---- from here the channel is the SuccessorLink's (successor_link.h) ----
+//   COMMIT ->                      committed: the new process accepts, the caller stops
 //        <- SERVING                (protocol 2; a version 1 successor is taken as serving at COMMIT)
 //   probation window passes        outcome: ok
 //

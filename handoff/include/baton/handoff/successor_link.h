@@ -18,8 +18,9 @@
 // Lifetime: created by the Predecessor just before COMMIT (which it sends,
 // send_commit), kept until the next attempt's COMMIT or the Predecessor's
 // destruction (a ConnectionHandoff made on it stays valid until then; a
-// Subscription may outlive it); closed when the upgrade fails, on resume()
-// and on Predecessor::close(). Runs in the caller's loop; no send blocks it.
+// Subscription may outlive it); closed when the upgrade fails, when the
+// successor exits inside its probation superseded by a newer generation, on
+// resume() and on Predecessor::close(). Runs in the caller's loop; no send blocks it.
 // No callback runs after close().
 
 #include <sys/types.h>
