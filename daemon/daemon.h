@@ -36,6 +36,7 @@
 #include "pid_file.h"
 #include "rate_limited_log.h"
 #include "settings.h"
+#include "upgrade_attempt.h"
 #include "socket_activation.h"
 #include "systemd_notify.h"
 
@@ -256,11 +257,7 @@ class Daemon {
   handoff::UvHandle<uv_timer_t> exit_timer_;
   RateLimiter max_connections_log_;
   ControlSessions control_sessions_;
-  std::vector<uint64_t> upgrade_waiters_;  // control sessions waiting for the outcome
-  std::chrono::steady_clock::time_point upgrade_requested_{};
-  std::chrono::milliseconds upgrade_timeout_{};  // the one the upgrade in progress applies
-  std::string upgrade_trigger_;
-  nlohmann::json last_upgrade_;  // the outcome of the latest attempt, for status
+  UpgradeAttempt attempt_{control_sessions_};  // the latest upgrade we started, for batonctl and status
 
   // Metrics and the flight recorder.
   Counters inherited_counters_;  // the totals older generations reported, each series at its highest

@@ -139,7 +139,7 @@ void Daemon::handle_control(ControlSession& session, const control::Request& req
         return;
       }
       // It hears "spawned" once the new process exists (on_upgrade_progress).
-      upgrade_waiters_.push_back(session.id());
+      attempt_.wait(session.id());
       return;
     }
     case Command::Restart:
@@ -183,7 +183,7 @@ nlohmann::json Daemon::status() const {
                       {"handed_over", drain_counts_.handed_over}};
   j["upgrade"] = {{"state", handoff::to_string(predecessor_->state())},
                   {"probation_ms", options_.upgrade_probation.count()},
-                  {"last", last_upgrade_.is_null() ? nlohmann::json(nullptr) : last_upgrade_}};
+                  {"last", attempt_.last().is_null() ? nlohmann::json(nullptr) : attempt_.last()}};
   if (predecessor_->state() == handoff::UpgradeState::Probation) {
     j["upgrade"]["successor_pid"] = predecessor_->successor_pid();
     // null while the successor has not reported SERVING yet: the window has not started.

@@ -167,7 +167,7 @@ void Daemon::record_upgrade_step(const std::string& step, const std::string& det
 }
 
 void Daemon::count_upgrade_outcome(bool ok, const std::string& error) {
-  const double seconds = ms_since(upgrade_requested_) / 1000.0;
+  const double seconds = attempt_.ms_since_request() / 1000.0;
   own_events_.add(Counters::series("baton_upgrades_total", "outcome", ok ? "ok" : "failed"));
   observe_upgrade_duration(own_events_, seconds);
   history_.finish(upgrade_record_, ok, error);

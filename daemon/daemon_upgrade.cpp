@@ -60,8 +60,7 @@ handoff::Status Daemon::request_upgrade(const std::string& trigger, const std::s
     offers.push_back({l->name(), l->configured().to_string(), l->bound().to_string(), l->fd()});
   auto spec = spawn_spec(path);
   spdlog::info("upgrade ({}): starting {} as generation {}", trigger, spec.binary, context_.generation + 1);
-  upgrade_requested_ = std::chrono::steady_clock::now();
-  upgrade_trigger_ = trigger;
+  attempt_.begin(trigger, timeout.value_or(options_.upgrade_timeout));
   upgrade_record_ = history_.begin("upgrade", trigger, ::getpid(), context_.generation);
   // From before the spawn: what the upgrade costs this loop, the spawn included.
   // An earlier attempt's window (one that failed) is not this upgrade's: not sent.
@@ -70,12 +69,11 @@ handoff::Status Daemon::request_upgrade(const std::string& trigger, const std::s
   // An earlier hand-off's figure (one cut short by a successor that died) is
   // not this upgrade's: not sent to this successor.
   handoff_stops_sent_ = true;
-  upgrade_timeout_ = timeout.value_or(options_.upgrade_timeout);
-  const handoff::UpgradeTimeouts timeouts{upgrade_timeout_, options_.upgrade_probation};
+  const handoff::UpgradeTimeouts timeouts{attempt_.timeout(), options_.upgrade_probation};
   if (auto st = predecessor_->start(spec, std::move(offers), timeouts, std::move(state)); !st) {
     end_loop_window();
     spdlog::error("upgrade failed ({}), nothing started, still serving: {}", trigger, st.error().message);
-    last_upgrade_ = {{"ok", false}, {"trigger", trigger}, {"error", st.error().message}};
+    attempt_.not_started(st.error().message);
     count_upgrade_outcome(false, st.error().message);
     return st;
   }
@@ -90,16 +88,7 @@ void Daemon::on_upgrade_progress(const char* step) {
   if (std::string_view(step) == "spawned") {
     const pid_t pid = predecessor_->successor_pid();
     history_.set_to_pid(upgrade_record_, pid);
-    // batonctl learns the pid, and the longest it can take: READY, then
-    // SERVING, each within the timeout, then the probation.
-    for (uint64_t id : upgrade_waiters_) {
-      if (auto* s = control_sessions_.find(id)) {
-        auto spawned = control::event("spawned");
-        spawned["pid"] = pid;
-        spawned["timeout_ms"] = 2 * upgrade_timeout_.count() + options_.upgrade_probation.count();
-        s->send(spawned);
-      }
-    }
+    attempt_.spawned(pid, options_.upgrade_probation);
   }
   record_upgrade_step(step);
 }
@@ -143,7 +132,7 @@ void Daemon::on_committed(pid_t pid) {
   pid_file_.write_soon(pid, PidFile::Replace::IfOurs);
   spdlog::info("upgrade: committed; successor={} accepts as generation {}, READY {:.1f} ms after the request; probation "
                "for {} ms once it reports serving",
-               pid, context_.generation + 1, ms_since(upgrade_requested_), options_.upgrade_probation.count());
+               pid, context_.generation + 1, attempt_.ms_since_request(), options_.upgrade_probation.count());
   // Before this process exits: systemd must follow the main pid to the new one.
   notifier_.main_pid(pid, "handed over to pid " + std::to_string(pid) + "; draining " +
                               std::to_string(registry_.size()) + " connection(s)");
@@ -167,62 +156,34 @@ std::chrono::milliseconds Daemon::handoff_drain_deadline() const {
 }
 
 void Daemon::on_upgrade_outcome(const handoff::UpgradeOutcome& outcome) {
-  const double ms = ms_since(upgrade_requested_);
+  const double ms = attempt_.ms_since_request();
   if (!outcome.committed && drain_->active()) {
     // A stop came during the upgrade and cancelled it.
     spdlog::info("upgrade abandoned after {:.1f} ms because this generation is stopping: {}", ms, outcome.reason);
     shown_after_commit_.reset();
     count_upgrade_outcome(false, "abandoned: stopping: " + outcome.reason);
     end_loop_window();
-    for (uint64_t id : upgrade_waiters_)
-      if (auto* s = control_sessions_.find(id)) s->send(control::error_reply("abandoned: batond is stopping"));
-    upgrade_waiters_.clear();
+    attempt_.abandoned();
     exit_after_drained_upgrade();
     return;
   }
-  std::vector<ControlSession*> waiters;
-  for (uint64_t id : upgrade_waiters_)
-    if (auto* s = control_sessions_.find(id)) waiters.push_back(s);
-  upgrade_waiters_.clear();
-
   if (!outcome.ok) {
     const std::string what = outcome.committed ? "failed in probation" : "failed";
     spdlog::error("upgrade {} after {:.1f} ms, rolled back, still serving: {}", what, ms, outcome.reason);
-    last_upgrade_ = {{"ok", false}, {"trigger", upgrade_trigger_}, {"pid", outcome.pid}, {"ms", ms},
-                     {"error", outcome.reason}, {"committed", outcome.committed}};
     record_upgrade_step("rolled_back");
     shown_after_commit_.reset();
     count_upgrade_outcome(false, outcome.reason);
     end_loop_window();
-    for (auto* s : waiters) s->send(control::error_reply("rolled back: " + outcome.reason));
+    attempt_.failed(outcome.pid, outcome.reason, outcome.committed);
     if (outcome.committed) resume_serving(outcome.reason);
     else if (app_) app_->resume();
     return;
   }
   spdlog::info("upgrade: pid {} is serving as generation {}; probation passed {:.1f} ms after the request",
                outcome.pid, context_.generation + 1, ms);
-  last_upgrade_ = {{"ok", true}, {"trigger", upgrade_trigger_}, {"pid", outcome.pid}, {"ms", ms}};
   record_upgrade_step("probation_passed");
   count_upgrade_outcome(true);
-  const size_t open = registry_.size();
-  for (auto* s : waiters) {
-    auto ready = control::event("ready");
-    ready["pid"] = outcome.pid;
-    ready["generation"] = context_.generation + 1;
-    ready["ms"] = ms;
-    s->send(ready);
-    auto draining = control::event("draining");
-    draining["pid"] = ::getpid();
-    draining["connections"] = open;
-    s->send(draining);
-    auto done = control::ok_reply();
-    done["pid"] = outcome.pid;
-    done["generation"] = context_.generation + 1;
-    done["ready_ms"] = ms;
-    done["old_pid"] = ::getpid();
-    done["old_connections"] = open;
-    s->send(done);
-  }
+  attempt_.succeeded(outcome.pid, context_.generation + 1, registry_.size());
   // Decided at COMMIT (drain = handoff then): ours go, and what our
   // predecessor may still hand us goes after them. The window runs on through
   // the hand-off: it is part of what the loop pays.
