@@ -23,7 +23,12 @@
 //     echo turn under load can use most of a millisecond by itself).
 // Each turn's CPU time (the loop thread's) is kept beside its wall time: the
 // difference is time the thread did not run (the kernel gave the core to
-// another process, or a system call slept).
+// another process, or a system call slept). For the upgrade code, the time
+// the thread was runnable but waited for a core (its scheduler run-queue
+// wait, /proc/thread-self/schedstat) is also taken out: what is left
+// ("held") is the time the upgrade's own code kept the loop, sleeping system
+// calls included, but not the time other processes (the new generation
+// starting, a load generator) had the cores.
 
 #include <uv.h>
 
@@ -34,6 +39,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "baton/handoff/unique_fd.h"
 #include "baton/handoff/uv_handle.h"
 #include "latency_histogram.h"  // stats/
 
@@ -56,7 +62,7 @@ class LoopLag {
     LoopLag& lag_;
     const char* what_;
     bool outer_;
-    uint64_t wall0_ = 0, cpu0_ = 0;
+    uint64_t wall0_ = 0, cpu0_ = 0, waited0_ = 0;
   };
 
   // Starts probing (and turns on libuv's idle-time metric); an error is
@@ -88,13 +94,16 @@ class LoopLag {
   // the "upgrade_turns": "upgrade_turn_max", "upgrade_turn_cpu_max". The
   // upgrade code's own time per turn: "upgrade_work_max",
   // "upgrade_work_p99", "upgrade_work_cpu_max", and the longest scope of the
-  // turn with the most, "upgrade_work_max_in" (a Work's `what`). Times in ms.
+  // turn with the most, "upgrade_work_max_in" (a Work's `what`); without the
+  // run-queue wait, "upgrade_work_held_max" and "upgrade_work_held_p99"
+  // (null where the kernel does not say). Times in ms.
   nlohmann::json last_window_json() const;
   uint64_t windows_ended() const { return windows_ended_; }
   // The last window that ended, for a log line: "loop blocked at most 0.40
   // ms (p99 0.10 ms, at most 0.41 ms of CPU) over 38 turn(s); the 9 that ran
   // upgrade code at most 0.40 ms (0.41 ms of CPU); the upgrade code itself
-  // at most 0.21 ms in one turn (0.20 ms of CPU)".
+  // at most 0.21 ms in one turn (0.20 ms of CPU, 0.21 ms less its run-queue
+  // wait; request)".
   std::string last_window_summary() const;
 
  private:
@@ -107,6 +116,7 @@ class LoopLag {
     stats::LatencyHistogram upgrade_work;  // µs of upgrade code per turn that ran some
     uint64_t upgrade_work_cpu_max_ns = 0;
     const char* upgrade_work_max_in = "";  // the longest scope of the turn with the most
+    stats::LatencyHistogram upgrade_work_held;  // µs, the same less the run-queue wait
   };
   static void on_timer(uv_timer_t* t);
   static void on_check(uv_check_t* c);
@@ -135,7 +145,11 @@ class LoopLag {
   bool timer_based_ = false, check_based_ = false;
   // This turn: upgrade code ran (Work), for this long.
   bool upgrade_turn_ = false;
-  uint64_t turn_work_ns_ = 0, turn_work_cpu_ns_ = 0;
+  uint64_t turn_work_ns_ = 0, turn_work_cpu_ns_ = 0, turn_work_held_ns_ = 0;
+  // The loop thread's schedstat (its run-queue wait), read again at each
+  // Work scope's ends; invalid where the kernel has none.
+  handoff::UniqueFd schedstat_;
+  uint64_t run_queue_wait_ns() const;
   uint64_t turn_longest_ns_ = 0;          // this turn's longest scope
   const char* turn_longest_what_ = "";
   unsigned work_depth_ = 0;

@@ -643,15 +643,18 @@ def step_loop_lag(ctx):
          "the upgrade held the loop in one turn: what an echo event arriving meanwhile waited for it. Not in it: "
          "the library's own callbacks that do not call back into batond (sending a batch of connections, reading "
          "half a message).",
+         "- `upgrade_work_held_*`: the same less the time the loop's thread was runnable but waited for a core "
+         "(its run-queue wait, from `/proc/thread-self/schedstat`): what the upgrade code itself held the loop, "
+         "system calls that slept included, but not the time the kernel gave both cores to other processes.",
          "- `upgrade_turn_*`: whole loop turns that ran upgrade code, and every turn while a connection hand-off "
          "was in flight: an upper bound, which also counts the echo service's own work in the same turn (under "
          "this load an echo turn alone can use ~0.9 ms of CPU).",
          "- `blocked_*`: every turn of the window, the service's own included; `lag_max`: how late the 100 ms "
          "probe timer ran.", "",
-         "The goal: the old loop never blocked by an upgrade more than 1 ms, judged on `upgrade_work_max` (wall "
-         "time). On this shared 2-core machine wall time also counts time the thread did not run (the kernel gave "
-         "the core to the new generation, baton-load or batonctl, or a system call slept); the CPU time is shown "
-         "beside it.", "")
+         "The goal: the old loop never blocked by an upgrade more than 1 ms, judged twice: on `upgrade_work_max` "
+         "(wall time, which on this shared 2-core machine also counts time the thread waited for a core while the "
+         "new generation, baton-load or batonctl ran) and on `upgrade_work_held_max` (that wait left out); the CPU "
+         "time is shown beside them.", "")
     done = {}
     for u in ctx.upgrades:
         if u.get("new"):
@@ -675,12 +678,16 @@ def step_loop_lag(ctx):
         if not xs:
             continue
         rows.append([label, len(xs), spread(xs, "upgrade_work_max", (50, 90, 100)),
+                     spread(xs, "upgrade_work_held_max", (50, 90, 100)),
                      spread(xs, "upgrade_work_cpu_max", (50, 100)), over(xs, "upgrade_work_max"),
+                     over(xs, "upgrade_work_held_max"),
                      spread(xs, "upgrade_turn_max", (50, 100)), spread(xs, "upgrade_turn_cpu_max", (50, 100)),
                      spread(xs, "blocked_max", (50, 100)), spread(xs, "lag_max", (50, 100)),
                      num(median([x["iterations"] for x in xs]), "{:.0f}")])
     r.table(["upgrades", "measured", "upgrade work per turn, max: p50 / p90 / max (ms)",
+             "less its run-queue wait (held), max: p50 / p90 / max (ms)",
              "its CPU, max: p50 / max (ms)", "upgrades with upgrade work > 1 ms in a turn",
+             "with held > 1 ms",
              "upgrade turns whole, max: p50 / max (ms)", "their CPU, max: p50 / max (ms)",
              "all turns: blocked_max p50 / max (ms)", "lag_max p50 / max (ms)", "loop turns, median"], rows)
     work = [x for x in ctx.lag if "upgrade_work_max" in x]
@@ -698,6 +705,11 @@ def step_loop_lag(ctx):
         ctx.res["lag_work_cpu_max"] = max(x.get("upgrade_work_cpu_max", 0.0) for x in work)
         ctx.res["lag_turn_max"] = max(x.get("upgrade_turn_max", 0.0) for x in work)
         ctx.res["lag_over_1ms"] = sum(x["upgrade_work_max"] > 1.0 for x in work)
+        held = [x["upgrade_work_held_max"] for x in work if x.get("upgrade_work_held_max") is not None]
+        if held:
+            ctx.res["lag_held_max"] = max(held)
+            ctx.res["lag_held_over_1ms"] = sum(v > 1.0 for v in held)
+            ctx.res["lag_held_n"] = len(held)
         ctx.res["lag_n"] = len(work)
     if ctx.plots:
         f = ctx.plots.loop_lag(ctx.lag)
@@ -929,6 +941,11 @@ def interpretation_section(ctx):
                      f"{res['lag_work_max']:.2f} ms ({res['lag_work_cpu_max']:.2f} ms of CPU at most); whole turns "
                      f"that ran upgrade code, echo work included: up to {res['lag_turn_max']:.2f} ms",
                      verdict(res["lag_work_max"], "<=", 1.0)])
+    if "lag_held_n" in res:
+        rows.append(["the same, less the time the loop waited for a core (held: the upgrade code's own time, "
+                     "sleeping system calls included)",
+                     f"{res['lag_held_over_1ms']} of {res['lag_held_n']} upgrades over 1 ms; the longest "
+                     f"{res['lag_held_max']:.2f} ms", verdict(res["lag_held_max"], "<=", 1.0)])
     t64, t16 = res.get("tp_64", (None, None)), res.get("tp_16384", (None, None))
     rows.append(["echo throughput ≥ 0.9× baseline at 64 B", f"{num(t64[0])}× messages/s ({num(t64[1])}× per server "
                  "CPU-second)", f"{verdict(t64[0], '>=', 0.9)} (per CPU-second: {verdict(t64[1], '>=', 0.9)})"])

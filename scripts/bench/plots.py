@@ -136,6 +136,9 @@ class Plots:
             work = [i for i in xs if lags[i].get("upgrade_work_max", 0) > 0]
             ax.scatter(work, [lags[i]["upgrade_work_max"] for i in work], s=14, color=COLOURS[mode],
                        label=f"upgrade work in one turn, drain = {mode}")
+            held = [i for i in xs if (lags[i].get("upgrade_work_held_max") or 0) > 0]
+            ax.scatter(held, [lags[i]["upgrade_work_held_max"] for i in held], s=14, marker="x", color=COLOURS[mode],
+                       alpha=0.8, label=f"the same less its wait for a core, drain = {mode}")
             turns = [i for i in xs if lags[i].get("upgrade_turn_max", 0) > 0]
             ax.scatter(turns, [lags[i]["upgrade_turn_max"] for i in turns], s=14, facecolors="none",
                        edgecolors=COLOURS[mode], alpha=0.7, label=f"whole upgrade turns, drain = {mode}")

@@ -361,6 +361,10 @@ TEST(LoopLag, TheOldGenerationsLoopCostOfTheUpgradeIsInTheNewOnesStatus) {
   EXPECT_LE(window["upgrade_work_max"].get<double>(), window["upgrade_turn_max"].get<double>()) << window;
   EXPECT_GE(window["upgrade_work_max"].get<double>(), window["upgrade_work_p99"].get<double>()) << window;
   EXPECT_LE(window["upgrade_work_cpu_max"].get<double>(), window["upgrade_turn_cpu_max"].get<double>()) << window;
+  // Less its wait for a core: within its wall time (null only without schedstat).
+  ASSERT_TRUE(window.contains("upgrade_work_held_max")) << window;
+  if (!window["upgrade_work_held_max"].is_null())
+    EXPECT_LE(window["upgrade_work_held_max"].get<double>(), window["upgrade_work_max"].get<double>()) << window;
   EXPECT_EQ(load.stop().failures, 0);
 }
 

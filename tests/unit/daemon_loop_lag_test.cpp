@@ -4,7 +4,12 @@
 
 #include "loop_lag.h"
 
+#include <pthread.h>
+#include <sched.h>
 #include <time.h>
+
+#include <atomic>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -107,6 +112,46 @@ TEST(LoopLag, UpgradeWorkAndTheTurnsThatRanItAreMeasuredApartWithTheirCpuTime) {
   EXPECT_GE(w["iterations"].get<uint64_t>(), 3u) << w;
   EXPECT_NE(lag.last_window_summary().find("the 2 that ran upgrade code"), std::string::npos)
       << lag.last_window_summary();
+  // Without the run-queue wait: at least its CPU time, at most its wall time.
+  if (w["upgrade_work_held_max"].is_null()) GTEST_SKIP() << "no /proc/thread-self/schedstat";
+  EXPECT_GE(w["upgrade_work_held_max"].get<double>(), 3.9) << w;
+  EXPECT_LE(w["upgrade_work_held_max"].get<double>(), w["upgrade_work_max"].get<double>()) << w;
+}
+
+// Upgrade code that shares its core with a busy thread waits for it in the
+// run queue: that wait is in its wall time, not in what it held the loop.
+TEST(LoopLag, TheUpgradeCodesHeldTimeLeavesOutItsWaitForACore) {
+  cpu_set_t before;
+  ASSERT_EQ(::sched_getaffinity(0, sizeof before, &before), 0);
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(::sched_getcpu(), &one);
+  ASSERT_EQ(::sched_setaffinity(0, sizeof one, &one), 0);  // this thread, and the spinner it starts
+  std::atomic<bool> spin{true};
+  std::thread spinner([&] {
+    while (spin.load(std::memory_order_relaxed)) {
+    }
+  });
+  unit::TestLoop loop;
+  LoopLag lag;
+  ASSERT_EQ(lag.start(&loop.loop), 0);
+  one_turn(&loop.loop);
+  lag.begin_window();
+  {
+    const LoopLag::Work work(lag, "shared");
+    spin_cpu_ms(20);  // about 40 ms of wall time, half of it waiting for the spinner's slices
+  }
+  lag.end_window(/*now=*/true);
+  lag.stop();
+  spin = false;
+  spinner.join();
+  ::sched_setaffinity(0, sizeof before, &before);
+  const auto w = lag.last_window_json();
+  if (w["upgrade_work_held_max"].is_null()) GTEST_SKIP() << "no /proc/thread-self/schedstat";
+  const double wall = w["upgrade_work_max"].get<double>(), held = w["upgrade_work_held_max"].get<double>();
+  EXPECT_GE(held, 19.9) << w;
+  EXPECT_GE(wall, 30.0) << "the spinner took no turn: " << w;
+  EXPECT_LE(held, 25.0) << "the run-queue wait counted as held: " << w;
 }
 
 TEST(LoopLag, WhileHeldEveryTurnIsTheUpgradesAndAWindowEndedNowCountsItsTurnSoFar) {
