@@ -174,7 +174,7 @@ void Daemon::on_upgrade_outcome(const handoff::UpgradeOutcome& outcome) {
     shown_after_commit_.reset();
     count_upgrade_outcome(false, outcome.reason);
     end_loop_window();
-    attempt_.failed(outcome.pid, outcome.reason, outcome.committed);
+    attempt_.failed(outcome.pid, ms, outcome.reason, outcome.committed);
     if (outcome.committed) resume_serving(outcome.reason);
     else if (app_) app_->resume();
     return;
@@ -183,7 +183,7 @@ void Daemon::on_upgrade_outcome(const handoff::UpgradeOutcome& outcome) {
                outcome.pid, context_.generation + 1, ms);
   record_upgrade_step("probation_passed");
   count_upgrade_outcome(true);
-  attempt_.succeeded(outcome.pid, context_.generation + 1, registry_.size());
+  attempt_.succeeded(outcome.pid, ms, context_.generation + 1, registry_.size());
   // Decided at COMMIT (drain = handoff then): ours go, and what our
   // predecessor may still hand us goes after them. The window runs on through
   // the hand-off: it is part of what the loop pays.

@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <utility>
@@ -26,6 +28,7 @@ uint64_t thread_cpu_ns() {
 
 LoopLag::Work::Work(LoopLag& lag, const char* what) : lag_(lag), what_(what), outer_(lag.work_depth_++ == 0) {
   if (!outer_) return;
+  span0_ = uv_hrtime();
   waited0_ = lag_.run_queue_wait_ns();
   wall0_ = uv_hrtime();
   cpu0_ = thread_cpu_ns();
@@ -38,26 +41,52 @@ LoopLag::Work::~Work() {
   const uint64_t wall = uv_hrtime() - wall0_;
   lag_.turn_work_ns_ += wall;
   lag_.turn_work_cpu_ns_ += thread_cpu_ns() - cpu0_;
-  const uint64_t waited0 = waited0_, waited1 = lag_.run_queue_wait_ns();
-  const uint64_t waited = waited1 > waited0 ? waited1 - waited0 : 0;
-  lag_.turn_work_held_ns_ += wall > waited ? wall - waited : 0;
+  // The wait is read outside the wall time: a wait during a read is in the
+  // span, which includes the reads, and what is left is capped at the wall
+  // time. Not known (a read failed): the wall time, never less than held.
+  const auto waited1 = lag_.run_queue_wait_ns();
+  const uint64_t span = uv_hrtime() - span0_;
+  uint64_t held = wall;
+  if (waited0_ && waited1 && *waited1 >= *waited0_) {
+    const uint64_t waited = *waited1 - *waited0_;
+    held = std::min(wall, span > waited ? span - waited : 0);
+  }
+  lag_.turn_work_held_ns_ += held;
   if (wall >= lag_.turn_longest_ns_) {
     lag_.turn_longest_ns_ = wall;
     lag_.turn_longest_what_ = what_;
   }
 }
 
-uint64_t LoopLag::run_queue_wait_ns() const {
-  // "<ns on a core> <ns waiting for one> <slices>\n" (the second field is
-  // added when the thread gets a core, so it is current while we run).
-  if (!schedstat_) return 0;
+namespace {
+
+// "<ns on a core> <ns waiting for one> <slices>\n" (the wait is added when
+// the thread gets a core, so it is current while we run). nullopt if it
+// cannot be read or parsed.
+std::optional<std::array<uint64_t, 3>> read_schedstat(int fd) {
   char buf[96];
-  const ssize_t n = ::pread(schedstat_.get(), buf, sizeof buf - 1, 0);
-  if (n <= 0) return 0;
+  const ssize_t n = ::pread(fd, buf, sizeof buf - 1, 0);
+  if (n <= 0) return std::nullopt;
   buf[n] = '\0';
-  char* end = nullptr;
-  std::strtoull(buf, &end, 10);
-  return std::strtoull(end, nullptr, 10);
+  std::array<uint64_t, 3> fields{};
+  const char* at = buf;
+  for (auto& f : fields) {
+    char* end = nullptr;
+    errno = 0;
+    f = std::strtoull(at, &end, 10);
+    if (end == at || errno != 0) return std::nullopt;
+    at = end;
+  }
+  return fields;
+}
+
+}  // namespace
+
+std::optional<uint64_t> LoopLag::run_queue_wait_ns() const {
+  if (!schedstat_) return std::nullopt;
+  auto fields = read_schedstat(schedstat_.get());
+  if (!fields) return std::nullopt;
+  return (*fields)[1];
 }
 
 int LoopLag::start(uv_loop_t* loop, std::function<void()> window_ended) {
@@ -66,6 +95,12 @@ int LoopLag::start(uv_loop_t* loop, std::function<void()> window_ended) {
   // The calling thread's: the loop's. Without it (a kernel without
   // CONFIG_SCHED_INFO) "held" is not reported.
   schedstat_ = handoff::UniqueFd(::open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC));
+  // A running thread has had at least one slice; a kernel that keeps no
+  // scheduler statistics says "0 0 0".
+  if (schedstat_) {
+    auto fields = read_schedstat(schedstat_.get());
+    if (!fields || (*fields)[2] == 0) schedstat_.reset();
+  }
   // Without it (an error) the blocked time includes the time spent waiting
   // in epoll: an upper bound, still worth showing.
   idle_metric_ = uv_loop_configure(loop, UV_METRICS_IDLE_TIME) == 0;
@@ -223,16 +258,18 @@ nlohmann::json LoopLag::last_window_json() const {
 std::string LoopLag::last_window_summary() const {
   if (!last_window_) return "no window";
   const auto& w = *last_window_;
+  char held[64] = "not known";
+  if (schedstat_) std::snprintf(held, sizeof held, "%.2f ms", us_ms(w.upgrade_work_held.max()));
   char buf[512];
   std::snprintf(buf, sizeof buf,
                 "loop blocked at most %.2f ms (p99 %.2f ms, at most %.2f ms of CPU) over %llu turn(s); the %llu that "
                 "ran upgrade code at most %.2f ms (%.2f ms of CPU); the upgrade code itself at most %.2f ms in one "
-                "turn (%.2f ms of CPU, %.2f ms less its run-queue wait; %s)",
+                "turn (%.2f ms of CPU, %s less its run-queue wait; %s)",
                 us_ms(w.blocked.max()), us_ms(w.blocked.percentile(0.99)), ms(w.cpu_max_ns),
                 static_cast<unsigned long long>(w.blocked.count()),
                 static_cast<unsigned long long>(w.upgrade_turns.count()), us_ms(w.upgrade_turns.max()),
                 ms(w.upgrade_turn_cpu_max_ns), us_ms(w.upgrade_work.max()), ms(w.upgrade_work_cpu_max_ns),
-                us_ms(w.upgrade_work_held.max()), *w.upgrade_work_max_in ? w.upgrade_work_max_in : "none");
+                held, *w.upgrade_work_max_in ? w.upgrade_work_max_in : "none");
   return buf;
 }
 

@@ -62,7 +62,8 @@ class LoopLag {
     LoopLag& lag_;
     const char* what_;
     bool outer_;
-    uint64_t wall0_ = 0, cpu0_ = 0, waited0_ = 0;
+    uint64_t span0_ = 0, wall0_ = 0, cpu0_ = 0;
+    std::optional<uint64_t> waited0_;
   };
 
   // Starts probing (and turns on libuv's idle-time metric); an error is
@@ -147,9 +148,10 @@ class LoopLag {
   bool upgrade_turn_ = false;
   uint64_t turn_work_ns_ = 0, turn_work_cpu_ns_ = 0, turn_work_held_ns_ = 0;
   // The loop thread's schedstat (its run-queue wait), read again at each
-  // Work scope's ends; invalid where the kernel has none.
+  // Work scope's ends; invalid where the kernel keeps none.
   handoff::UniqueFd schedstat_;
-  uint64_t run_queue_wait_ns() const;
+  // nullopt when it cannot be read.
+  std::optional<uint64_t> run_queue_wait_ns() const;
   uint64_t turn_longest_ns_ = 0;          // this turn's longest scope
   const char* turn_longest_what_ = "";
   unsigned work_depth_ = 0;

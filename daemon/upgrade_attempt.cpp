@@ -28,14 +28,12 @@ void UpgradeAttempt::not_started(const std::string& error) {
 
 void UpgradeAttempt::abandoned() { tell_waiters({control::error_reply("abandoned: batond is stopping")}); }
 
-void UpgradeAttempt::failed(pid_t pid, const std::string& reason, bool committed) {
-  const double ms = ms_since_request();
+void UpgradeAttempt::failed(pid_t pid, double ms, const std::string& reason, bool committed) {
   last_ = {{"ok", false}, {"trigger", trigger_}, {"pid", pid}, {"ms", ms}, {"error", reason}, {"committed", committed}};
   tell_waiters({control::error_reply("rolled back: " + reason)});
 }
 
-void UpgradeAttempt::succeeded(pid_t pid, unsigned generation, size_t old_connections) {
-  const double ms = ms_since_request();
+void UpgradeAttempt::succeeded(pid_t pid, double ms, unsigned generation, size_t old_connections) {
   last_ = {{"ok", true}, {"trigger", trigger_}, {"pid", pid}, {"ms", ms}};
   auto ready = control::event("ready");
   ready["pid"] = pid;

@@ -38,13 +38,15 @@ class UpgradeAttempt {
   void not_started(const std::string& error);
   // A stop came and cancelled it before COMMIT.
   void abandoned();
-  // It failed (rolled back): before COMMIT, or in the probation (`committed`).
-  void failed(pid_t pid, const std::string& reason, bool committed);
-  // It passed the probation: `generation` serves as `pid`; this one drains
-  // `old_connections`.
-  void succeeded(pid_t pid, unsigned generation, size_t old_connections);
+  // It failed (rolled back) `ms` after the request: before COMMIT, or in
+  // the probation (`committed`).
+  void failed(pid_t pid, double ms, const std::string& reason, bool committed);
+  // It passed the probation `ms` after the request: `generation` serves as
+  // `pid`; this one drains `old_connections`.
+  void succeeded(pid_t pid, double ms, unsigned generation, size_t old_connections);
 
-  // The last attempt's outcome; null before one ended.
+  // The outcome of the last attempt that failed or passed (or could not
+  // start); null before one did. An abandoned one (a stop) leaves it as it was.
   const nlohmann::json& last() const { return last_; }
 
  private:

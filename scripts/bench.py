@@ -668,7 +668,7 @@ def step_loop_lag(ctx):
         return " / ".join(num(pct(vals, p)) for p in ps) if vals else "n/a"
 
     def over(xs, key):
-        vals = [x[key] for x in xs if key in x]
+        vals = [x[key] for x in xs if x.get(key) is not None]
         return f"{sum(v > 1.0 for v in vals)} of {len(vals)}" if vals else "n/a"
 
     rows = []

@@ -49,17 +49,22 @@ struct Script {
   uv_timer_t timer{};
   int step = 0;
   bool done = false;
+  // Each scope's wall time, as measured around it here: which is longer
+  // depends on preemption as well as on the CPU it spins.
+  uint64_t first_ns = 0, last_ns = 0;
 };
 
 void next_turn(uv_timer_t* t) {
   auto* s = static_cast<Script*>(t->data);
   switch (s->step++) {
     case 0: {
+      const uint64_t t0 = uv_hrtime();
       {
         const LoopLag::Work work(*s->lag, "first");
         const LoopLag::Work nested(*s->lag, "nested");  // counted once, as the outer one
         spin_cpu_ms(3);
       }
+      s->first_ns = uv_hrtime() - t0;
       spin_cpu_ms(2);
       break;
     }
@@ -67,8 +72,12 @@ void next_turn(uv_timer_t* t) {
       spin_cpu_ms(8);
       break;
     default: {
-      const LoopLag::Work work(*s->lag, "last");
-      spin_cpu_ms(4);
+      const uint64_t t0 = uv_hrtime();
+      {
+        const LoopLag::Work work(*s->lag, "last");
+        spin_cpu_ms(4);
+      }
+      s->last_ns = uv_hrtime() - t0;
       s->lag->end_window();
       s->done = true;
       return;
@@ -103,7 +112,7 @@ TEST(LoopLag, UpgradeWorkAndTheTurnsThatRanItAreMeasuredApartWithTheirCpuTime) {
   EXPECT_GE(w["upgrade_work_cpu_max"].get<double>(), 4.0) << w;
   EXPECT_LT(w["upgrade_work_cpu_max"].get<double>(), 6.0) << w;
   EXPECT_GE(w["upgrade_work_max"].get<double>(), 3.9) << w;  // wall, µs resolution
-  EXPECT_EQ(w["upgrade_work_max_in"], "last") << w;
+  EXPECT_EQ(w["upgrade_work_max_in"], script.last_ns >= script.first_ns ? "last" : "first") << w;
   // The first turn whole: its upgrade code and the service's 2 ms.
   EXPECT_GE(w["upgrade_turn_cpu_max"].get<double>(), 5.0) << w;
   EXPECT_LT(w["upgrade_turn_cpu_max"].get<double>(), 8.0) << "the service's turn is not the upgrade's: " << w;
@@ -118,40 +127,61 @@ TEST(LoopLag, UpgradeWorkAndTheTurnsThatRanItAreMeasuredApartWithTheirCpuTime) {
   EXPECT_LE(w["upgrade_work_held_max"].get<double>(), w["upgrade_work_max"].get<double>()) << w;
 }
 
+// This thread and a busy one on this thread's core, until it goes out of
+// scope (also when an assertion returns early): the affinity is restored.
+class SharedCore {
+ public:
+  SharedCore() {
+    const int cpu = ::sched_getcpu();
+    if (cpu < 0 || ::sched_getaffinity(0, sizeof before_, &before_) != 0) return;
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(cpu, &one);
+    if (::sched_setaffinity(0, sizeof one, &one) != 0) return;  // this thread, and the spinner it starts
+    pinned_ = true;
+    spinner_ = std::thread([this] {
+      while (spin_.load(std::memory_order_relaxed)) {
+      }
+    });
+  }
+  ~SharedCore() {
+    spin_ = false;
+    if (spinner_.joinable()) spinner_.join();
+    if (pinned_) ::sched_setaffinity(0, sizeof before_, &before_);
+  }
+  bool ok() const { return pinned_; }
+
+ private:
+  cpu_set_t before_{};
+  bool pinned_ = false;
+  std::atomic<bool> spin_{true};
+  std::thread spinner_;
+};
+
 // Upgrade code that shares its core with a busy thread waits for it in the
 // run queue: that wait is in its wall time, not in what it held the loop.
 TEST(LoopLag, TheUpgradeCodesHeldTimeLeavesOutItsWaitForACore) {
-  cpu_set_t before;
-  ASSERT_EQ(::sched_getaffinity(0, sizeof before, &before), 0);
-  cpu_set_t one;
-  CPU_ZERO(&one);
-  CPU_SET(::sched_getcpu(), &one);
-  ASSERT_EQ(::sched_setaffinity(0, sizeof one, &one), 0);  // this thread, and the spinner it starts
-  std::atomic<bool> spin{true};
-  std::thread spinner([&] {
-    while (spin.load(std::memory_order_relaxed)) {
-    }
-  });
   unit::TestLoop loop;
   LoopLag lag;
   ASSERT_EQ(lag.start(&loop.loop), 0);
   one_turn(&loop.loop);
-  lag.begin_window();
   {
-    const LoopLag::Work work(lag, "shared");
-    spin_cpu_ms(20);  // about 40 ms of wall time, half of it waiting for the spinner's slices
+    SharedCore shared;
+    if (!shared.ok()) GTEST_SKIP() << "cannot pin this thread to one core";
+    lag.begin_window();
+    {
+      const LoopLag::Work work(lag, "shared");
+      spin_cpu_ms(20);  // about 40 ms of wall time, half of it waiting for the spinner's slices
+    }
+    lag.end_window(/*now=*/true);
   }
-  lag.end_window(/*now=*/true);
   lag.stop();
-  spin = false;
-  spinner.join();
-  ::sched_setaffinity(0, sizeof before, &before);
   const auto w = lag.last_window_json();
-  if (w["upgrade_work_held_max"].is_null()) GTEST_SKIP() << "no /proc/thread-self/schedstat";
+  if (w["upgrade_work_held_max"].is_null()) GTEST_SKIP() << "no scheduler statistics (/proc/thread-self/schedstat)";
   const double wall = w["upgrade_work_max"].get<double>(), held = w["upgrade_work_held_max"].get<double>();
   EXPECT_GE(held, 19.9) << w;
-  EXPECT_GE(wall, 30.0) << "the spinner took no turn: " << w;
-  EXPECT_LE(held, 25.0) << "the run-queue wait counted as held: " << w;
+  ASSERT_GE(wall, 30.0) << "the spinner took no turn: " << w;
+  EXPECT_LE(held, wall - 8.0) << "the run-queue wait counted as held: " << w;
 }
 
 TEST(LoopLag, WhileHeldEveryTurnIsTheUpgradesAndAWindowEndedNowCountsItsTurnSoFar) {
