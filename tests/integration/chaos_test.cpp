@@ -28,7 +28,7 @@
 //   flip-drain            drain.mode wait <-> handoff in the config file, SIGHUP
 //
 // Every SIGSTOP is held 2.5 s, longer than any internal timeout, then SIGCONT.
-// The new process is found the moment it exists (/proc/PID/task/PID/children
+// The new process is found the moment it exists (/proc/PID/task/*/children
 // of the serving pid) and signalled through a pidfd (no pid-reuse accident).
 // Every wait is on an event: a log line, a process state, the pid file, an
 // exit. The only sleep is the deliberate SIGSTOP hold.
@@ -48,6 +48,7 @@
 // BATON_CHAOS_SECONDS (default 40), BATON_CHAOS_ROUNDS (default 1000),
 // BATON_CHAOS_SEED. scripts/chaos.sh MINUTES runs the long form.
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sched.h>
@@ -202,10 +203,17 @@ std::string slurp(const std::string& path) {
   return ss.str();
 }
 
+// Each thread has its own list: batond's children are its spawner thread's.
 std::set<pid_t> children_of(pid_t parent) {
   std::set<pid_t> out;
-  std::istringstream in(slurp("/proc/" + std::to_string(parent) + "/task/" + std::to_string(parent) + "/children"));
-  for (pid_t p; in >> p;) out.insert(p);
+  const std::string tasks = "/proc/" + std::to_string(parent) + "/task";
+  DIR* dir = ::opendir(tasks.c_str());
+  while (dirent* e = dir ? ::readdir(dir) : nullptr) {
+    if (e->d_name[0] == '.') continue;
+    std::istringstream in(slurp(tasks + "/" + e->d_name + "/children"));
+    for (pid_t p; in >> p;) out.insert(p);
+  }
+  if (dir) ::closedir(dir);
   return out;
 }
 
@@ -521,7 +529,11 @@ Chaos::Outcome Chaos::wait_outcome(pid_t from, size_t mark) {
 // Lets the new process `child` of `from` run to a random point before READY:
 //   at-fork       between fork and exec. The old process's spawner thread
 //                 waits for the exec (its loop does not): stopping the child
-//                 there holds the upgrade at "spawning".
+//                 there holds the upgrade at "spawning" until the READY
+//                 timeout fails it (the child is killed once it exists).
+//                 (Until the spawner thread became a lasting one, the child
+//                 was only seen once that thread had exited, after the exec:
+//                 children are listed per thread.)
 //   after-exec    just after exec: it has said nothing yet.
 //   at-listeners  it logged that it took the listeners; READY is a few
 //                 microseconds away, so this lands just before READY or just
@@ -637,9 +649,21 @@ bool Chaos::upgrade_round(Kind kind) {
       }
     }
     std::string refusal;
-    const pid_t logged = wait_spawned(from, mark, &refusal);
-    if (logged != next) return fail("the spawned line names " + std::to_string(logged) + ", the new child was " +
-                                    std::to_string(next) + (refusal.empty() ? "" : ": " + refusal));
+    if (moment == "at-fork") {
+      // Stopped before its exec and held past the READY timeout: the spawn
+      // may not return in time. The upgrade then fails without a 'spawned'
+      // line, and the child is killed once it exists (settle checks it is gone).
+      size_t which = 0;
+      auto i = log_->wait(from, {kSpawned, kFailed}, mark, 20s, &which);
+      if (!i) return fail("neither a 'spawned' line nor a failure after a stop at fork");
+      if (which == 0 && number_after(log_->at(*i), " as pid ") != next)
+        return fail("the spawned line names another process than the new child " + std::to_string(next) + ": " +
+                    log_->at(*i));
+    } else {
+      const pid_t logged = wait_spawned(from, mark, &refusal);
+      if (logged != next) return fail("the spawned line names " + std::to_string(logged) + ", the new child was " +
+                                      std::to_string(next) + (refusal.empty() ? "" : ": " + refusal));
+    }
   } else {
     std::string refusal;
     next = wait_spawned(from, mark, &refusal);

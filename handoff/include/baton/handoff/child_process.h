@@ -3,11 +3,15 @@
 //
 // uv_spawn forks on the loop thread and then waits there until the child has
 // exec'd: 2 to 25 ms in which a serving loop answers nobody (338 ms was seen
-// under load). Here the spawn runs on a thread of its own (posix_spawn, which
+// under load). Here the spawn runs on another thread (posix_spawn, which
 // glibc does with a vfork-style clone: no page tables copied, and only the
 // calling thread waits for the exec), and `started` reports back on the loop
-// through a uv_async. Not libuv's thread pool: its first use starts four
-// threads from the loop thread and waits for each, over a millisecond.
+// through a uv_async. The thread is a standby one, started with the first
+// ChildProcess (creating one on the loop cost an upgrade's turn ~0.13 ms)
+// and kept for the next spawn; a spawn that finds it busy with one that
+// hangs gets a thread of its own. Not libuv's thread pool: its first use
+// starts four threads from the loop thread and waits for each, over a
+// millisecond.
 // The exit is watched on the loop through a pidfd, so nothing depends on
 // SIGCHLD. The status is ours only if nothing else reaps the child: SIGCHLD
 // must not be ignored (SIG_IGN reaps automatically) and no waitpid(-1) may
@@ -16,9 +20,10 @@
 // What the child gets: exactly the fds in `fds` at the numbers given (and
 // whatever this process has without close-on-exec, while the spawn runs on
 // its thread: its stdio, made blocking as uv_spawn did), every signal at its
-// default disposition, an empty signal mask. Its parent thread is the short-
-// lived spawner thread: a child using PR_SET_PDEATHSIG would get its signal
-// at once. `file` is executed as it is (no PATH lookup, no /bin/sh fallback
+// default disposition, an empty signal mask. Its parent thread is the
+// spawner thread, which lives until this process exits (unless the standby
+// one was busy: then a short-lived one, whose exit a child using
+// PR_SET_PDEATHSIG would take for its parent's). `file` is executed as it is (no PATH lookup, no /bin/sh fallback
 // for a script without #!). Linux 5.3 or later, pidfd_open and
 // pidfd_send_signal allowed (a seccomp profile may refuse them).
 
@@ -55,7 +60,8 @@ class ChildProcess {
   // reaped. `exit_status` if it exited, `term_signal` if a signal ended it.
   using ExitedFn = std::function<void(int64_t exit_status, int term_signal)>;
 
-  explicit ChildProcess(uv_loop_t* loop) : loop_(loop) {}
+  // Starts the process's standby spawner thread if it has none yet.
+  explicit ChildProcess(uv_loop_t* loop);
   ~ChildProcess() { close(); }
   ChildProcess(const ChildProcess&) = delete;
   ChildProcess& operator=(const ChildProcess&) = delete;
