@@ -10,6 +10,7 @@
 #include <string>
 
 #include "daemon.h"
+#include "baton/handoff/child_process.h"
 #include "baton/handoff/executable_path.h"
 #include "inherited_fds.h"
 #include "logging.h"
@@ -64,6 +65,10 @@ int main(int argc, char** argv) {
     context.binary_error = binary.error().message;
     spdlog::warn("upgrades will be refused: cannot resolve the binary to start: {}", context.binary_error);
   }
+
+  // Upgrades then create no thread in the request's loop turn (child_process.h).
+  if (auto st = baton::handoff::start_standby_spawner(); !st)
+    spdlog::warn("standby spawner thread: {}; each upgrade starts a thread of its own", st.error().message);
 
   int code = 0;
   {

@@ -1,6 +1,6 @@
 #pragma once
 // A small file read whole, through an fd opened close-on-exec: the upgrade's
-// spawn runs on a thread of its own while the loop goes on, so an fd opened
+// spawn runs on another thread while the loop goes on, so an fd opened
 // meanwhile without O_CLOEXEC (std::ifstream's) would leak into the new process.
 
 #include <string>

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <cerrno>
 #include <condition_variable>
@@ -94,30 +95,36 @@ Status run_detached(void* (*fn)(void*), void* arg) {
   return {};
 }
 
-// A thread started ahead of the first spawn, which runs one job at a time and
-// waits for the next: creating a thread on the loop (mapping its stack) was
-// most of an upgrade request's turn, about 0.13 ms. A job that finds it busy
-// (a spawn that hangs: an exec on a dead mount, a child stopped before its
-// exec) gets a thread of its own, as every spawn did before. Never destroyed:
-// it waits until the process exits. A child of fork() has no such thread
-// (only the forking one goes on): it starts one of its own.
+// The standby spawner (start_standby_spawner): one thread that runs one job
+// at a time and waits for the next. A job that finds it busy (a spawn that
+// hangs: an exec on a dead mount, a child stopped before its exec) gets a
+// thread of its own. Never destroyed: it waits until the process exits. It
+// belongs to the process that started it: a child of fork() has no such
+// thread (only the forking one goes on), and never touches the copied
+// object, whose mutex the thread may have held at the fork.
 class StandbyThread {
  public:
-  static StandbyThread& get() {
-    static auto* thread = new StandbyThread;
-    return *thread;
+  // The current process's, or null.
+  static StandbyThread* current() {
+    StandbyThread* t = instance_.load();
+    return t && t->owner_ == ::getpid() ? t : nullptr;
   }
-  void ensure_started() {
-    std::lock_guard lock(mutex_);
-    if (started_in_ == ::getpid()) return;
-    task_ = {};
-    busy_ = false;
-    if (run_detached(&StandbyThread::main, this)) started_in_ = ::getpid();
+  static Status start() {
+    static std::mutex starting;
+    std::lock_guard lock(starting);  // not forked while held: only the loop's thread starts it
+    if (current()) return {};
+    auto* t = new StandbyThread;
+    if (auto st = run_detached(&StandbyThread::main, t); !st) {
+      delete t;
+      return st;
+    }
+    instance_.store(t);  // one in a forked child's copy is left as it is
+    return {};
   }
-  // False if it cannot take `fn` now (busy, or not started): the caller runs it elsewhere.
+  // False if it cannot take `fn` now (busy): the caller runs it elsewhere.
   bool submit(void* (*fn)(void*), void* arg) {
     std::lock_guard lock(mutex_);
-    if (started_in_ != ::getpid() || busy_) return false;
+    if (busy_) return false;
     task_ = {fn, arg};
     busy_ = true;
     ready_.notify_one();
@@ -144,11 +151,12 @@ class StandbyThread {
       busy_ = false;
     }
   }
+  static inline std::atomic<StandbyThread*> instance_{nullptr};
+  const pid_t owner_ = ::getpid();
   std::mutex mutex_;
   std::condition_variable ready_;
   Task task_;
   bool busy_ = false;
-  pid_t started_in_ = 0;  // the process the thread runs in
 };
 
 // A child nobody will ever wait for: reaped on a thread of its own.
@@ -195,7 +203,8 @@ Status ChildProcess::start(ChildSpec spec, StartedFn started, ExitedFn exited) {
   job->spec = std::move(spec);
   auto* for_thread = new std::shared_ptr<Job>(job);
   auto handed = [&]() -> Status {
-    if (StandbyThread::get().submit(&ChildProcess::spawn_on_thread, for_thread)) return {};
+    if (auto* standby = StandbyThread::current(); standby && standby->submit(&ChildProcess::spawn_on_thread, for_thread))
+      return {};
     return run_detached(&ChildProcess::spawn_on_thread, for_thread);
   };
   if (auto st = handed(); !st) {
@@ -212,10 +221,7 @@ Status ChildProcess::start(ChildSpec spec, StartedFn started, ExitedFn exited) {
   return {};
 }
 
-ChildProcess::ChildProcess(uv_loop_t* loop) : loop_(loop) {
-  // Here, not at the first start(): that runs on the loop, in an upgrade's turn.
-  StandbyThread::get().ensure_started();
-}
+Status start_standby_spawner() { return StandbyThread::start(); }
 
 void* ChildProcess::spawn_on_thread(void* arg) {
   const std::shared_ptr<Job> job = std::move(*static_cast<std::shared_ptr<Job>*>(arg));

@@ -656,6 +656,8 @@ bool Chaos::upgrade_round(Kind kind) {
       size_t which = 0;
       auto i = log_->wait(from, {kSpawned, kFailed}, mark, 20s, &which);
       if (!i) return fail("neither a 'spawned' line nor a failure after a stop at fork");
+      if (which == 1 && log_->at(*i).find("no READY within") == std::string::npos)
+        return fail("a stop at fork failed the upgrade, but not at its READY timeout: " + log_->at(*i));
       if (which == 0 && number_after(log_->at(*i), " as pid ") != next)
         return fail("the spawned line names another process than the new child " + std::to_string(next) + ": " +
                     log_->at(*i));

@@ -76,6 +76,7 @@ int our_threads() {
 // started with the first ChildProcess (creating one took ~0.13 ms of an
 // upgrade request's turn).
 TEST(ChildProcess, TheSpawnRunsOnAThreadStartedAhead) {
+  ASSERT_TRUE(start_standby_spawner());
   Loop l;
   ChildProcess child(&l.loop);
   const int threads = our_threads();
@@ -91,6 +92,7 @@ TEST(ChildProcess, TheSpawnRunsOnAThreadStartedAhead) {
 // The second finds the standby thread busy with the first (a spawn that
 // hangs would keep it so): it gets a thread of its own, and both report.
 TEST(ChildProcess, TwoSpawnsAtOnceBothReport) {
+  ASSERT_TRUE(start_standby_spawner());
   Loop l;
   ChildProcess first(&l.loop), second(&l.loop);
   Outcome a, b;
@@ -103,6 +105,39 @@ TEST(ChildProcess, TwoSpawnsAtOnceBothReport) {
   EXPECT_EQ(a.exited->first, 4);
   EXPECT_EQ(b.exited->first, 5);
   EXPECT_EQ(children_of_ours(), 0);
+}
+
+// A child of fork() never uses its parent's standby spawner (its thread is
+// not there, its lock may be held, its waits were the parent's): its spawns
+// run as without one, one after the other.
+TEST(ChildProcess, AForkedChildSpawnsWithoutItsParentsStandbyThread) {
+  ASSERT_TRUE(start_standby_spawner());
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    bool ok = true;
+    for (int i = 0; i < 3 && ok; ++i) {
+      Loop l;
+      ChildProcess child(&l.loop);
+      Outcome out;
+      ok = start(child, shell("exit 0"), out).ok();
+      if (ok) l.run();
+      ok = ok && out.started && out.started->ok() && out.exited && out.exited->first == 0;
+    }
+    ::_exit(ok ? 0 : 1);
+  }
+  int status = 0;
+  pid_t got = 0;
+  for (int i = 0; i < 1000 && got == 0; ++i) {  // 10 s, a guard: it takes milliseconds
+    got = ::waitpid(pid, &status, WNOHANG);
+    if (got == 0) std::this_thread::sleep_for(10ms);
+  }
+  if (got == 0) {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, &status, 0);
+    FAIL() << "the forked child's spawns hung";
+  }
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
 }
 
 TEST(ChildProcess, ReportsThePidThenTheExitStatus) {

@@ -6,12 +6,12 @@
 // under load). Here the spawn runs on another thread (posix_spawn, which
 // glibc does with a vfork-style clone: no page tables copied, and only the
 // calling thread waits for the exec), and `started` reports back on the loop
-// through a uv_async. The thread is a standby one, started with the first
-// ChildProcess (creating one on the loop cost an upgrade's turn ~0.13 ms)
-// and kept for the next spawn; a spawn that finds it busy with one that
-// hangs gets a thread of its own. Not libuv's thread pool: its first use
-// starts four threads from the loop thread and waits for each, over a
-// millisecond.
+// through a uv_async. The thread is created for the spawn, on the loop
+// (about 0.13 ms of the turn, mapping its stack), unless the process started
+// a standby spawner ahead (start_standby_spawner): then that one runs it,
+// and a spawn that finds it busy with one that hangs gets a thread of its
+// own. Not libuv's thread pool: its first use starts four threads from the
+// loop thread and waits for each, over a millisecond.
 // The exit is watched on the loop through a pidfd, so nothing depends on
 // SIGCHLD. The status is ours only if nothing else reaps the child: SIGCHLD
 // must not be ignored (SIG_IGN reaps automatically) and no waitpid(-1) may
@@ -21,9 +21,9 @@
 // whatever this process has without close-on-exec, while the spawn runs on
 // its thread: its stdio, made blocking as uv_spawn did), every signal at its
 // default disposition, an empty signal mask. Its parent thread is the
-// spawner thread, which lives until this process exits (unless the standby
-// one was busy: then a short-lived one, whose exit a child using
-// PR_SET_PDEATHSIG would take for its parent's). `file` is executed as it is (no PATH lookup, no /bin/sh fallback
+// spawner thread: a short-lived one (a child using PR_SET_PDEATHSIG would
+// get its signal at once), or the standby spawner, which lives until this
+// process exits. `file` is executed as it is (no PATH lookup, no /bin/sh fallback
 // for a script without #!). Linux 5.3 or later, pidfd_open and
 // pidfd_send_signal allowed (a seccomp profile may refuse them).
 
@@ -52,6 +52,16 @@ struct ChildSpec {
   std::vector<std::pair<int, UniqueFd>> fds;
 };
 
+// Starts a thread that runs every later spawn of this process (each
+// ChildProcess's), so that none creates a thread on its loop. Call it
+// before the loop serves (batond: at start-up), and after any per-thread
+// hardening: a child inherits its parent thread's seccomp filter (one
+// installed without TSYNC), no_new_privs, capability sets, CPU affinity and
+// nice value, and the standby thread keeps what the calling thread had at
+// this call. A second call does nothing; a child of fork() has none until
+// it calls it. An error (pthread_create) leaves spawns as they were.
+Status start_standby_spawner();
+
 class ChildProcess {
  public:
   // On the loop: the pid once the child has exec'd, or why it could not.
@@ -60,8 +70,7 @@ class ChildProcess {
   // reaped. `exit_status` if it exited, `term_signal` if a signal ended it.
   using ExitedFn = std::function<void(int64_t exit_status, int term_signal)>;
 
-  // Starts the process's standby spawner thread if it has none yet.
-  explicit ChildProcess(uv_loop_t* loop);
+  explicit ChildProcess(uv_loop_t* loop) : loop_(loop) {}
   ~ChildProcess() { close(); }
   ChildProcess(const ChildProcess&) = delete;
   ChildProcess& operator=(const ChildProcess&) = delete;
