@@ -23,8 +23,11 @@ for f in bin/batond bin/batonctl lib/systemd/system/baton.service lib/systemd/sy
 done
 # The installed batond finds the installed library (RUNPATH $ORIGIN/../lib), not build/'s.
 "$prefix/bin/batond" --check-config "$prefix/share/doc/baton/batond.toml"
-ldd "$prefix/bin/batond" | grep -q "libbaton_handoff.so.0.1 => $prefix/bin/../lib/" \
-  || { echo "test.sh: the installed batond does not load the installed library:" >&2; ldd "$prefix/bin/batond" >&2; exit 1; }
+# Read whole first: with pipefail, `ldd | grep -q` fails when grep's early exit
+# makes ldd die of SIGPIPE (a CI run failed so, with the right line in it).
+libs=$(ldd "$prefix/bin/batond")
+grep -q "libbaton_handoff.so.0.1 => $prefix/bin/../lib/" <<<"$libs" \
+  || { echo "test.sh: the installed batond does not load the installed library:" >&2; echo "$libs" >&2; exit 1; }
 rm -rf "$prefix"
 echo "test.sh: install ok"
 

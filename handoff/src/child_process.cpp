@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/syscall.h>
@@ -101,7 +102,8 @@ Status run_detached(void* (*fn)(void*), void* arg) {
 // thread of its own. Never destroyed: it waits until the process exits. It
 // belongs to the process that started it: a child of fork() has no such
 // thread (only the forking one goes on), and never touches the copied
-// object, whose mutex the thread may have held at the fork.
+// object, whose mutex the thread may have held at the fork. An atfork
+// handler forgets it in the child; the owner pid also catches a raw clone().
 class StandbyThread {
  public:
   // The current process's, or null.
@@ -110,15 +112,25 @@ class StandbyThread {
     return t && t->owner_ == ::getpid() ? t : nullptr;
   }
   static Status start() {
-    static std::mutex starting;
-    std::lock_guard lock(starting);  // not forked while held: only the loop's thread starts it
+    // A flag, not a mutex: a fork while another thread holds it leaves the
+    // child a flag its atfork handler clears.
+    while (starting_.exchange(true)) ::sched_yield();
+    struct Release {
+      ~Release() { starting_.store(false); }
+    } release;
     if (current()) return {};
+    static bool atfork_registered = false;
+    if (!atfork_registered) {
+      if (const int rc = ::pthread_atfork(nullptr, nullptr, &StandbyThread::forget_in_child); rc != 0)
+        return sys_error("pthread_atfork (standby spawner)", rc);
+      atfork_registered = true;
+    }
     auto* t = new StandbyThread;
     if (auto st = run_detached(&StandbyThread::main, t); !st) {
       delete t;
       return st;
     }
-    instance_.store(t);  // one in a forked child's copy is left as it is
+    instance_.store(t);
     return {};
   }
   // False if it cannot take `fn` now (busy): the caller runs it elsewhere.
@@ -151,7 +163,13 @@ class StandbyThread {
       busy_ = false;
     }
   }
+  // In the child of a fork: the copied object (and its thread) is not ours.
+  static void forget_in_child() {
+    instance_.store(nullptr);
+    starting_.store(false);
+  }
   static inline std::atomic<StandbyThread*> instance_{nullptr};
+  static inline std::atomic<bool> starting_{false};
   const pid_t owner_ = ::getpid();
   std::mutex mutex_;
   std::condition_variable ready_;

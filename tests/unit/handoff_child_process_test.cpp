@@ -72,9 +72,8 @@ int our_threads() {
   return n;
 }
 
-// No thread is created on the loop for a spawn: the one that runs it was
-// started with the first ChildProcess (creating one took ~0.13 ms of an
-// upgrade request's turn).
+// No thread is created on the loop for a spawn once a standby spawner was
+// started ahead (creating one took ~0.13 ms of an upgrade request's turn).
 TEST(ChildProcess, TheSpawnRunsOnAThreadStartedAhead) {
   ASSERT_TRUE(start_standby_spawner());
   Loop l;

@@ -55,11 +55,14 @@ struct ChildSpec {
 // Starts a thread that runs every later spawn of this process (each
 // ChildProcess's), so that none creates a thread on its loop. Call it
 // before the loop serves (batond: at start-up), and after any per-thread
-// hardening: a child inherits its parent thread's seccomp filter (one
-// installed without TSYNC), no_new_privs, capability sets, CPU affinity and
-// nice value, and the standby thread keeps what the calling thread had at
-// this call. A second call does nothing; a child of fork() has none until
-// it calls it. An error (pthread_create) leaves spawns as they were.
+// hardening: a child inherits every per-thread attribute of its parent
+// thread (a seccomp filter installed without TSYNC, no_new_privs, a Landlock
+// domain, capability sets, an SELinux exec context, CPU affinity, nice
+// value, scheduling policy, I/O priority, ...), and the standby thread keeps
+// what the calling thread had at this call (a later renice or taskset of the
+// main thread alone does not reach it). A second call does nothing; a child
+// of fork() has none until it calls it. An error (pthread_create,
+// pthread_atfork) leaves spawns as they were.
 Status start_standby_spawner();
 
 class ChildProcess {
