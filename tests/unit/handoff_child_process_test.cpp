@@ -109,7 +109,21 @@ TEST(ChildProcess, TwoSpawnsAtOnceBothReport) {
 // A child of fork() never uses its parent's standby spawner (its thread is
 // not there, its lock may be held, its waits were the parent's): its spawns
 // run as without one, one after the other.
+#if defined(__SANITIZE_ADDRESS__)
+#define BATON_UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define BATON_UNDER_ASAN 1
+#endif
+#endif
+
 TEST(ChildProcess, AForkedChildSpawnsWithoutItsParentsStandbyThread) {
+#ifdef BATON_UNDER_ASAN
+  // The child of a multi-threaded process starts threads and allocates here,
+  // which glibc allows but ASan's runtime does not survive (its spawns hung
+  // until the guard in the ASan pass). The Release pass runs it.
+  GTEST_SKIP() << "not under AddressSanitizer";
+#endif
   ASSERT_TRUE(start_standby_spawner());
   const pid_t pid = ::fork();
   ASSERT_GE(pid, 0);
